@@ -1,0 +1,1 @@
+"""ExaBGP supervision and the announce/withdraw bookkeeping for underlay routes."""

@@ -1,0 +1,1 @@
+"""The per-node daemon: builds pod attachments and reconciles the node's datapath."""

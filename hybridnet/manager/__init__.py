@@ -1,0 +1,1 @@
+"""The central manager: IPAM over Network/Subnet resources, leader-elected."""

@@ -1,0 +1,207 @@
+"""Run tests that need 802.1Q inside Debian's user-mode-linux kernel when this kernel lacks it.
+
+A test marked ``requires_8021q`` runs natively where the kernel can create a VLAN device. Where
+it cannot (this machine's kernel has no 8021q), the test item is replaced by a :class:`UmlItem`
+of the same node id: it boots ``linux.uml`` with the host filesystem as its root, loads
+``8021q`` (and ``veth``, ``bridge``) from ``/usr/lib/uml/modules``, runs pytest on that one node
+id inside the guest, and reports the guest's result (pass, fail with output, or skip) as its
+own. The guest shares the host's files (hostfs) but has its own kernel, namespaces and ``/run``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.netns import testbed
+
+MARKER = "requires_8021q"
+GUEST_ENV = "HYBRIDNET_UML_GUEST"
+UML_KERNEL = "linux.uml"
+UML_MODULES = Path("/usr/lib/uml/modules")
+GUEST_MODULES = ("8021q", "veth", "bridge")
+BOOT_TIMEOUT_SECONDS = 600
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def in_guest() -> bool:
+    return os.environ.get(GUEST_ENV) == "1"
+
+
+@functools.cache
+def host_has_8021q() -> bool:
+    """Probe by creating a VLAN device on a veth inside a throwaway namespace."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        return False
+    name = f"{testbed.PREFIX_ROOT}probe{os.getpid()}"
+    try:
+        testbed.ip("netns", "add", name)
+        testbed.ip("-n", name, "link", "add", "a", "type", "veth", "peer", "name", "b")
+        probe = testbed.ip(
+            "-n", name, "link", "add", "link", "a", "name", "a.2", "type", "vlan", "id", "2",
+            check=False,
+        )  # fmt: skip
+        return probe.returncode == 0
+    except testbed.TestbedError:
+        return False
+    finally:
+        testbed.delete_namespace(name)
+
+
+def reroute_8021q_items(items: list[pytest.Item]) -> None:
+    """Swap every ``requires_8021q`` item for a UmlItem unless 802.1Q is available natively."""
+    if in_guest() or not any(item.get_closest_marker(MARKER) for item in items):
+        return
+    if host_has_8021q():
+        return
+    for index, item in enumerate(items):
+        if item.get_closest_marker(MARKER) and item.parent is not None:
+            replacement = UmlItem.from_parent(item.parent, name=item.name, target=item.nodeid)
+            replacement.own_markers.extend(item.iter_markers())
+            items[index] = replacement
+
+
+class UmlItem(pytest.Item):
+    """Runs ``target`` (a pytest node id) inside a user-mode-linux guest."""
+
+    def __init__(self, *, target: str, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.target = target
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, f"{self.target} [user-mode-linux]"
+
+    def runtest(self) -> None:
+        if os.geteuid() != 0:
+            pytest.skip("802.1Q: needs root")
+        if shutil.which(UML_KERNEL) is None or not UML_MODULES.is_dir():
+            pytest.skip(
+                "802.1Q: this kernel lacks it and user-mode-linux is not installed "
+                "(apt-get install user-mode-linux)"
+            )
+        outcome = run_in_guest(self.target)
+        if outcome.status == "skipped":
+            pytest.skip(f"inside user-mode-linux: {outcome.message}")
+        if outcome.status != "passed":
+            raise UmlTestFailure(outcome)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> str:  # type: ignore[override]
+        if isinstance(excinfo.value, UmlTestFailure):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo))
+
+
+class GuestOutcome:
+    def __init__(self, status: str, message: str, output: str):
+        self.status = status
+        self.message = message
+        self.output = output
+
+
+class UmlTestFailure(Exception):
+    def __init__(self, outcome: GuestOutcome):
+        super().__init__(
+            f"test {outcome.status} inside user-mode-linux: {outcome.message}\n"
+            f"--- guest output ---\n{outcome.output}"
+        )
+
+
+def _init_script(work: Path, target: str) -> str:
+    """The guest's PID 1: mount what the tests need, load modules, run pytest, power off."""
+    modules_root = work / "modroot"
+    (modules_root / "lib").mkdir(parents=True)
+    (modules_root / "lib" / "modules").symlink_to(UML_MODULES)
+    pytest_argv = [
+        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA",
+        f"--junitxml={work / 'result.xml'}", target,
+    ]  # fmt: skip
+    env = {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": "/root",
+        GUEST_ENV: "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "HYBRIDNET_TESTBED_LOCK_DIR": "/run/hybridnet-testbed",
+    }
+    exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
+    loads = "\n".join(
+        f"modprobe -d {shlex.quote(str(modules_root))} {m} || echo 'modprobe {m} failed'"
+        for m in GUEST_MODULES
+    )
+    return f"""#!/bin/sh
+{exports}
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t tmpfs tmpfs /run
+{loads}
+cd {shlex.quote(str(REPO_ROOT))}
+{shlex.join(pytest_argv)} > {work / 'output.txt'} 2>&1
+echo $? > {work / 'exit-code'}
+sync
+poweroff -f
+"""
+
+
+def run_in_guest(target: str) -> GuestOutcome:
+    """Boot user-mode-linux, run one pytest node id in it, and read back its outcome."""
+    with tempfile.TemporaryDirectory(prefix="hybridnet-uml-") as tmp:
+        work = Path(tmp)
+        init = work / "init.sh"
+        init.write_text(_init_script(work, target))
+        init.chmod(0o755)
+        argv = [
+            UML_KERNEL, "mem=1G", "root=/dev/root", "rootfstype=hostfs", "rootflags=/", "rw",
+            f"init={init}", "con=null", "con0=null,fd:2",
+        ]  # fmt: skip
+        console = work / "console.txt"
+        with console.open("w") as console_file:
+            kernel = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=console_file,
+                stderr=console_file,
+                start_new_session=True,
+            )
+            try:
+                kernel.wait(BOOT_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                os.killpg(kernel.pid, 9)
+                kernel.wait()
+        output = _read(work / "output.txt") or _read(console)
+        return _outcome(work, output)
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _outcome(work: Path, output: str) -> GuestOutcome:
+    result = work / "result.xml"
+    if not result.exists():
+        return GuestOutcome("error", "the guest produced no result (did it boot?)", output)
+    cases = ET.parse(result).getroot().iter("testcase")
+    statuses = []
+    for case in cases:
+        for tag in ("failure", "error", "skipped"):
+            found = case.find(tag)
+            if found is not None:
+                statuses.append((tag, found.get("message", "")))
+                break
+        else:
+            statuses.append(("passed", ""))
+    if not statuses:
+        return GuestOutcome("error", "no test ran in the guest", output)
+    for status, message in statuses:
+        if status in {"failure", "error"}:
+            return GuestOutcome(status, message, output)
+    if all(status == "skipped" for status, _ in statuses):
+        return GuestOutcome("skipped", statuses[0][1], output)
+    return GuestOutcome("passed", "", output)
