@@ -9,7 +9,7 @@ import pytest
 
 from tests.netns import uml
 
-GUEST_TESTS = '''
+GUEST_TESTS = """
 import os, subprocess
 
 def test_runs_in_the_uml_kernel_with_8021q():
@@ -20,7 +20,7 @@ def test_runs_in_the_uml_kernel_with_8021q():
 def test_fails_on_purpose():
     print("guest says hello")
     assert 1 + 1 == 3, "deliberate failure"
-'''
+"""
 
 
 @pytest.fixture

@@ -19,8 +19,9 @@ def test_vlan_100_carries_traffic_and_vlan_200_is_isolated(
     try:
         testbed.connect(left, "trunk", right, "trunk")
         for namespace, address in ((left, "198.18.100.1/24"), (right, "198.18.100.2/24")):
-            namespace.ip("link", "add", "link", "trunk", "name", "trunk.100",
-                         "type", "vlan", "id", "100")  # fmt: skip
+            namespace.ip(
+                "link", "add", "link", "trunk", "name", "trunk.100", "type", "vlan", "id", "100"
+            )
             namespace.ip("addr", "add", address, "dev", "trunk.100")
             namespace.ip("link", "set", "trunk.100", "up")
         assert "vlan" in left.ip("-d", "link", "show", "trunk.100").stdout

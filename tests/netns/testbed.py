@@ -130,9 +130,9 @@ class Process:
     def wait_for_line(self, pattern: str, timeout: float = 10.0) -> str:
         """Block until a line of output matches ``pattern`` and return it."""
         regex = re.compile(pattern)
-        for line in self.output_lines:
-            if regex.search(line):
-                return line
+        for seen in self.output_lines:
+            if regex.search(seen):
+                return seen
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = self._read_line(deadline - time.monotonic())
@@ -268,10 +268,8 @@ def root_links() -> list[str]:
 
 def connect(a: Namespace, a_ifname: str, b: Namespace, b_ifname: str) -> None:
     """A veth pair created directly between two namespaces: never visible in the root one."""
-    ip(
-        "link", "add", a_ifname, "netns", a.name, "type", "veth",
-        "peer", "name", b_ifname, "netns", b.name,
-    )  # fmt: skip
+    spec = f"link add {a_ifname} netns {a.name} type veth peer name {b_ifname} netns {b.name}"
+    ip(*spec.split())
     a.ip("link", "set", a_ifname, "up")
     b.ip("link", "set", b_ifname, "up")
 
@@ -562,7 +560,10 @@ def _send_tcp(address: str, port: int, payload: str) -> None:
 
 
 def _sniff(ifname: str, protocol: str, timeout: float) -> None:
-    from scapy.all import ICMP, IP, TCP, UDP, ICMPv6EchoRequest, IPv6, sniff  # noqa: PLC0415
+    # Imported here: only the sniff helper pays for scapy's slow import.
+    from scapy.layers.inet import ICMP, IP, TCP, UDP  # noqa: PLC0415
+    from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6  # noqa: PLC0415
+    from scapy.sendrecv import sniff  # noqa: PLC0415
 
     def matches(packet: Any) -> bool:
         if protocol == "icmp":
@@ -602,6 +603,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sniffer.add_argument("ifname")
     sniffer.add_argument("protocol", choices=["icmp", "tcp", "udp"])
     sniffer.add_argument("timeout", type=float)
+    commands.add_parser("demo", help="build a fabric with two nodes, show it carries traffic")
     commands.add_parser("leftovers", help="list namespaces/links of ours; exit 1 if any")
     commands.add_parser("clean", help="remove leftovers of runs that are no longer alive")
     args = parser.parse_args(argv)
@@ -613,6 +615,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _send_tcp(args.address, args.port, args.payload)
     elif args.command == "sniff":
         _sniff(args.ifname, args.protocol, args.timeout)
+    elif args.command == "demo":
+        return _demo()
     elif args.command == "leftovers":
         found = leftovers()
         print("\n".join(found) if found else "no leftovers")
@@ -621,6 +625,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in remove_stale_runs():
             print(f"removed {name}")
     return 0
+
+
+def _demo() -> int:
+    """Build the bed's standard topology, show it and its traffic, and take it down again."""
+    with testbed_run() as bed:
+        fabric = Fabric(bed)
+        try:
+            for _ in range(2):
+                fabric.add_node()
+            print(
+                f"fabric switch {fabric.switch.name}, gateway {fabric.gateway.name} "
+                f"({fabric.gateway_ipv4}, {fabric.gateway_ipv6})"
+            )
+            for node in fabric.nodes:
+                print(f"node {node.name}: eth0 {', '.join(node.addresses('eth0'))}")
+            first, second = fabric.nodes
+            failures = 0
+            for address in (second.ipv4, second.ipv6, fabric.gateway_ipv4):
+                ok = ping(first, address)
+                failures += not ok
+                print(f"ping {first.name} -> {address}: {'ok' if ok else 'FAILED'}")
+        finally:
+            fabric.teardown()
+    print("torn down; leftovers:", ", ".join(leftovers()) or "none")
+    return 1 if failures else 0
 
 
 @contextlib.contextmanager

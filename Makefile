@@ -1,0 +1,72 @@
+# The two commands of the README, and the pieces they are made of. Every target is safe to
+# run twice: Debian packages are installed only when missing, the virtual environment is
+# rebuilt only when pyproject.toml changes, the control plane is built once into a cache.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+# What the tiers need from Debian: the kernel's tools, user-mode-linux for 802.1Q, BIRD as
+# the BGP peer, the reference CNI plugins, and ping/tcpdump for traffic checks.
+DEBIAN_PACKAGES := iproute2 iptables nftables kmod user-mode-linux bird2 \
+	containernetworking-plugins iputils-ping procps tcpdump python3-venv ca-certificates
+
+.PHONY: test demo deps venv controlplane lint typecheck unit netns bench clean-testbed controlplane-up
+
+## make test: install everything, then lint, type check and run every test tier.
+test: deps venv controlplane lint typecheck
+	$(BIN)/pytest
+	$(BIN)/python tests/netns/testbed.py leftovers
+
+## make demo: today, the namespace test bed and the baseline benchmark (see README).
+demo: deps venv
+	$(BIN)/python tests/netns/testbed.py demo
+	$(BIN)/python -m bench.cni_baseline --runs 20
+
+deps:
+	@if [ "$$(id -u)" != 0 ]; then echo "make: run as root (network namespaces, apt-get)" >&2; exit 1; fi
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		apt-get update -q; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "make: Python >= 3.11 is required (set PYTHON=...)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,dev]'
+	touch $(STAMP)
+
+## make controlplane: build kube-apiserver + etcd from Go modules into ~/.cache, once.
+controlplane:
+	@command -v go >/dev/null || { echo "make: Go is required to build the control plane" >&2; exit 1; }
+	hack/controlplane/build.sh
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest tests/unit
+
+netns: deps venv
+	$(BIN)/pytest tests/netns
+
+bench: deps venv
+	$(BIN)/python -m bench.cni_baseline --runs 50 --json bench/results/cni_baseline.json
+
+## remove namespaces left by test runs that are no longer alive
+clean-testbed: venv
+	$(BIN)/python tests/netns/testbed.py clean
