@@ -1,0 +1,1 @@
+"""Resource models (Network, Subnet, IPInstance, NodeInfo), constants and validation; no I/O."""
