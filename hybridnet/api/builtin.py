@@ -70,7 +70,9 @@ class Lease(BuiltinObject):
 
 @dataclasses.dataclass
 class Event(BuiltinObject):
-    KIND: ClassVar[ResourceKind] = ResourceKind("", "v1", "Event", "events", True)
+    KIND: ClassVar[ResourceKind] = ResourceKind(
+        "", "v1", "Event", "events", True, status_subresource=False
+    )
 
 
 BUILTIN_KINDS: tuple[type[BuiltinObject], ...] = (Pod, Node, Namespace, Lease, Event)

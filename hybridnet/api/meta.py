@@ -17,6 +17,8 @@ class ResourceKind:
     kind: str
     plural: str
     namespaced: bool
+    status_subresource: bool = True
+    """Whether updates of the object leave ``status`` alone (and status has its own verb)."""
 
     @property
     def api_version(self) -> str:
