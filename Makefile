@@ -14,7 +14,8 @@ STAMP := $(VENV)/.installed-stamp
 DEBIAN_PACKAGES := iproute2 iptables nftables kmod user-mode-linux bird2 \
 	containernetworking-plugins iputils-ping procps tcpdump python3-venv ca-certificates
 
-.PHONY: test demo deps venv controlplane lint typecheck unit netns bench clean-testbed controlplane-up
+.PHONY: test demo deps venv controlplane lint typecheck unit netns bench clean-testbed controlplane-up \
+	controlplane-down
 
 ## make test: install everything, then lint, type check and run every test tier.
 test: deps venv controlplane lint typecheck
@@ -50,6 +51,16 @@ $(STAMP): pyproject.toml
 controlplane:
 	@command -v go >/dev/null || { echo "make: Go is required to build the control plane" >&2; exit 1; }
 	hack/controlplane/build.sh
+
+## make controlplane-up: a kube-apiserver + etcd left running for debugging (prints KUBECONFIG);
+## make controlplane-down stops it. CONTROLPLANE_DIR holds its kubeconfig, logs and PIDs.
+CONTROLPLANE_DIR ?= /tmp/hybridnet-controlplane
+
+controlplane-up: venv controlplane
+	$(BIN)/python tests/cluster/controlplane.py up --dir $(CONTROLPLANE_DIR)
+
+controlplane-down: venv controlplane
+	$(BIN)/python tests/cluster/controlplane.py down --dir $(CONTROLPLANE_DIR)
 
 lint: venv
 	$(BIN)/ruff check .
