@@ -77,6 +77,8 @@ class Request:
 @dataclasses.dataclass
 class _Network:
     net_id: int | None
+    known: bool = False
+    """False while only subnets have named it: nothing is allocated from a network not seen."""
     subnets: set[str] = dataclasses.field(default_factory=set)
     sticky: dict[int, str] = dataclasses.field(default_factory=dict)
     """The subnet a family allocates from until it is full (lastAllocatedSubnet)."""
@@ -92,6 +94,7 @@ class Allocator:
         self._subnets: dict[str, tuple[SubnetConfig, SubnetPool]] = {}
         self._macs: dict[str, set[tuple[str, int]]] = {}
         self._mac_of: dict[tuple[str, int], str] = {}
+        self._by_owner: dict[str, dict[tuple[str, int], Allocation]] = {}
 
     # ----------------------------------------------------------------- configuration
 
@@ -99,6 +102,7 @@ class Allocator:
         with self._lock:
             network = self._networks.setdefault(name, _Network(net_id))
             network.net_id = net_id
+            network.known = True
 
     def remove_network(self, name: str) -> None:
         with self._lock:
@@ -163,9 +167,18 @@ class Allocator:
             state = self._networks.get(network)
             return state.sticky.get(version) if state else None
 
+    def allocations_of(self, owner: str) -> list[Allocation]:
+        """What ``owner`` holds now: the allocator is the authority, ahead of any cache."""
+        with self._lock:
+            return sorted(self._by_owner.get(owner, {}).values(), key=lambda a: a.version)
+
+    def owners(self) -> list[str]:
+        with self._lock:
+            return list(self._by_owner)
+
     def has_network(self, network: str) -> bool:
         with self._lock:
-            return network in self._networks
+            return network in self._networks and self._networks[network].known
 
     # ----------------------------------------------------------------- allocation
 
@@ -176,7 +189,7 @@ class Allocator:
             raise InvalidRequest(f"unknown IP family {request.family!r}")
         with self._lock:
             network = self._networks.get(request.network)
-            if network is None:
+            if network is None or not network.known:
                 raise NoSuchNetwork(f"network {request.network} does not exist")
             mac = self._choose_mac(request.owner, request.mac)
             done: list[tuple[SubnetPool, int, int | None]] = []
@@ -210,14 +223,18 @@ class Allocator:
             pool.claim(number, owner, fixed=False)
             return self._record(pool, number, mac.lower(), owner)
 
-    def release(self, subnet: str, address: str) -> str | None:
-        """Free an address; returns its former owner (None if it was free or unknown)."""
+    def release(self, subnet: str, address: str, owner: str | None = None) -> str | None:
+        """Free an address (only if ``owner`` holds it, when given); returns its former owner
+        (None if it was free, unknown, or someone else's)."""
         with self._lock:
             entry = self._subnets.get(subnet)
             if entry is None:
                 return None
             pool = entry[1]
-            return self._forget(pool, int(ipaddress.ip_address(address)))
+            number = int(ipaddress.ip_address(address))
+            if owner is not None and pool.used.get(number) != owner:
+                return None
+            return self._forget(pool, number)
 
     # ----------------------------------------------------------------- internals
 
@@ -304,7 +321,7 @@ class Allocator:
         self._mac_of[(pool.name, address)] = mac
         config = self._subnets[pool.name][0]
         network = self._networks.get(config.network)
-        return Allocation(
+        allocation = Allocation(
             network=config.network,
             subnet=pool.name,
             version=pool.version,
@@ -319,9 +336,16 @@ class Allocator:
             mac=mac,
             owner=owner,
         )
+        self._by_owner.setdefault(owner, {})[(pool.name, address)] = allocation
+        return allocation
 
     def _forget(self, pool: SubnetPool, address: int) -> str | None:
         owner = pool.release(address)
+        if owner is not None:
+            held = self._by_owner.get(owner, {})
+            held.pop((pool.name, address), None)
+            if not held:
+                self._by_owner.pop(owner, None)
         mac = self._mac_of.pop((pool.name, address), None)
         if mac is not None:
             users = self._macs.get(mac, set())

@@ -86,6 +86,10 @@ class Informer(Generic[R]):
         self._thread.start()
         return self
 
+    def signal_stop(self) -> None:
+        """Ask the loop to end (it does at its next event or watch timeout); see stop()."""
+        self._stop.set()
+
     def stop(self, timeout: float | None = None) -> None:
         self._stop.set()
         if self._thread is not None:

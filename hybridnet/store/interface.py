@@ -73,8 +73,11 @@ class Store(abc.ABC):
         name: str,
         namespace: str | None = None,
         resource_version: str | None = None,
+        grace_period_seconds: int | None = None,
     ) -> None:
-        """Delete an object, only at ``resource_version`` when given (Conflict otherwise)."""
+        """Delete an object, only at ``resource_version`` when given (Conflict otherwise).
+        ``grace_period_seconds=0`` deletes a pod at once instead of marking it terminating
+        (what kubelet does when a pod has stopped); backends without grace ignore it."""
 
     @abc.abstractmethod
     def watch(

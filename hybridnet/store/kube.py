@@ -223,11 +223,14 @@ class KubeStore(Store):
         name: str,
         namespace: str | None = None,
         resource_version: str | None = None,
+        grace_period_seconds: int | None = None,
     ) -> None:
         self._require_namespace(kind.KIND, namespace)
         body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
         if resource_version:
             body["preconditions"] = {"resourceVersion": resource_version}
+        if grace_period_seconds is not None:
+            body["gracePeriodSeconds"] = grace_period_seconds
         what = self._describe(kind.KIND, name, namespace)
         self._call("DELETE", _path(kind.KIND, namespace, name), what, body=body)
 

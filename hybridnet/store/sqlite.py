@@ -339,6 +339,7 @@ class SQLiteStore(Store):
         name: str,
         namespace: str | None = None,
         resource_version: str | None = None,
+        grace_period_seconds: int | None = None,
     ) -> None:
         ns = self._namespace(kind.KIND, namespace)
         with self._write() as conn:

@@ -1,0 +1,118 @@
+"""Allocations as IPInstance objects, and back.
+
+Every IPInstance lives in one namespace (the manager's IPAM namespace) and is named after its
+address, so the API server itself refuses a second claim of an address: two managers that both
+believe they lead (split brain) cannot both create ``198-19-0-5``. The pod's namespace and name
+are in the labels, the binding and the status, which is how the daemon and users find it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import ipaddress
+import re
+
+from hybridnet.api import constants as c
+from hybridnet.api.meta import ObjectMeta
+from hybridnet.api.resources import (
+    Address,
+    Binding,
+    IPInstance,
+    IPInstanceSpec,
+    IPInstanceStatus,
+    ReferredObject,
+    StatefulInfo,
+)
+from hybridnet.ipam.allocator import Allocation
+
+LABEL_POD_NAMESPACE = f"{c.GROUP}/pod-namespace"
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def instance_name(address: str) -> str:
+    """``198.19.0.5`` -> ``198-19-0-5``; ``2001:db8::5`` -> ``2001-db8--5`` (one per address)."""
+    return str(ipaddress.ip_address(address)).replace(".", "-").replace(":", "-")
+
+
+def label_value(text: str) -> str:
+    """``text`` when it is a valid label value, else a stable hash of it (names can be longer
+    than the 63 characters a label value may have)."""
+    if len(text) <= 63 and _LABEL_VALUE.match(text):
+        return text
+    return "h-" + hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def pod_selector(pod_namespace: str, pod_name: str) -> str:
+    """The label selector that finds a pod's IPInstances."""
+    return (
+        f"{LABEL_POD_NAMESPACE}={label_value(pod_namespace)},{c.LABEL_POD}={label_value(pod_name)}"
+    )
+
+
+def owner_key(pod_namespace: str, pod_name: str) -> str:
+    return f"{pod_namespace}/{pod_name}"
+
+
+def build(
+    allocation: Allocation,
+    *,
+    ipam_namespace: str,
+    pod_namespace: str,
+    pod_name: str,
+    pod_uid: str | None,
+    node_name: str,
+    ordinal: int | None,
+) -> IPInstance:
+    labels = {
+        c.LABEL_NETWORK: label_value(allocation.network),
+        c.LABEL_SUBNET: label_value(allocation.subnet),
+        c.LABEL_NODE: label_value(node_name),
+        c.LABEL_POD: label_value(pod_name),
+        LABEL_POD_NAMESPACE: label_value(pod_namespace),
+    }
+    if pod_uid:
+        labels[c.LABEL_POD_UID] = label_value(pod_uid)
+    return IPInstance(
+        ObjectMeta(name=instance_name(allocation.address), namespace=ipam_namespace, labels=labels),
+        IPInstanceSpec(
+            network=allocation.network,
+            subnet=allocation.subnet,
+            address=Address(
+                version=str(allocation.version),
+                ip=allocation.cidr,
+                mac=allocation.mac,
+                gateway=allocation.gateway,
+                net_id=allocation.net_id,
+            ),
+            binding=Binding(
+                referred_object=ReferredObject(kind="Pod", name=pod_name, uid=pod_uid),
+                node_name=node_name,
+                pod_uid=pod_uid,
+                pod_name=pod_name,
+                stateful=StatefulInfo(index=ordinal) if ordinal is not None else None,
+            ),
+        ),
+        # Status is the daemon's to write (sandbox, node); a create cannot set it anyway.
+        IPInstanceStatus(),
+    )
+
+
+def owner_of(instance: IPInstance) -> str | None:
+    """``namespace/name`` of the pod an IPInstance belongs to (None if it does not say)."""
+    binding = instance.spec.binding
+    pod_name = binding.pod_name if binding else None
+    # Namespace names are DNS labels, so the label always holds the namespace unhashed.
+    pod_namespace = instance.metadata.labels.get(LABEL_POD_NAMESPACE)
+    if not pod_name or not pod_namespace:
+        return None
+    return owner_key(pod_namespace, pod_name)
+
+
+def address_of(instance: IPInstance) -> str:
+    return str(ipaddress.ip_interface(instance.spec.address.ip).ip)
+
+
+def now() -> str:
+    """A timestamp in the API's RFC 3339 form."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

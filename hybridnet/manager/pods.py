@@ -1,0 +1,266 @@
+"""The pod controller: every scheduled pod gets its addresses, every gone pod gives them back.
+
+Level-based: whatever event woke it, a pass looks at the pod as it is now and at what the
+allocator says the pod holds, and does the difference. Pods that could not be served (subnet
+exhausted, no such network) get an Event and wait; they are retried when addresses are freed or
+networks and subnets change, and every ``RETRY_SECONDS`` regardless.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from hybridnet.api import constants as c
+from hybridnet.api.annotations import AnnotationError, ClusterDefaults, parse_pod_request
+from hybridnet.api.builtin import Namespace, Node, Pod
+from hybridnet.api.resources import IPInstance, Network, Subnet
+from hybridnet.ipam.errors import IPAMError
+from hybridnet.logs import fields
+from hybridnet.manager import ipinstances
+from hybridnet.manager.events import EventRecorder
+from hybridnet.manager.ipam_service import IPAMService, PodRef
+from hybridnet.manager.workqueue import WorkQueue
+from hybridnet.store.errors import Conflict, NotFound, StoreError
+from hybridnet.store.informer import Informer
+from hybridnet.store.interface import Store, WatchEvent
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 30.0
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+class PodController:
+    """Runs informers for pods and the objects allocation depends on, and worker threads."""
+
+    def __init__(
+        self,
+        store: Store,
+        service: IPAMService,
+        *,
+        defaults: ClusterDefaults | None = None,
+        workers: int = 4,
+        on_allocated: Callable[[float], None] | None = None,
+        watch_timeout: float = 30.0,
+    ):
+        self.store = store
+        self.service = service
+        self.defaults = defaults or ClusterDefaults()
+        self.workers = workers
+        self.on_allocated = on_allocated
+        self.events = EventRecorder(store)
+        self.queue = WorkQueue()
+        self._waiting: set[str] = set()
+        self._retained: set[str] = set()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        ns = service.ipam_namespace
+        self.pods = Informer(store, Pod, self._on_pod, watch_timeout=watch_timeout)
+        self.instances = Informer(
+            store, IPInstance, self._on_instance, namespace=ns, watch_timeout=watch_timeout
+        )
+        self.subnets = Informer(store, Subnet, self._on_subnet, watch_timeout=watch_timeout)
+        self.networks = Informer(store, Network, self._on_network, watch_timeout=watch_timeout)
+        self.namespaces = Informer(store, Namespace, lambda _: None, watch_timeout=watch_timeout)
+        self.nodes = Informer(store, Node, lambda _: None, watch_timeout=watch_timeout)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self, sync_timeout: float = 60.0) -> None:
+        """Start informers (dependencies first), wait for their caches, then the workers."""
+        for informer in (self.networks, self.subnets, self.instances, self.namespaces, self.nodes):
+            informer.start()
+        for informer in (self.networks, self.subnets, self.instances, self.namespaces, self.nodes):
+            if not informer.synced.wait(sync_timeout):
+                raise TimeoutError(f"cache of {informer.kind.KIND.plural} did not sync")
+        self.pods.start()
+        if not self.pods.synced.wait(sync_timeout):
+            raise TimeoutError("cache of pods did not sync")
+        for index in range(self.workers):
+            thread = threading.Thread(target=self._work, name=f"pod-worker-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("pod controller started", extra=fields(workers=self.workers))
+
+    def stop(self) -> None:
+        self.queue.close()
+        informers = (
+            self.pods,
+            self.instances,
+            self.subnets,
+            self.networks,
+            self.namespaces,
+            self.nodes,
+        )
+        for informer in informers:
+            informer.signal_stop()
+        for informer in informers:
+            informer.stop(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    # ----------------------------------------------------------------- events
+
+    def _on_pod(self, event: WatchEvent[Pod]) -> None:
+        pod = event.object
+        self.queue.add(ipinstances.owner_key(pod.metadata.namespace or "", pod.metadata.name))
+
+    def _on_instance(self, event: WatchEvent[IPInstance]) -> None:
+        instance = event.object
+        owner = ipinstances.owner_of(instance)
+        if event.type == "DELETED":
+            self.service.forget(instance)
+            self._retry_waiting()
+            return
+        self.service.restore(instance)
+        binding = instance.spec.binding
+        if owner and binding and binding.stateful is not None:
+            with self._lock:
+                self._retained.add(owner)
+
+    def _on_subnet(self, event: WatchEvent[Subnet]) -> None:
+        if event.type != "DELETED":
+            self.service.apply_subnet(event.object)
+        self._retry_waiting()
+
+    def _on_network(self, event: WatchEvent[Network]) -> None:
+        if event.type != "DELETED":
+            self.service.apply_network(event.object)
+        self._retry_waiting()
+
+    def _retry_waiting(self) -> None:
+        with self._lock:
+            waiting, self._waiting = self._waiting, set()
+        for key in waiting:
+            self.queue.add(key)
+
+    # ----------------------------------------------------------------- work
+
+    def _work(self) -> None:
+        while True:
+            key = self.queue.get()
+            if key is None:
+                return
+            try:
+                self.reconcile(key)
+            except StoreError as exc:
+                log.warning("pod pass failed, retrying", extra=fields(pod=key, error=str(exc)))
+                self.queue.add_after(key, 1.0)
+            except Exception:
+                log.exception("pod pass crashed", extra=fields(pod=key))
+                self.queue.add_after(key, 5.0)
+            finally:
+                self.queue.done(key)
+
+    def reconcile(self, key: str) -> None:
+        namespace, name = key.split("/", 1)
+        pod = self.pods.cache.get((namespace, name))
+        if pod is None:
+            self._pod_gone(key, namespace, name)
+            return
+        if pod.phase in TERMINAL_PHASES:
+            # Completed or evicted: the address goes back even for StatefulSet pods.
+            self._release(key, why=f"pod {pod.phase}")
+            return
+        if pod.metadata.deletion_timestamp or pod.body.get("spec", {}).get("hostNetwork"):
+            return
+        node = pod.node_name
+        if not node:
+            return
+        namespace_obj = self.namespaces.cache.get(("", namespace))
+        if namespace_obj is None:
+            # A pod's namespace exists; ours has not heard of it yet, and its annotations may
+            # decide the pod's network. Deciding without them would be wrong for good.
+            self.queue.add_after(key, 0.2)
+            return
+        try:
+            request = parse_pod_request(
+                name,
+                pod.metadata.annotations,
+                namespace_obj.metadata.annotations,
+                pod.metadata.owner_references,
+                self.defaults,
+            )
+        except AnnotationError as exc:
+            self.events.pod_warning(
+                namespace, name, pod.metadata.uid, "InvalidAnnotation", str(exc)
+            )
+            return
+        ref = PodRef(namespace, name, pod.metadata.uid, node, request.stateful_ordinal)
+        held = self.service.allocator.allocations_of(key)
+        if held:
+            self._rebind(ref)
+            return
+        started = time.perf_counter()
+        node_obj = self.nodes.cache.get(("", node))
+        try:
+            network = self.service.network_for(
+                request, node_obj.metadata.labels if node_obj else {}
+            )
+            allocations = self.service.ensure_allocated(ref, request, network)
+        except IPAMError as exc:
+            with self._lock:
+                self._waiting.add(key)
+            self.queue.add_after(key, RETRY_SECONDS)
+            self.events.pod_warning(namespace, name, pod.metadata.uid, exc.reason, str(exc))
+            return
+        if request.retain and request.stateful_ordinal is not None:
+            with self._lock:
+                self._retained.add(key)
+        if self.on_allocated:
+            self.on_allocated(time.perf_counter() - started)
+        with self._lock:
+            self._waiting.discard(key)
+        log.info(
+            "pod allocated",
+            extra=fields(pod=key, node=node, addresses=[a.cidr for a in allocations]),
+        )
+
+    def _pod_gone(self, key: str, namespace: str, name: str) -> None:
+        self.events.forget(namespace, name)
+        with self._lock:
+            self._waiting.discard(key)
+            retained = key in self._retained
+        if retained and self.service.allocator.allocations_of(key):
+            log.info("pod deleted, address retained for its StatefulSet", extra=fields(pod=key))
+            return
+        self._release(key, why="pod deleted")
+
+    def _release(self, key: str, why: str) -> None:
+        released = self.service.release(key)
+        with self._lock:
+            self._retained.discard(key)
+        if released:
+            log.info("pod released", extra=fields(pod=key, reason=why, addresses=released))
+            self._retry_waiting()
+
+    def _rebind(self, ref: PodRef) -> None:
+        """A retained address serves the re-created pod: point the binding at the new pod."""
+        for allocation in self.service.allocator.allocations_of(ref.owner):
+            name = ipinstances.instance_name(allocation.address)
+            try:
+                instance = self.store.get(IPInstance, name, self.service.ipam_namespace)
+            except NotFound:
+                continue
+            binding = instance.spec.binding
+            if binding is None or (binding.pod_uid == ref.uid and binding.node_name == ref.node):
+                continue
+            binding.pod_uid = ref.uid
+            binding.node_name = ref.node
+            if binding.referred_object is not None:
+                binding.referred_object.uid = ref.uid
+            instance.metadata.labels[c.LABEL_NODE] = ipinstances.label_value(ref.node)
+            if ref.uid:
+                instance.metadata.labels[c.LABEL_POD_UID] = ipinstances.label_value(ref.uid)
+            try:
+                self.store.update(instance)
+            except Conflict:
+                self.queue.add_after(ref.owner, 0.2)
+                return
+            log.info(
+                "retained address rebound",
+                extra=fields(pod=ref.owner, node=ref.node, address=allocation.address),
+            )

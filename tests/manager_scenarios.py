@@ -1,0 +1,291 @@
+"""The manager's behaviour, as scenarios any Store backend must support.
+
+Subclasses provide a ``store`` fixture; the scenarios run the real PodController, IPAMService
+and StatusWriter against it, with the Harness playing scheduler and kubelet.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from hybridnet.api import constants as c
+from hybridnet.api.builtin import Event
+from hybridnet.api.resources import IPInstance, Network, Subnet
+from hybridnet.ipam.allocator import Allocator
+from hybridnet.manager.ipam_service import IPAMService
+from hybridnet.manager.pods import PodController
+from hybridnet.manager.status import StatusWriter
+from hybridnet.store.interface import Store
+from tests.manager_harness import IPAM_NAMESPACE, Harness
+from tests.store_contract import wait_until
+
+
+class Manager:
+    """One manager's parts, started and stopped together."""
+
+    def __init__(self, store: Store):
+        self.allocator = Allocator()
+        self.service = IPAMService(store, self.allocator, IPAM_NAMESPACE)
+        self.controller = PodController(store, self.service, workers=4, watch_timeout=2)
+        self.status = StatusWriter(store, self.allocator, interval=0.2)
+
+    def start(self) -> Manager:
+        self.service.rebuild()
+        self.controller.start()
+        self.status.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+        self.status.stop()
+
+
+def events_for(store: Store, namespace: str, pod: str) -> list[Event]:
+    return [
+        e
+        for e in store.list(Event, namespace).items
+        if e.body.get("involvedObject", {}).get("name") == pod
+    ]
+
+
+class ManagerScenarios:
+    @pytest.fixture
+    def run(self) -> str:
+        return uuid.uuid4().hex[:6]
+
+    @pytest.fixture
+    def harness(self, store: Store, run: str) -> Harness:
+        harness = Harness(store, run)
+        harness.store.create  # noqa: B018 - the store fixture must exist
+        harness.namespace(IPAM_NAMESPACE)
+        harness.namespace(f"ns-{run}")
+        harness.node(f"node-{run}")
+        return harness
+
+    @pytest.fixture
+    def manager(self, store: Store, harness: Harness) -> Iterator[Manager]:
+        manager = Manager(store).start()
+        yield manager
+        manager.stop()
+
+    # ----------------------------------------------------------------- allocation
+
+    def test_underlay_ipv4_pod_gets_one_address(
+        self, harness: Harness, manager: Manager, run: str
+    ) -> None:
+        harness.underlay(f"u-{run}", net_id=100)
+        harness.subnet(f"s-{run}", f"u-{run}", "198.19.10.0/24", gateway="198.19.10.1")
+        harness.pod(f"ns-{run}", "web", node=f"node-{run}")
+        (instance,) = harness.wait_instances(f"ns-{run}", "web", 1)
+        assert instance.spec.address.ip == "198.19.10.2/24"
+        assert instance.spec.address.gateway == "198.19.10.1"
+        assert instance.spec.address.net_id == 100
+        assert instance.spec.address.mac.startswith("02:")
+        assert instance.spec.binding is not None
+        assert (instance.spec.binding.pod_name, instance.spec.binding.node_name) == (
+            "web",
+            f"node-{run}",
+        )
+        assert instance.metadata.labels[c.LABEL_NODE] == f"node-{run}"
+        assert instance.metadata.name == "198-19-10-2"
+
+    def test_ipv6_and_dual_stack_pods(self, harness: Harness, manager: Manager, run: str) -> None:
+        harness.underlay(f"u-{run}")
+        harness.subnet(f"v4-{run}", f"u-{run}", "198.19.11.0/24")
+        harness.subnet(f"v6-{run}", f"u-{run}", "2001:db8:11::/64", version="6")
+        harness.pod(
+            f"ns-{run}", "six", node=f"node-{run}", annotations={c.ANNOTATION_IP_FAMILY: "IPv6"}
+        )
+        harness.pod(
+            f"ns-{run}",
+            "dual",
+            node=f"node-{run}",
+            annotations={c.ANNOTATION_IP_FAMILY: "DualStack"},
+        )
+        (six,) = harness.wait_instances(f"ns-{run}", "six", 1)
+        assert six.spec.address.version == "6" and six.spec.address.ip.startswith("2001:db8:11::")
+        v4, v6 = harness.wait_instances(f"ns-{run}", "dual", 2)
+        assert (v4.spec.address.version, v6.spec.address.version) == ("4", "6")
+        assert v4.spec.address.mac == v6.spec.address.mac
+
+    def test_specified_network_subnet_and_namespace_defaults(
+        self, harness: Harness, manager: Manager, run: str
+    ) -> None:
+        harness.underlay(f"u-{run}")
+        harness.subnet(f"pub-{run}", f"u-{run}", "198.19.12.0/24")
+        harness.subnet(f"priv-{run}", f"u-{run}", "198.19.13.0/24", private=True)
+        harness.overlay(f"o-{run}", vni=7)
+        harness.subnet(f"ov-{run}", f"o-{run}", "198.19.14.0/24")
+        pinned = {
+            c.ANNOTATION_SPECIFIED_NETWORK: f"u-{run}",
+            c.ANNOTATION_SPECIFIED_SUBNET: f"priv-{run}",
+        }
+        harness.pod(f"ns-{run}", "pinned", node=f"node-{run}", annotations=pinned)
+        harness.namespace(
+            f"ov-{run}",
+            {c.ANNOTATION_NETWORK_TYPE: "Overlay", c.ANNOTATION_SPECIFIED_NETWORK: f"o-{run}"},
+        )
+        harness.pod(f"ov-{run}", "inherits", node=f"node-{run}")
+        (pinned_ip,) = harness.wait_instances(f"ns-{run}", "pinned", 1)
+        assert pinned_ip.spec.subnet == f"priv-{run}"
+        (overlay_ip,) = harness.wait_instances(f"ov-{run}", "inherits", 1)
+        assert overlay_ip.spec.network == f"o-{run}"
+        assert overlay_ip.spec.address.net_id == 7, overlay_ip
+
+    def test_statefulset_fixed_pool_and_retention(
+        self, harness: Harness, manager: Manager, run: str
+    ) -> None:
+        harness.underlay(f"u-{run}")
+        harness.subnet(
+            f"s-{run}", f"u-{run}", "198.19.15.0/24", reserved=["198.19.15.50", "198.19.15.51"]
+        )
+        pool = {c.ANNOTATION_IP_POOL: "198.19.15.50,198.19.15.51"}
+        harness.pod(f"ns-{run}", "db-1", node=f"node-{run}", annotations=pool, statefulset="db")
+        (fixed,) = harness.wait_instances(f"ns-{run}", "db-1", 1)
+        assert fixed.spec.address.ip == "198.19.15.51/24"
+        harness.pod(f"ns-{run}", "app-0", node=f"node-{run}", statefulset="app")
+        (kept,) = harness.wait_instances(f"ns-{run}", "app-0", 1)
+        harness.delete_pod(f"ns-{run}", "app-0")
+        time.sleep(1.0)  # give the controller time to (wrongly) release
+        assert [i.spec.address.ip for i in harness.instances(f"ns-{run}", "app-0")] == [
+            kept.spec.address.ip
+        ]
+        harness.pod(f"ns-{run}", "app-0", node=f"node-{run}-b", statefulset="app")
+        wait_until(
+            lambda: (
+                (
+                    harness.instances(f"ns-{run}", "app-0")[0].spec.binding or kept.spec.binding
+                ).node_name  # type: ignore[union-attr]
+                == f"node-{run}-b"
+            ),
+            "the retained address rebound to the new pod",
+        )
+        (again,) = harness.instances(f"ns-{run}", "app-0")
+        assert again.spec.address.ip == kept.spec.address.ip
+
+    def test_release_on_delete_and_on_completion(
+        self, harness: Harness, manager: Manager, run: str
+    ) -> None:
+        harness.underlay(f"u-{run}")
+        harness.subnet(f"s-{run}", f"u-{run}", "198.19.16.0/24")
+        harness.pod(f"ns-{run}", "a", node=f"node-{run}")
+        harness.pod(f"ns-{run}", "job", node=f"node-{run}")
+        harness.pod(f"ns-{run}", "sts-0", node=f"node-{run}", statefulset="sts")
+        for name in ("a", "job", "sts-0"):
+            harness.wait_instances(f"ns-{run}", name, 1)
+        harness.delete_pod(f"ns-{run}", "a")
+        harness.set_phase(f"ns-{run}", "job", "Succeeded")
+        harness.set_phase(f"ns-{run}", "sts-0", "Failed")  # evicted: released even if stateful
+        for name in ("a", "job", "sts-0"):
+            harness.wait_instances(f"ns-{run}", name, 0)
+
+    def test_exhaustion_gives_an_event_and_recovers(
+        self, harness: Harness, manager: Manager, run: str
+    ) -> None:
+        harness.underlay(f"u-{run}")
+        harness.subnet(
+            f"s-{run}", f"u-{run}", "198.19.17.0/30", gateway="198.19.17.1"
+        )  # one address
+        harness.pod(f"ns-{run}", "first", node=f"node-{run}")
+        harness.wait_instances(f"ns-{run}", "first", 1)
+        harness.pod(f"ns-{run}", "second", node=f"node-{run}")
+        wait_until(
+            lambda: any(
+                e.body["reason"] == "SubnetExhausted"
+                for e in events_for(harness.store, f"ns-{run}", "second")
+            ),
+            "a SubnetExhausted event",
+        )
+        assert harness.instances(f"ns-{run}", "second") == []
+        harness.delete_pod(f"ns-{run}", "first")
+        (served,) = harness.wait_instances(f"ns-{run}", "second", 1)
+        assert served.spec.address.ip == "198.19.17.2/30"
+
+    def test_bad_annotations_give_an_event_and_allocate_nothing(
+        self, harness: Harness, manager: Manager, run: str
+    ) -> None:
+        harness.underlay(f"u-{run}")
+        harness.subnet(f"s-{run}", f"u-{run}", "198.19.18.0/24")
+        cases = {
+            "nonet": (
+                {c.ANNOTATION_SPECIFIED_NETWORK: f"ghost-{run}"},
+                "NetworkNotFound",
+                f"ghost-{run}",
+            ),
+            "badpool": (
+                {c.ANNOTATION_IP_POOL: "198.19.18.x"},
+                "InvalidAnnotation",
+                c.ANNOTATION_IP_POOL,
+            ),
+            "outside": (
+                {c.ANNOTATION_IP_POOL: "198.19.99.9"},
+                "AddressUnavailable",
+                "outside every subnet",
+            ),
+        }
+        for pod, (pod_annotations, _, _) in cases.items():
+            harness.pod(f"ns-{run}", pod, node=f"node-{run}", annotations=pod_annotations)
+        for pod, (_, reason, text) in cases.items():
+            wait_until(
+                lambda pod=pod, reason=reason, text=text: any(  # type: ignore[misc]
+                    e.body["reason"] == reason and text in e.body["message"]
+                    for e in events_for(harness.store, f"ns-{run}", pod)
+                ),
+                f"{reason} event for {pod}",
+            )
+            assert harness.instances(f"ns-{run}", pod) == []
+
+    def test_status_counters_are_exact(self, harness: Harness, manager: Manager, run: str) -> None:
+        harness.underlay(f"u-{run}")
+        harness.subnet(f"s-{run}", f"u-{run}", "198.19.19.0/28", gateway="198.19.19.1")  # 13 usable
+        for index in range(5):
+            harness.pod(f"ns-{run}", f"p{index}", node=f"node-{run}")
+        for index in range(5):
+            harness.wait_instances(f"ns-{run}", f"p{index}", 1)
+        harness.delete_pod(f"ns-{run}", "p0")
+        harness.wait_instances(f"ns-{run}", "p0", 0)
+
+        def counts() -> tuple[int, int, int]:
+            status = harness.store.get(Subnet, f"s-{run}").status
+            return status.total, status.used, status.available
+
+        wait_until(lambda: counts() == (13, 4, 9), "subnet counters 13/4/9")
+        wait_until(
+            lambda: (
+                (
+                    harness.store.get(Network, f"u-{run}").status.statistics or Network.KIND
+                ).__dict__.get("used")
+                == 4
+            ),
+            "network statistics",
+        )
+
+    def test_a_restarted_manager_rebuilds_and_never_duplicates(
+        self, harness: Harness, manager: Manager, store: Store, run: str
+    ) -> None:
+        harness.underlay(f"u-{run}")
+        harness.subnet(f"s-{run}", f"u-{run}", "198.19.20.0/24")
+        for index in range(10):
+            harness.pod(f"ns-{run}", f"p{index}", node=f"node-{run}")
+        for index in range(10):
+            harness.wait_instances(f"ns-{run}", f"p{index}", 1)
+        manager.stop()
+        successor = Manager(store).start()
+        try:
+            for index in range(10, 20):
+                harness.pod(f"ns-{run}", f"p{index}", node=f"node-{run}")
+            for index in range(20):
+                harness.wait_instances(f"ns-{run}", f"p{index}", 1)
+            addresses = [
+                ipaddress.ip_interface(i.spec.address.ip).ip
+                for i in store.list(IPInstance, IPAM_NAMESPACE).items
+                if i.spec.subnet == f"s-{run}"
+            ]
+            assert len(addresses) == len(set(addresses)) == 20
+        finally:
+            successor.stop()
