@@ -11,6 +11,7 @@ import dataclasses
 import ipaddress
 import logging
 import threading
+from collections.abc import Callable
 
 from hybridnet.api.resources import Count, Network, Subnet
 from hybridnet.ipam.allocator import Allocator
@@ -29,9 +30,20 @@ def _cap(value: int) -> int:
     return min(value, INT64_MAX)
 
 
+CountsObserver = Callable[[str, int, int, int], None]
+"""Told (subnet, total, used, available) at every flush: the metrics gauges."""
+
+
 class StatusWriter:
-    def __init__(self, store: Store, allocator: Allocator, interval: float = 1.0):
+    def __init__(
+        self,
+        store: Store,
+        allocator: Allocator,
+        interval: float = 1.0,
+        on_counts: CountsObserver | None = None,
+    ):
         self.store = store
+        self.on_counts = on_counts
         self.allocator = allocator
         self.interval = interval
         self._written: dict[tuple[str, str], object] = {}
@@ -76,6 +88,8 @@ class StatusWriter:
             available=_cap(pool.available),
             last_allocated_ip=str(ipaddress.ip_address(last)) if last is not None else None,
         )
+        if self.on_counts is not None:
+            self.on_counts(subnet.name, wanted.total, wanted.used, wanted.available)
         if wanted == subnet.status:
             return
         subnet.status = wanted

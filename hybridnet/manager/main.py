@@ -1,0 +1,196 @@
+"""``hybridnet-manager``: IPAM for the cluster, one leader at a time.
+
+Start-up is in phases, leader only: rebuild the allocator from stored Networks, Subnets and
+IPInstances, then start the pod controller and the status writer. A leader that loses its Lease
+exits at once (the Deployment restarts it as a standby): half-leading is never an option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Sequence
+
+from hybridnet import logs
+from hybridnet.api import constants as c
+from hybridnet.api.annotations import FAMILIES, ClusterDefaults
+from hybridnet.ipam.allocator import Allocator
+from hybridnet.logs import fields
+from hybridnet.manager.ipam_service import IPAMService
+from hybridnet.manager.leader import LeaderElector
+from hybridnet.manager.pods import PodController
+from hybridnet.manager.status import CountsObserver, StatusWriter
+from hybridnet.metrics import Gauge, MetricsServer, Registry
+from hybridnet.store.errors import StoreError
+from hybridnet.store.interface import Store
+from hybridnet.store.kube import KubeStore
+from hybridnet.store.sqlite import SQLiteStore
+
+log = logging.getLogger("hybridnet.manager")
+
+LEASE_NAME = "hybridnet-manager"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="hybridnet-manager", description=__doc__.splitlines()[0])
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster credentials)")
+    where.add_argument("--store", help="embedded SQLite store file instead of Kubernetes")
+    parser.add_argument(
+        "--namespace",
+        default="kube-system",
+        help="namespace of the leader Lease and of all IPInstances",
+    )
+    parser.add_argument("--identity", default=f"{socket.gethostname()}-{os.getpid()}")
+    parser.add_argument(
+        "--no-leader-elect",
+        dest="leader_elect",
+        action="store_false",
+        help="serve at once without a Lease (single replica only)",
+    )
+    parser.add_argument("--lease-duration", type=float, default=15.0)
+    parser.add_argument("--renew-deadline", type=float, default=10.0)
+    parser.add_argument("--retry-period", type=float, default=2.0)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument(
+        "--metrics-address",
+        default="127.0.0.1:9899",
+        help="host:port for /metrics and /healthz ('' to disable)",
+    )
+    parser.add_argument(
+        "--default-network-type", choices=[c.TYPE_UNDERLAY, c.TYPE_OVERLAY], default=c.TYPE_UNDERLAY
+    )
+    parser.add_argument("--default-ip-family", choices=FAMILIES, default="IPv4")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    return args
+
+
+def open_store(args: argparse.Namespace) -> Store:
+    if args.store:
+        return SQLiteStore(args.store)
+    return KubeStore.from_kubeconfig(args.kubeconfig)
+
+
+class Manager:
+    """The leader's work: rebuild, then serve; with the metrics it reports."""
+
+    def __init__(self, store: Store, args: argparse.Namespace, registry: Registry):
+        self.allocator = Allocator()
+        self.service = IPAMService(store, self.allocator, args.namespace)
+        latency = registry.histogram(
+            "hybridnet_manager_allocation_seconds",
+            "Time to allocate and persist a pod's addresses.",
+        )
+        self.controller = PodController(
+            store,
+            self.service,
+            defaults=ClusterDefaults(args.default_network_type, args.default_ip_family),
+            workers=args.workers,
+            on_allocated=latency.observe,
+        )
+        usage: Gauge = registry.gauge(
+            "hybridnet_subnet_addresses", "Addresses per subnet by state.", ["subnet", "state"]
+        )
+        self.status = StatusWriter(store, self.allocator, on_counts=self._report(usage))
+
+    @staticmethod
+    def _report(usage: Gauge) -> CountsObserver:
+        def report(subnet: str, total: int, used: int, available: int) -> None:
+            usage.labels(subnet=subnet, state="total").set(total)
+            usage.labels(subnet=subnet, state="used").set(used)
+            usage.labels(subnet=subnet, state="available").set(available)
+
+        return report
+
+    def start(self) -> None:
+        restored = self.service.rebuild()
+        self.controller.start()
+        self.status.start()
+        log.info("manager serving", extra=fields(restored_allocations=restored))
+
+    def stop(self) -> None:
+        self.controller.stop()
+        self.status.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logs.setup(args.log_level)
+    try:
+        store = open_store(args)
+    except StoreError as exc:
+        print(f"hybridnet-manager: {exc}", file=sys.stderr)
+        return 1
+    registry = Registry()
+    leader_gauge = registry.gauge("hybridnet_manager_leader", "1 while this replica leads.")
+    server = None
+    if args.metrics_address:
+        host, _, port = args.metrics_address.rpartition(":")
+        server = MetricsServer(registry, host or "0.0.0.0", int(port))  # noqa: S104
+        server.start()
+    manager = Manager(store, args, registry)
+    done = threading.Event()
+    exit_code = 0
+
+    def lead() -> None:
+        leader_gauge.set(1)
+        threading.Thread(target=serve, name="manager-start", daemon=True).start()
+
+    def serve() -> None:
+        nonlocal exit_code
+        try:
+            manager.start()
+        except (StoreError, TimeoutError) as exc:
+            log.error("manager could not start", extra=fields(error=str(exc)))
+            exit_code = 1
+            done.set()
+
+    def lost() -> None:
+        nonlocal exit_code
+        leader_gauge.set(0)
+        if not done.is_set():
+            log.error("lost leadership; exiting so a fresh standby takes over")
+            exit_code = 1
+            done.set()
+
+    elector = None
+    if args.leader_elect:
+        elector = LeaderElector(
+            store,
+            namespace=args.namespace,
+            name=LEASE_NAME,
+            identity=args.identity,
+            lease_duration=args.lease_duration,
+            renew_deadline=args.renew_deadline,
+            retry_period=args.retry_period,
+            on_started_leading=lead,
+            on_stopped_leading=lost,
+        ).start()
+        log.info("waiting for leadership", extra=fields(identity=args.identity))
+    else:
+        lead()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: done.set())
+    done.wait()
+    if elector is not None:
+        elector.stop(release=exit_code == 0)
+    manager.stop()
+    if server is not None:
+        server.stop()
+    store.close()
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
