@@ -75,4 +75,36 @@ class Event(BuiltinObject):
     )
 
 
-BUILTIN_KINDS: tuple[type[BuiltinObject], ...] = (Pod, Node, Namespace, Lease, Event)
+@dataclasses.dataclass
+class ValidatingWebhookConfiguration(BuiltinObject):
+    KIND: ClassVar[ResourceKind] = ResourceKind(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+        False,
+        status_subresource=False,
+    )
+
+
+@dataclasses.dataclass
+class MutatingWebhookConfiguration(BuiltinObject):
+    KIND: ClassVar[ResourceKind] = ResourceKind(
+        "admissionregistration.k8s.io",
+        "v1",
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+        False,
+        status_subresource=False,
+    )
+
+
+BUILTIN_KINDS: tuple[type[BuiltinObject], ...] = (
+    Pod,
+    Node,
+    Namespace,
+    Lease,
+    Event,
+    ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration,
+)

@@ -1,0 +1,1 @@
+"""Admission webhook: validates Networks and Subnets against the cluster, mutates Pods."""
