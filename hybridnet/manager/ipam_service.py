@@ -155,6 +155,9 @@ class IPAMService:
                 allocations = self.allocator.allocate(wanted)
                 if self._persist(pod, allocations):
                     return allocations
+                learned = self.allocator.allocations_of(pod.owner)
+                if learned:
+                    return learned  # another manager served this very pod meanwhile
             raise IPAMError(f"gave up after {CLAIM_RETRIES} addresses were claimed elsewhere")
 
     def _persist(self, pod: PodRef, allocations: list[Allocation]) -> bool:
@@ -203,6 +206,12 @@ class IPAMService:
                 self.store.delete(IPInstance, instance.name, self.ipam_namespace)
         for allocation in allocations:
             self.allocator.release(allocation.subnet, allocation.address, owner=allocation.owner)
+
+    def delete_instance(self, instance: IPInstance) -> None:
+        """Delete one IPInstance and free its address for its owner."""
+        with contextlib.suppress(NotFound):
+            self.store.delete(IPInstance, instance.name, self.ipam_namespace)
+        self.forget(instance)
 
     def release(self, owner: str) -> int:
         """Delete the owner's IPInstances and free their addresses; returns how many."""

@@ -55,6 +55,8 @@ class PodController:
         self.queue = WorkQueue()
         self._waiting: set[str] = set()
         self._retained: set[str] = set()
+        self._stored_names: dict[str, set[str]] = {}
+        """Owner -> names of its IPInstances in storage (an index over the informer cache)."""
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         ns = service.ipam_namespace
@@ -111,15 +113,51 @@ class PodController:
     def _on_instance(self, event: WatchEvent[IPInstance]) -> None:
         instance = event.object
         owner = ipinstances.owner_of(instance)
+        if owner is not None:
+            with self._lock:
+                names = self._stored_names.setdefault(owner, set())
+                if event.type == "DELETED":
+                    names.discard(instance.name)
+                else:
+                    names.add(instance.name)
+                if not names:
+                    self._stored_names.pop(owner, None)
         if event.type == "DELETED":
             self.service.forget(instance)
             self._retry_waiting()
             return
-        self.service.restore(instance)
+        if not self.service.restore(instance) and owner:
+            self.queue.add_after(owner, 0.5)  # an in-flight claim of ours: settle it later
+        if owner and len(self._stored(owner)) > 1:
+            self.queue.add(owner)  # maybe two addresses of one family: the pass resolves it
         binding = instance.spec.binding
         if owner and binding and binding.stateful is not None:
             with self._lock:
                 self._retained.add(owner)
+
+    def _stored(self, owner: str) -> list[IPInstance]:
+        """The owner's IPInstances as storage has them (this manager's cache of it)."""
+        namespace = self.service.ipam_namespace
+        with self._lock:
+            names = sorted(self._stored_names.get(owner, ()))
+        found = (self.instances.cache.get((namespace, name)) for name in names)
+        return [instance for instance in found if instance is not None]
+
+    def _settle_with_storage(self, owner: str) -> None:
+        """Make the allocator agree with storage for ``owner``, and keep one address per
+        family: only split brain (two managers serving one pod at once) gives a pod two. Every
+        manager keeps the lowest IPInstance name, so they converge without talking."""
+        by_version: dict[str, list[IPInstance]] = {}
+        for instance in self._stored(owner):
+            self.service.restore(instance)
+            by_version.setdefault(instance.spec.address.version, []).append(instance)
+        for instances in by_version.values():
+            for extra in sorted(instances, key=lambda i: i.name)[1:]:
+                self.service.delete_instance(extra)
+                log.warning(
+                    "pod had two addresses of one family (split brain); kept one",
+                    extra=fields(pod=owner, dropped=extra.name),
+                )
 
     def _on_subnet(self, event: WatchEvent[Subnet]) -> None:
         if event.type != "DELETED":
@@ -190,6 +228,7 @@ class PodController:
             )
             return
         ref = PodRef(namespace, name, pod.metadata.uid, node, request.stateful_ordinal)
+        self._settle_with_storage(key)
         held = self.service.allocator.allocations_of(key)
         if held:
             self._rebind(ref)
