@@ -16,7 +16,8 @@ import pytest
 from hybridnet.api import constants as c
 from hybridnet.api.builtin import Event
 from hybridnet.api.resources import IPInstance, Network, Subnet
-from hybridnet.ipam.allocator import Allocator
+from hybridnet.ipam.allocator import Allocation, Allocator
+from hybridnet.manager import ipinstances
 from hybridnet.manager.ipam_service import IPAMService
 from hybridnet.manager.pods import PodController
 from hybridnet.manager.status import StatusWriter
@@ -289,3 +290,47 @@ class ManagerScenarios:
             assert len(addresses) == len(set(addresses)) == 20
         finally:
             successor.stop()
+
+    def test_a_half_written_dual_stack_pair_is_completed(
+        self, harness: Harness, store: Store, run: str
+    ) -> None:
+        """A manager that died between the IPv4 and the IPv6 write left one family: the next
+        one completes the pair with the same MAC instead of treating the pod as served."""
+        harness.underlay(f"u-{run}")
+        harness.subnet(f"v4-{run}", f"u-{run}", "198.19.21.0/24")
+        harness.subnet(f"v6-{run}", f"u-{run}", "2001:db8:21::/64", version="6")
+        harness.pod(
+            f"ns-{run}",
+            "dual",
+            node=f"node-{run}",
+            annotations={c.ANNOTATION_IP_FAMILY: "DualStack"},
+        )
+        half = Allocation(
+            network=f"u-{run}",
+            subnet=f"v4-{run}",
+            version=4,
+            address="198.19.21.9",
+            prefix_length=24,
+            gateway=None,
+            net_id=0,
+            mac="02:00:00:00:21:09",
+            owner=f"ns-{run}/dual",
+        )
+        store.create(
+            ipinstances.build(
+                half,
+                ipam_namespace=IPAM_NAMESPACE,
+                pod_namespace=f"ns-{run}",
+                pod_name="dual",
+                pod_uid=None,
+                node_name=f"node-{run}",
+                ordinal=None,
+            )
+        )
+        manager = Manager(store).start()
+        try:
+            v4, v6 = harness.wait_instances(f"ns-{run}", "dual", 2)
+            assert v4.spec.address.ip == "198.19.21.9/24"
+            assert v6.spec.address.mac == v4.spec.address.mac == "02:00:00:00:21:09"
+        finally:
+            manager.stop()

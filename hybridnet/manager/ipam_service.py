@@ -141,22 +141,27 @@ class IPAMService:
         """The pod's allocations, allocating and persisting them if it has none yet."""
         with self._lock_for(pod.owner):
             held = self.allocator.allocations_of(pod.owner)
-            if held:
+            have = {a.version for a in held}
+            missing = [v for v in request.versions if v not in have]
+            if not missing:
                 return held
+            # Part of a dual-stack pair can be missing when a manager died between the two
+            # writes: complete it, with the MAC the pod already has.
+            family = request.family if len(missing) > 1 else {4: "IPv4", 6: "IPv6"}[missing[0]]
             wanted = Request(
                 owner=pod.owner,
                 network=network,
-                family=request.family,  # type: ignore[arg-type]
-                subnets=dict(request.subnets),
-                fixed=dict(request.fixed_ips),
-                mac=request.mac,
+                family=family,  # type: ignore[arg-type]
+                subnets={v: s for v, s in request.subnets.items() if v in missing},
+                fixed={v: a for v, a in request.fixed_ips.items() if v in missing},
+                mac=request.mac or (held[0].mac if held else None),
             )
             for _ in range(CLAIM_RETRIES):
                 allocations = self.allocator.allocate(wanted)
                 if self._persist(pod, allocations):
-                    return allocations
+                    return held + allocations
                 learned = self.allocator.allocations_of(pod.owner)
-                if learned:
+                if len(learned) > len(held):
                     return learned  # another manager served this very pod meanwhile
             raise IPAMError(f"gave up after {CLAIM_RETRIES} addresses were claimed elsewhere")
 

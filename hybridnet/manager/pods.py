@@ -230,7 +230,7 @@ class PodController:
         ref = PodRef(namespace, name, pod.metadata.uid, node, request.stateful_ordinal)
         self._settle_with_storage(key)
         held = self.service.allocator.allocations_of(key)
-        if held:
+        if held and set(request.versions) <= {a.version for a in held}:
             self._rebind(ref)
             return
         started = time.perf_counter()
