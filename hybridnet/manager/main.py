@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import socket
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from hybridnet import logs
 from hybridnet.api import constants as c
@@ -25,6 +27,10 @@ from hybridnet.manager.ipam_service import IPAMService
 from hybridnet.manager.leader import LeaderElector
 from hybridnet.manager.pods import PodController
 from hybridnet.manager.status import CountsObserver, StatusWriter
+from hybridnet.manager.webhook.registration import register
+from hybridnet.manager.webhook.review import ReviewHandler
+from hybridnet.manager.webhook.server import WebhookServer
+from hybridnet.manager.webhook.view import StoreView
 from hybridnet.metrics import Gauge, MetricsServer, Registry
 from hybridnet.store.errors import StoreError
 from hybridnet.store.interface import Store
@@ -66,13 +72,62 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--default-network-type", choices=[c.TYPE_UNDERLAY, c.TYPE_OVERLAY], default=c.TYPE_UNDERLAY
     )
     parser.add_argument("--default-ip-family", choices=FAMILIES, default="IPv4")
+    webhook = parser.add_argument_group("admission webhook (served by every replica)")
+    webhook.add_argument(
+        "--webhook-address", default="", help="host:port to serve the webhook on ('' = no webhook)"
+    )
+    webhook.add_argument("--webhook-cert", help="serving certificate (PEM)")
+    webhook.add_argument("--webhook-key", help="serving key (PEM)")
+    webhook.add_argument("--webhook-ca", help="CA bundle for the webhook configurations (PEM)")
+    webhook.add_argument(
+        "--webhook-url", help="base URL the API server calls; registers the configurations"
+    )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    for flag in ("metrics_address", "webhook_address"):
+        value = getattr(args, flag)
+        if value and not re.fullmatch(r"[^\s]*:\d{1,5}", value):
+            parser.error(f"--{flag.replace('_', '-')} must be host:port, not {value!r}")
+    if args.webhook_address and not (args.webhook_cert and args.webhook_key):
+        parser.error("--webhook-address needs --webhook-cert and --webhook-key")
+    if args.webhook_url and not (args.webhook_address and args.webhook_ca):
+        parser.error("--webhook-url needs --webhook-address and --webhook-ca")
     return args
+
+
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - what "':9899'" means: the pod's own address
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` (host may be empty for all interfaces)."""
+    host, _, port = address.rpartition(":")
+    return host or ALL_INTERFACES, int(port)
+
+
+def start_metrics(registry: Registry, address: str) -> MetricsServer | None:
+    if not address:
+        return None
+    server = MetricsServer(registry, *split_address(address))
+    server.start()
+    return server
+
+
+def start_webhook(store: Store, args: argparse.Namespace) -> WebhookServer:
+    """Serve admission reviews; with --webhook-url also (re)register the configurations."""
+    host, port = split_address(args.webhook_address)
+    handler = ReviewHandler(
+        StoreView(store), ClusterDefaults(args.default_network_type, args.default_ip_family)
+    )
+    server = WebhookServer(handler, args.webhook_cert, args.webhook_key, host, port)
+    server.start()
+    if args.webhook_url:
+        register(store, args.webhook_url, Path(args.webhook_ca).read_bytes())
+    log.info("webhook serving", extra=fields(address=args.webhook_address, url=args.webhook_url))
+    return server
 
 
 def open_store(args: argparse.Namespace) -> Store:
@@ -102,6 +157,9 @@ class Manager:
             "hybridnet_subnet_addresses", "Addresses per subnet by state.", ["subnet", "state"]
         )
         self.status = StatusWriter(store, self.allocator, on_counts=self._report(usage))
+        self._lock = threading.Lock()
+        self._started = False
+        self._stopped = False
 
     @staticmethod
     def _report(usage: Gauge) -> CountsObserver:
@@ -113,14 +171,22 @@ class Manager:
         return report
 
     def start(self) -> None:
-        restored = self.service.rebuild()
-        self.controller.start()
-        self.status.start()
+        with self._lock:
+            if self._stopped:
+                return  # asked to stop before leadership arrived: never start
+            restored = self.service.rebuild()
+            self.controller.start()
+            self.status.start()
+            self._started = True
         log.info("manager serving", extra=fields(restored_allocations=restored))
 
     def stop(self) -> None:
-        self.controller.stop()
-        self.status.stop()
+        """Safe at any point, also while start() is still running in another thread."""
+        with self._lock:
+            self._stopped = True
+            if self._started:
+                self.controller.stop()
+                self.status.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -133,11 +199,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     registry = Registry()
     leader_gauge = registry.gauge("hybridnet_manager_leader", "1 while this replica leads.")
-    server = None
-    if args.metrics_address:
-        host, _, port = args.metrics_address.rpartition(":")
-        server = MetricsServer(registry, host or "0.0.0.0", int(port))  # noqa: S104
-        server.start()
+    server = start_metrics(registry, args.metrics_address)
+    try:
+        webhook = start_webhook(store, args) if args.webhook_address else None
+    except (OSError, StoreError) as exc:
+        print(f"hybridnet-manager: cannot start the webhook: {exc}", file=sys.stderr)
+        return 1
     manager = Manager(store, args, registry)
     done = threading.Event()
     exit_code = 0
@@ -186,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if elector is not None:
         elector.stop(release=exit_code == 0)
     manager.stop()
+    if webhook is not None:
+        webhook.stop()
     if server is not None:
         server.stop()
     store.close()

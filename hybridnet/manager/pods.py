@@ -100,7 +100,9 @@ class PodController:
         for informer in informers:
             informer.signal_stop()
         for informer in informers:
-            informer.stop(timeout=5)
+            # A watch blocked on a quiet stream ends at its server-side timeout; the threads
+            # are daemons, so do not hold shutdown hostage to it.
+            informer.stop(timeout=0.5)
         for thread in self._threads:
             thread.join(timeout=10)
 
