@@ -14,11 +14,12 @@ from collections.abc import Iterator
 import pytest
 
 from hybridnet.api import constants as c
-from hybridnet.api.builtin import Event
+from hybridnet.api.builtin import Event, Node
 from hybridnet.api.resources import IPInstance, Network, Subnet
 from hybridnet.ipam.allocator import Allocation, Allocator
 from hybridnet.manager import ipinstances
 from hybridnet.manager.ipam_service import IPAMService
+from hybridnet.manager.nodes import NodeLabeler
 from hybridnet.manager.pods import PodController
 from hybridnet.manager.status import StatusWriter
 from hybridnet.store.interface import Store
@@ -34,16 +35,19 @@ class Manager:
         self.service = IPAMService(store, self.allocator, IPAM_NAMESPACE)
         self.controller = PodController(store, self.service, workers=4, watch_timeout=2)
         self.status = StatusWriter(store, self.allocator, interval=0.2)
+        self.nodes = NodeLabeler(store, self.allocator, interval=0.2)
 
     def start(self) -> Manager:
         self.service.rebuild()
         self.controller.start()
         self.status.start()
+        self.nodes.start()
         return self
 
     def stop(self) -> None:
         self.controller.stop()
         self.status.stop()
+        self.nodes.stop()
 
 
 def events_for(store: Store, namespace: str, pod: str) -> list[Event]:
@@ -334,3 +338,30 @@ class ManagerScenarios:
             assert v6.spec.address.mac == v4.spec.address.mac == "02:00:00:00:21:09"
         finally:
             manager.stop()
+
+    def test_node_labels_follow_attachment_and_quota(
+        self, harness: Harness, manager: Manager, store: Store, run: str
+    ) -> None:
+        harness.node(f"elsewhere-{run}", labels={"hybridnet.test/rack": f"other-{run}"})
+        harness.underlay(f"u-{run}")
+        harness.subnet(
+            f"s-{run}", f"u-{run}", "198.19.22.0/30", gateway="198.19.22.1"
+        )  # one address
+
+        def labels(node: str) -> dict[str, str]:
+            return store.get(Node, node).metadata.labels
+
+        attached = f"node-{run}"
+        wait_until(
+            lambda: labels(attached).get(c.LABEL_IPV4_QUOTA) == c.QUOTA_NONEMPTY, "quota label"
+        )
+        assert labels(attached)[c.LABEL_UNDERLAY_ATTACHMENT] == "true"
+        assert labels(attached)[c.LABEL_IPV6_QUOTA] == c.QUOTA_EMPTY
+        assert labels(attached)["hybridnet.test/rack"] == run, "other labels are kept"
+        assert c.LABEL_UNDERLAY_ATTACHMENT not in labels(f"elsewhere-{run}")
+        harness.pod(f"ns-{run}", "only", node=attached)
+        harness.wait_instances(f"ns-{run}", "only", 1)
+        wait_until(
+            lambda: labels(attached).get(c.LABEL_IPV4_QUOTA) == c.QUOTA_EMPTY,
+            "quota empty when full",
+        )

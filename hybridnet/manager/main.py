@@ -25,6 +25,7 @@ from hybridnet.ipam.allocator import Allocator
 from hybridnet.logs import fields
 from hybridnet.manager.ipam_service import IPAMService
 from hybridnet.manager.leader import LeaderElector
+from hybridnet.manager.nodes import NodeLabeler
 from hybridnet.manager.pods import PodController
 from hybridnet.manager.status import CountsObserver, StatusWriter
 from hybridnet.manager.webhook.registration import register
@@ -157,6 +158,7 @@ class Manager:
             "hybridnet_subnet_addresses", "Addresses per subnet by state.", ["subnet", "state"]
         )
         self.status = StatusWriter(store, self.allocator, on_counts=self._report(usage))
+        self.nodes = NodeLabeler(store, self.allocator)
         self._lock = threading.Lock()
         self._started = False
         self._stopped = False
@@ -177,6 +179,7 @@ class Manager:
             restored = self.service.rebuild()
             self.controller.start()
             self.status.start()
+            self.nodes.start()
             self._started = True
         log.info("manager serving", extra=fields(restored_allocations=restored))
 
@@ -187,6 +190,7 @@ class Manager:
             if self._started:
                 self.controller.stop()
                 self.status.stop()
+                self.nodes.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

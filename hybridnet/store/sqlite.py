@@ -82,6 +82,7 @@ class SQLiteStore(Store):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._closed = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn().executescript(SCHEMA)
@@ -91,6 +92,8 @@ class SQLiteStore(Store):
     # ----------------------------------------------------------------- connections
 
     def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise Unavailable(f"the store at {self.path} is closed")
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             try:
@@ -115,8 +118,8 @@ class SQLiteStore(Store):
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise Unavailable(f"the store at {self.path} is busy: {exc}") from exc
+        except (sqlite3.OperationalError, sqlite3.ProgrammingError) as exc:
+            raise Unavailable(f"the store at {self.path} is busy or closed: {exc}") from exc
         try:
             yield conn
             conn.execute("COMMIT")
@@ -131,13 +134,15 @@ class SQLiteStore(Store):
         try:
             conn.execute("BEGIN")
             yield conn
-        except sqlite3.OperationalError as exc:
+        except (sqlite3.OperationalError, sqlite3.ProgrammingError) as exc:
             raise Unavailable(f"cannot read the store at {self.path}: {exc}") from exc
         finally:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
+            with contextlib.suppress(sqlite3.ProgrammingError):  # closed meanwhile
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
 
     def close(self) -> None:
+        self._closed = True
         with self._lock:
             for conn in self._connections:
                 conn.close()
