@@ -220,7 +220,7 @@ class ManagerScenarios:
             "nonet": (
                 {c.ANNOTATION_SPECIFIED_NETWORK: f"ghost-{run}"},
                 "NetworkNotFound",
-                f"ghost-{run}",
+                f"annotation {c.ANNOTATION_SPECIFIED_NETWORK}: network ghost-{run} does not exist",
             ),
             "badpool": (
                 {c.ANNOTATION_IP_POOL: "198.19.18.x"},

@@ -14,10 +14,21 @@ import time
 from collections.abc import Callable
 
 from hybridnet.api import constants as c
-from hybridnet.api.annotations import AnnotationError, ClusterDefaults, parse_pod_request
+from hybridnet.api.annotations import (
+    AnnotationError,
+    ClusterDefaults,
+    PodNetworkRequest,
+    parse_pod_request,
+)
 from hybridnet.api.builtin import Namespace, Node, Pod
 from hybridnet.api.resources import IPInstance, Network, Subnet
-from hybridnet.ipam.errors import IPAMError
+from hybridnet.ipam.errors import (
+    AddressUnavailable,
+    InvalidRequest,
+    IPAMError,
+    NoSuchNetwork,
+    NoSuchSubnet,
+)
 from hybridnet.logs import fields
 from hybridnet.manager import ipinstances
 from hybridnet.manager.events import EventRecorder
@@ -31,6 +42,20 @@ log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 30.0
 TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+def blame(error: IPAMError, request: PodNetworkRequest) -> str:
+    """The error's message, naming the pod annotation that asked for the impossible."""
+    culprit = None
+    if isinstance(error, NoSuchNetwork) and request.network:
+        culprit = c.ANNOTATION_SPECIFIED_NETWORK
+    elif isinstance(error, NoSuchSubnet) and request.subnets:
+        culprit = c.ANNOTATION_SPECIFIED_SUBNET
+    elif isinstance(error, AddressUnavailable | InvalidRequest) and request.fixed_ips:
+        culprit = c.ANNOTATION_IP_POOL
+    elif isinstance(error, AddressUnavailable) and request.mac:
+        culprit = c.ANNOTATION_MAC_POOL
+    return f"annotation {culprit}: {error}" if culprit else str(error)
 
 
 class PodController:
@@ -246,7 +271,9 @@ class PodController:
             with self._lock:
                 self._waiting.add(key)
             self.queue.add_after(key, RETRY_SECONDS)
-            self.events.pod_warning(namespace, name, pod.metadata.uid, exc.reason, str(exc))
+            self.events.pod_warning(
+                namespace, name, pod.metadata.uid, exc.reason, blame(exc, request)
+            )
             return
         if request.retain and request.stateful_ordinal is not None:
             with self._lock:
