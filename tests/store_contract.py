@@ -52,8 +52,8 @@ def make_instance(name: str, namespace: str, ip: str = "198.19.0.5/24") -> IPIns
     )
 
 
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return

@@ -234,12 +234,14 @@ class IPAMService:
 
     # ----------------------------------------------------------------- network choice
 
-    def network_for(self, request: PodNetworkRequest, node_labels: dict[str, str]) -> str:
+    @staticmethod
+    def network_for(
+        request: PodNetworkRequest, node_labels: dict[str, str], networks: list[Network]
+    ) -> str:
         """The network a pod allocates from: the one it names, the single Overlay network, or
-        the Underlay network its node is attached to."""
+        the Underlay network its node is attached to (``networks``: all of them, from a cache)."""
         if request.network:
             return request.network
-        networks = self.store.list(Network).items
         if request.network_type == c.TYPE_OVERLAY:
             overlays = [n.name for n in networks if n.spec.type == c.TYPE_OVERLAY]
             if not overlays:

@@ -76,6 +76,7 @@ class PodController:
         self.defaults = defaults or ClusterDefaults()
         self.workers = workers
         self.on_allocated = on_allocated
+        self.watch_timeout = watch_timeout
         self.events = EventRecorder(store)
         self.queue = WorkQueue()
         self._waiting: set[str] = set()
@@ -124,10 +125,12 @@ class PodController:
         )
         for informer in informers:
             informer.signal_stop()
+        # A watch blocked on a quiet stream ends at its server-side timeout. Wait that long
+        # (they were all asked at once, so in parallel) but never more than a few seconds:
+        # the threads are daemons and a process on its way out must not hang on them.
+        deadline = time.monotonic() + min(self.watch_timeout + 1, 5)
         for informer in informers:
-            # A watch blocked on a quiet stream ends at its server-side timeout; the threads
-            # are daemons, so do not hold shutdown hostage to it.
-            informer.stop(timeout=0.5)
+            informer.stop(timeout=max(deadline - time.monotonic(), 0))
         for thread in self._threads:
             thread.join(timeout=10)
 
@@ -264,7 +267,9 @@ class PodController:
         node_obj = self.nodes.cache.get(("", node))
         try:
             network = self.service.network_for(
-                request, node_obj.metadata.labels if node_obj else {}
+                request,
+                node_obj.metadata.labels if node_obj else {},
+                list(self.networks.cache.values()),
             )
             allocations = self.service.ensure_allocated(ref, request, network)
         except IPAMError as exc:
