@@ -95,6 +95,8 @@ class Allocator:
         self._macs: dict[str, set[tuple[str, int]]] = {}
         self._mac_of: dict[tuple[str, int], str] = {}
         self._by_owner: dict[str, dict[tuple[str, int], Allocation]] = {}
+        self._retired: set[str] = set()
+        """Subnets deleted while addresses were in use: no new allocations from them."""
 
     # ----------------------------------------------------------------- configuration
 
@@ -132,7 +134,11 @@ class Allocator:
                 return
             config, pool = entry
             if pool.used:
+                # Deleted while in use: hand out nothing more from it, and let it go once its
+                # last address is released.
+                self._retired.add(name)
                 raise InvalidRequest(f"subnet {name} still has {len(pool.used)} addresses in use")
+            self._retired.discard(name)
             del self._subnets[name]
             network = self._networks.get(config.network)
             if network:
@@ -271,7 +277,9 @@ class Allocator:
         candidates = [
             self._subnets[name]
             for name in sorted(network.subnets)
-            if self._subnets[name][1].version == version and not self._subnets[name][0].private
+            if self._subnets[name][1].version == version
+            and not self._subnets[name][0].private
+            and name not in self._retired
         ]
         if not candidates:
             raise NoSuchSubnet(f"network {request.network} has no public IPv{version} subnet")
@@ -289,7 +297,7 @@ class Allocator:
 
     def _named_pool(self, network: str, name: str, version: int, fixed: str | None) -> SubnetPool:
         entry = self._subnets.get(name)
-        if entry is None:
+        if entry is None or name in self._retired:
             raise NoSuchSubnet(f"subnet {name} does not exist")
         config, pool = entry
         if config.network != network:
@@ -341,6 +349,8 @@ class Allocator:
 
     def _forget(self, pool: SubnetPool, address: int) -> str | None:
         owner = pool.release(address)
+        if pool.name in self._retired and not pool.used:
+            self.remove_subnet(pool.name)
         if owner is not None:
             held = self._by_owner.get(owner, {})
             held.pop((pool.name, address), None)

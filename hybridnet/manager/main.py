@@ -121,12 +121,29 @@ def start_webhook(store: Store, args: argparse.Namespace) -> WebhookServer:
     """Serve admission reviews; with --webhook-url also (re)register the configurations."""
     host, port = split_address(args.webhook_address)
     handler = ReviewHandler(
-        StoreView(store), ClusterDefaults(args.default_network_type, args.default_ip_family)
+        StoreView(store, args.namespace),
+        ClusterDefaults(args.default_network_type, args.default_ip_family),
     )
     server = WebhookServer(handler, args.webhook_cert, args.webhook_key, host, port)
     server.start()
     if args.webhook_url:
-        register(store, args.webhook_url, Path(args.webhook_ca).read_bytes())
+        # The pod webhook fails closed, so it must not cover the manager's own namespace:
+        # otherwise, with every replica down, not even their replacements could be created.
+        own_namespace = {
+            "matchExpressions": [
+                {
+                    "key": "kubernetes.io/metadata.name",
+                    "operator": "NotIn",
+                    "values": [args.namespace],
+                }
+            ]
+        }
+        register(
+            store,
+            args.webhook_url,
+            Path(args.webhook_ca).read_bytes(),
+            namespace_selector=own_namespace,
+        )
     log.info("webhook serving", extra=fields(address=args.webhook_address, url=args.webhook_url))
     return server
 

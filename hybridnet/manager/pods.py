@@ -190,14 +190,27 @@ class PodController:
                 )
 
     def _on_subnet(self, event: WatchEvent[Subnet]) -> None:
-        if event.type != "DELETED":
+        if event.type == "DELETED":
+            self._remove(self.service.allocator.remove_subnet, "subnet", event.object.name)
+        else:
             self.service.apply_subnet(event.object)
         self._retry_waiting()
 
     def _on_network(self, event: WatchEvent[Network]) -> None:
-        if event.type != "DELETED":
+        if event.type == "DELETED":
+            self._remove(self.service.allocator.remove_network, "network", event.object.name)
+        else:
             self.service.apply_network(event.object)
         self._retry_waiting()
+
+    @staticmethod
+    def _remove(remove: Callable[[str], None], what: str, name: str) -> None:
+        """Stop allocating from a deleted subnet or network. The webhook refuses deleting one
+        in use; without it, the addresses stay accounted for and that is said loudly."""
+        try:
+            remove(name)
+        except IPAMError as exc:
+            log.error(f"{what} deleted while in use", extra=fields(name=name, reason=str(exc)))
 
     def _retry_waiting(self) -> None:
         with self._lock:

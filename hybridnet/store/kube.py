@@ -108,7 +108,11 @@ class KubeStore(Store):
         hook = getattr(self.configuration, "refresh_api_key_hook", None)
         if hook is not None:
             hook(self.configuration)
-        token = self.configuration.get_api_key_with_prefix("authorization")
+        # The client keeps a token (ServiceAccount, kubeconfig token) under "BearerToken";
+        # older releases used "authorization".
+        token = self.configuration.get_api_key_with_prefix(
+            "BearerToken"
+        ) or self.configuration.get_api_key_with_prefix("authorization")
         if token:
             headers["Authorization"] = token
         return headers

@@ -139,8 +139,8 @@ def test_namespaced_rights_follow_the_managers_namespace() -> None:
         "update",
         "delete",
     }
-    # Cluster-wide, IPInstances are only listed (the webhook's subnet-in-use check).
-    assert grants("ClusterRole", "networking.alibaba.com", "ipinstances") == {"list"}
+    # Nothing about IPInstances cluster-wide: even the webhook reads only this namespace.
+    assert grants("ClusterRole", "networking.alibaba.com", "ipinstances") == set()
 
 
 def test_names_in_resource_names_are_the_ones_the_code_uses() -> None:
@@ -166,7 +166,7 @@ def test_names_in_resource_names_are_the_ones_the_code_uses() -> None:
     ("group", "resource", "verbs"),
     [
         ("", "pods", {"list", "watch"}),
-        ("", "nodes", {"list", "watch"}),
+        ("", "nodes", {"list", "watch", "update"}),  # NodeLabeler writes labels
         ("", "namespaces", {"get", "list", "watch"}),
         ("", "events", {"create"}),
         ("networking.alibaba.com", "networks", {"list", "watch"}),

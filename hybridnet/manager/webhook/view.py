@@ -33,8 +33,10 @@ class ClusterView(Protocol):
 class StoreView:
     """A ClusterView over a Store (any backend); store errors propagate to the caller."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, ipam_namespace: str | None = None) -> None:
         self.store = store
+        self.ipam_namespace = ipam_namespace
+        """Where the manager keeps IPInstances (None: every namespace)."""
 
     def networks(self) -> list[Network]:
         return self.store.list(Network).items
@@ -46,7 +48,7 @@ class StoreView:
         return self.store.list(Node).items
 
     def ipinstances(self) -> list[IPInstance]:
-        return self.store.list(IPInstance).items
+        return self.store.list(IPInstance, self.ipam_namespace).items
 
     def namespace_annotations(self, name: str) -> dict[str, str]:
         try:

@@ -178,3 +178,17 @@ def test_memory_follows_allocations_not_subnet_size() -> None:
         tracemalloc.stop()
     assert grown < 64 * 1024
     assert alloc.pool("huge6").available == 2**64 - 1
+
+
+def test_a_subnet_deleted_while_in_use_serves_no_one_and_goes_when_empty(
+    allocator: Allocator,
+) -> None:
+    held = allocator.allocate(Request("ns/a", "net"))[0]
+    assert held.subnet == "a"
+    with pytest.raises(InvalidRequest):
+        allocator.remove_subnet("a")
+    with pytest.raises(NoSuchSubnet):
+        allocator.allocate(Request("ns/x", "net", subnets={4: "a"}))
+    assert allocator.allocate(Request("ns/b", "net"))[0].subnet == "b"
+    allocator.release("a", held.address)
+    assert "a" not in allocator.subnets_of("net")
