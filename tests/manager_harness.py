@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 
+from hybridnet.allocation import ipinstances
 from hybridnet.api import constants as c
 from hybridnet.api.builtin import Namespace, Node, Pod
 from hybridnet.api.meta import ObjectMeta, OwnerReference
@@ -21,7 +22,6 @@ from hybridnet.api.resources import (
     SubnetConfig,
     SubnetSpec,
 )
-from hybridnet.manager import ipinstances
 from hybridnet.store.errors import AlreadyExists, NotFound
 from hybridnet.store.interface import Store
 

@@ -9,10 +9,10 @@ import logging
 import threading
 import time
 
+from hybridnet.allocation.ipinstances import now
 from hybridnet.api.builtin import Event
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.logs import fields
-from hybridnet.manager.ipinstances import now
 from hybridnet.store.errors import StoreError
 from hybridnet.store.interface import Store
 

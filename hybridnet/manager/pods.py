@@ -13,6 +13,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from hybridnet.allocation import ipinstances
+from hybridnet.allocation.service import IPAMService, PodRef
 from hybridnet.api import constants as c
 from hybridnet.api.annotations import (
     AnnotationError,
@@ -30,9 +32,7 @@ from hybridnet.ipam.errors import (
     NoSuchSubnet,
 )
 from hybridnet.logs import fields
-from hybridnet.manager import ipinstances
 from hybridnet.manager.events import EventRecorder
-from hybridnet.manager.ipam_service import IPAMService, PodRef
 from hybridnet.manager.workqueue import WorkQueue
 from hybridnet.store.errors import Conflict, NotFound, StoreError
 from hybridnet.store.informer import Informer

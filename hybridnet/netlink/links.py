@@ -26,6 +26,10 @@ class LinkState:
     up: bool
 
 
+def names(ipr: IPRoute) -> list[str]:
+    return [str(link.get("IFLA_IFNAME")) for link in ipr.get_links()]
+
+
 def state(ipr: IPRoute, name: str) -> LinkState | None:
     """What the kernel says of a link, None when there is no such link."""
     idx = index(ipr, name)

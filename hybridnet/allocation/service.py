@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import threading
 
+from hybridnet.allocation import ipinstances
 from hybridnet.api import constants as c
 from hybridnet.api.annotations import PodNetworkRequest
 from hybridnet.api.resources import IPInstance, Network, Subnet
@@ -22,7 +23,6 @@ from hybridnet.ipam.allocator import Allocation, Allocator, Request, SubnetConfi
 from hybridnet.ipam.errors import IPAMError, NoSuchNetwork
 from hybridnet.ipam.pool import RangeSpec
 from hybridnet.logs import fields
-from hybridnet.manager import ipinstances
 from hybridnet.store.errors import AlreadyExists, NotFound
 from hybridnet.store.interface import Store
 

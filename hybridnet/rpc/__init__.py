@@ -1,0 +1,1 @@
+"""The plugin <-> daemon contract: generated gRPC code (from proto/) and its client."""
