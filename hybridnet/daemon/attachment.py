@@ -108,16 +108,19 @@ def _build_host_side(host: ns.Socket, plan: AttachmentPlan, config: DatapathConf
 
 
 def _build_pod_side(plan: AttachmentPlan) -> None:
-    with ns.pod(plan.netns) as pod:
-        links.set_up(pod, "lo")
-        idx = links.set_up(pod, plan.pod_ifname, plan.mac)
-        for cidr in plan.addresses:
-            addresses.ensure(pod, idx, cidr, prefix_route=False)
-        if 4 in plan.versions:
-            routes.ensure(pod, f"{GATEWAY_V4}/32", oif=idx, scope_link=True)
-            routes.ensure(pod, "default", oif=idx, gateway=GATEWAY_V4)
-        if 6 in plan.versions:
-            routes.ensure(pod, "default", oif=idx, gateway=GATEWAY_V6)
+    ns.in_pod(plan.netns, lambda pod: _build_in_pod(pod, plan))
+
+
+def _build_in_pod(pod: ns.Socket, plan: AttachmentPlan) -> None:
+    links.set_up(pod, "lo")
+    idx = links.set_up(pod, plan.pod_ifname, plan.mac)
+    for cidr in plan.addresses:
+        addresses.ensure(pod, idx, cidr, prefix_route=False)
+    if 4 in plan.versions:
+        routes.ensure(pod, f"{GATEWAY_V4}/32", oif=idx, scope_link=True)
+        routes.ensure(pod, "default", oif=idx, gateway=GATEWAY_V4)
+    if 6 in plan.versions:
+        routes.ensure(pod, "default", oif=idx, gateway=GATEWAY_V6)
 
 
 def detach(container_id: str, pod_ifname: str) -> bool:
@@ -133,8 +136,7 @@ def check(plan: AttachmentPlan, config: DatapathConfig | None = None) -> list[st
     with ns.node() as host:
         problems = _check_host(host, plan, config)
     try:
-        with ns.pod(plan.netns) as pod:
-            problems += _check_pod(pod, plan)
+        problems += ns.in_pod(plan.netns, lambda pod: _check_pod(pod, plan))
     except ns.NetnsGone as exc:
         problems.append(str(exc))
     return problems

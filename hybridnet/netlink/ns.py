@@ -1,14 +1,28 @@
-"""Netlink sockets for the node's namespace and for a pod's namespace (by path)."""
+"""Netlink sockets for the node's namespace and for a pod's namespace (by path).
+
+pyroute2 reaches another namespace by forking a helper process, which crashes under a threaded
+gRPC server. Instead, pod-side work runs in a short-lived thread that enters the pod's
+namespace with setns(2): a network namespace belongs to a thread, so the rest of the daemon is
+untouched, and the thread ends when the work does.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import ctypes
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from pyroute2 import IPRoute
 
 Socket = IPRoute
 """The netlink socket type callers pass around (so only this package names pyroute2)."""
+
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class NetnsGone(Exception):
@@ -22,12 +36,32 @@ def node() -> Iterator[IPRoute]:
         yield ipr
 
 
-@contextlib.contextmanager
-def pod(path: str) -> Iterator[IPRoute]:
-    """A netlink socket inside the namespace at ``path``; never creates it (flags=0)."""
+def in_pod(path: str, work: Callable[[IPRoute], T]) -> T:
+    """Run ``work`` with a netlink socket inside the namespace at ``path``; never creates it.
+    Raises NetnsGone when there is no such namespace, and whatever ``work`` raised."""
     try:
-        ipr = IPRoute(netns=path, flags=0)
-    except (FileNotFoundError, OSError) as exc:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
         raise NetnsGone(f"network namespace {path} does not exist") from exc
-    with ipr:
-        yield ipr
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                errno = ctypes.get_errno()
+                raise NetnsGone(f"cannot enter {path}: {os.strerror(errno)}")
+            with IPRoute() as ipr:
+                outcome.append(work(ipr))
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    try:
+        thread = threading.Thread(target=run, name="netns-worker", daemon=True)
+        thread.start()
+        thread.join()
+    finally:
+        os.close(fd)
+    if failure:
+        raise failure[0]
+    return outcome[0]

@@ -1,0 +1,100 @@
+"""``hybridnet-daemon``: serve CNI requests for one node; ``install`` puts the plugin in place."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from hybridnet import logs
+from hybridnet.daemon import install as installer
+from hybridnet.daemon.server import serve
+from hybridnet.daemon.service import DaemonConfig, DaemonService
+from hybridnet.store.errors import StoreError
+from hybridnet.store.interface import Store
+from hybridnet.store.kube import KubeStore
+from hybridnet.store.sqlite import SQLiteStore
+
+DEFAULT_SOCKET = Path("/run/hybridnet/daemon.sock")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="hybridnet-daemon", description=__doc__.splitlines()[0])
+    parser.add_argument("--socket", type=Path, default=DEFAULT_SOCKET)
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    commands = parser.add_subparsers(dest="command")
+    run = commands.add_parser("serve", help="serve CNI requests (the default)")
+    install = commands.add_parser("install", help="install the plugin and its conflist")
+    install.add_argument("--cni-bin-dir", type=Path, default=Path("/opt/cni/bin"))
+    install.add_argument("--cni-conf-dir", type=Path, default=Path("/etc/cni/net.d"))
+    install.add_argument("--mtu", type=int)
+    for sub in (parser, run):
+        sub.add_argument("--node-name")
+        where = sub.add_mutually_exclusive_group()
+        where.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster credentials)")
+        where.add_argument("--store", help="embedded SQLite store file instead of Kubernetes")
+        sub.add_argument("--network", help="embedded store: the network to allocate from")
+        sub.add_argument("--ipam-namespace", default="kube-system")
+        sub.add_argument("--allocation-timeout", type=float, default=30.0)
+        sub.add_argument("--mtu-default", type=int, default=1500)
+    args = parser.parse_args(argv)
+    if args.command != "install":
+        if not args.node_name:
+            parser.error("--node-name is required")
+        if args.network and not args.store:
+            parser.error("--network is for the embedded store (--store)")
+        if args.store and not args.network:
+            parser.error("--store needs --network: the daemon allocates from it itself")
+    return args
+
+
+def open_store(args: argparse.Namespace) -> Store:
+    return SQLiteStore(args.store) if args.store else KubeStore.from_kubeconfig(args.kubeconfig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logs.setup(args.log_level)
+    if args.command == "install":
+        try:
+            plugin, conf_path = installer.install(
+                installer.plugin_executable(),
+                args.cni_bin_dir,
+                args.cni_conf_dir,
+                args.socket,
+                args.mtu,
+            )
+        except OSError as exc:
+            print(f"hybridnet-daemon install: {exc}", file=sys.stderr)
+            return 1
+        print(f"installed {plugin} and {conf_path}")
+        return 0
+    try:
+        store = open_store(args)
+    except StoreError as exc:
+        print(f"hybridnet-daemon: {exc}", file=sys.stderr)
+        return 1
+    config = DaemonConfig(
+        node_name=args.node_name,
+        ipam_namespace=args.ipam_namespace,
+        allocation_timeout=args.allocation_timeout,
+        default_mtu=args.mtu_default,
+        embedded_network=args.network,
+    )
+    server = serve(DaemonService(store, config), args.socket)
+    done = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: done.set())
+    done.wait()
+    server.stop(grace=5).wait()
+    store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

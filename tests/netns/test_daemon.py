@@ -1,0 +1,138 @@
+"""hybridnet-daemon in a node namespace, on the embedded SQLite store, spoken to over its
+socket: it allocates, attaches, reports, detaches and garbage-collects for real."""
+
+from __future__ import annotations
+
+import stat
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from hybridnet.api.meta import ObjectMeta
+from hybridnet.api.resources import AddressRange, Network, NetworkSpec, Subnet, SubnetSpec
+from hybridnet.daemon.attachment import host_ifname
+from hybridnet.rpc import daemon_pb2 as pb
+from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
+from hybridnet.store.sqlite import SQLiteStore
+from tests.netns import testbed
+
+
+@pytest.fixture
+def daemon(
+    fabric: testbed.Fabric, tmp_path: Path
+) -> Iterator[tuple[testbed.Node, pb_grpc.DaemonStub, Path]]:
+    node = fabric.nodes[0]
+    node.sysctl("net.ipv4.ip_forward", "1")
+    store_path = tmp_path / "store.db"
+    store = SQLiteStore(store_path)
+    store.create(
+        Network(ObjectMeta(name="pods"), NetworkSpec(type="Overlay", mode="VXLAN", net_id=5))
+    )
+    store.create(
+        Subnet(
+            ObjectMeta(name="pods-v4"),
+            SubnetSpec(network="pods", range=AddressRange(version="4", cidr="198.19.50.0/24")),
+        )
+    )
+    store.close()
+    socket = tmp_path / "run" / "daemon.sock"
+    process = node.spawn(
+        [
+            sys.executable,
+            "-m",
+            "hybridnet.daemon.main",
+            "--node-name",
+            "node1",
+            "--store",
+            str(store_path),
+            "--network",
+            "pods",
+            "--socket",
+            str(socket),
+        ]
+    )
+    deadline = time.monotonic() + 20
+    while not socket.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert socket.exists(), process.read_remaining()
+    channel = grpc.insecure_channel(f"unix:{socket}")
+    try:
+        yield node, pb_grpc.DaemonStub(channel), socket
+    finally:
+        channel.close()
+
+
+def attachment(pod: testbed.Namespace) -> pb.Attachment:
+    return pb.Attachment(
+        container_id=pod.name,
+        netns=pod.path,
+        ifname="eth0",
+        pod_namespace="default",
+        pod_name=pod.name,
+    )
+
+
+def test_the_socket_is_root_only(daemon: tuple[testbed.Node, pb_grpc.DaemonStub, Path]) -> None:
+    _, _, socket = daemon
+    assert stat.S_IMODE(socket.stat().st_mode) == 0o600
+    assert stat.S_IMODE(socket.parent.stat().st_mode) == 0o700
+
+
+def test_add_attaches_pods_that_reach_each_other_and_del_removes(
+    fabric: testbed.Fabric, daemon: tuple[testbed.Node, pb_grpc.DaemonStub, Path]
+) -> None:
+    node, stub, _ = daemon
+    a, b = fabric.add_pod("da"), fabric.add_pod("db")
+    reply_a = stub.Add(pb.AddRequest(attachment=attachment(a), mtu=1450))
+    reply_b = stub.Add(pb.AddRequest(attachment=attachment(b)))
+    assert (
+        reply_a.ips[0].address.startswith("198.19.50.") and reply_a.ips[0].gateway == "169.254.1.1"
+    )
+    assert reply_a.interfaces[0].mtu == 1450 and reply_b.interfaces[0].mtu == 1500
+    assert reply_a.ips[0].address != reply_b.ips[0].address
+    assert testbed.ping(a, reply_b.ips[0].address.split("/")[0])
+    assert stub.Status(pb.StatusRequest()).ready
+    check = stub.Check(pb.CheckRequest(attachment=attachment(a), expected=reply_a))
+    assert list(check.differences) == []
+    stub.Delete(pb.DeleteRequest(attachment=attachment(a)))
+    stub.Delete(pb.DeleteRequest(attachment=attachment(a)))  # repeated DEL succeeds
+    assert host_ifname(a.name, "eth0") not in node.links()
+    assert a.links() == ["lo"]
+
+
+def test_add_into_a_missing_netns_is_refused_with_code_4(
+    daemon: tuple[testbed.Node, pb_grpc.DaemonStub, Path],
+) -> None:
+    node, stub, _ = daemon
+    before = node.links()
+    gone = pb.Attachment(
+        container_id="c1",
+        netns="/run/netns/does-not-exist",
+        ifname="eth0",
+        pod_namespace="default",
+        pod_name="ghost",
+    )
+    with pytest.raises(grpc.RpcError) as failed:
+        stub.Add(pb.AddRequest(attachment=gone))
+    metadata = dict(failed.value.trailing_metadata() or ())  # type: ignore[attr-defined]
+    assert metadata.get("cni-code") == "4"
+    assert "does not exist" in failed.value.details()  # type: ignore[attr-defined]
+    assert node.links() == before
+
+
+def test_gc_removes_attachments_the_runtime_no_longer_knows(
+    fabric: testbed.Fabric, daemon: tuple[testbed.Node, pb_grpc.DaemonStub, Path]
+) -> None:
+    node, stub, _ = daemon
+    keep, leak = fabric.add_pod("keep"), fabric.add_pod("leak")
+    stub.Add(pb.AddRequest(attachment=attachment(keep)))
+    stub.Add(pb.AddRequest(attachment=attachment(leak)))
+    valid = [pb.ValidAttachment(container_id=keep.name, ifname="eth0")]
+    removed = stub.GarbageCollect(pb.GarbageCollectRequest(valid=valid)).removed
+    assert list(removed) == [host_ifname(leak.name, "eth0")]
+    assert host_ifname(keep.name, "eth0") in node.links()
+    assert host_ifname(leak.name, "eth0") not in node.links()
