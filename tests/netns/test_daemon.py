@@ -61,7 +61,7 @@ def daemon(
     assert socket.exists(), process.read_remaining()
     channel = grpc.insecure_channel(f"unix:{socket}")
     try:
-        yield node, pb_grpc.DaemonStub(channel), socket
+        yield node, pb_grpc.DaemonStub(channel), socket  # type: ignore[no-untyped-call]
     finally:
         channel.close()
 
@@ -118,9 +118,9 @@ def test_add_into_a_missing_netns_is_refused_with_code_4(
     )
     with pytest.raises(grpc.RpcError) as failed:
         stub.Add(pb.AddRequest(attachment=gone))
-    metadata = dict(failed.value.trailing_metadata() or ())  # type: ignore[attr-defined]
+    metadata = dict(failed.value.trailing_metadata() or ())
     assert metadata.get("cni-code") == "4"
-    assert "does not exist" in failed.value.details()  # type: ignore[attr-defined]
+    assert "does not exist" in failed.value.details()
     assert node.links() == before
 
 
