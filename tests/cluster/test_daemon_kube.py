@@ -120,6 +120,6 @@ def test_add_without_an_address_in_time_is_try_again_later_and_leaves_nothing(
     )
     with pytest.raises(grpc.RpcError) as failed:
         stub.Add(pb.AddRequest(attachment=attachment))
-    assert dict(failed.value.trailing_metadata() or ()).get("cni-code") == "11"  # type: ignore[attr-defined]
+    assert dict(failed.value.trailing_metadata() or ()).get("cni-code") == "11"
     assert node.links() == before
     assert pod_ns.links() == ["lo"]
