@@ -7,6 +7,7 @@ import stat
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -136,3 +137,18 @@ def test_gc_removes_attachments_the_runtime_no_longer_knows(
     assert list(removed) == [host_ifname(leak.name, "eth0")]
     assert host_ifname(keep.name, "eth0") in node.links()
     assert host_ifname(leak.name, "eth0") not in node.links()
+
+
+def test_50_concurrent_adds_all_succeed_with_distinct_interfaces(
+    fabric: testbed.Fabric, daemon: tuple[testbed.Node, pb_grpc.DaemonStub, Path]
+) -> None:
+    node, stub, _ = daemon
+    pods = [fabric.add_pod("burst") for _ in range(50)]
+    with ThreadPoolExecutor(16) as pool:
+        replies = list(pool.map(lambda p: stub.Add(pb.AddRequest(attachment=attachment(p))), pods))
+    addresses = {reply.ips[0].address for reply in replies}
+    assert len(addresses) == 50
+    host_links = {host_ifname(p.name, "eth0") for p in pods}
+    assert host_links <= set(node.links())
+    for pod, reply in zip(pods, replies, strict=True):
+        assert pod.addresses("eth0") == [reply.ips[0].address]
