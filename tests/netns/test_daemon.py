@@ -3,6 +3,8 @@ socket: it allocates, attaches, reports, detaches and garbage-collects for real.
 
 from __future__ import annotations
 
+import os
+import signal
 import stat
 import sys
 import time
@@ -152,3 +154,56 @@ def test_50_concurrent_adds_all_succeed_with_distinct_interfaces(
     assert host_links <= set(node.links())
     for pod, reply in zip(pods, replies, strict=True):
         assert pod.addresses("eth0") == [reply.ips[0].address]
+
+
+def test_kill_9_of_the_daemon_during_a_burst_leaks_nothing(
+    fabric: testbed.Fabric, daemon: tuple[testbed.Node, pb_grpc.DaemonStub, Path]
+) -> None:
+    """Pods whose ADD succeeded are fully set up; the others, after the DEL a runtime sends for
+    a failed ADD, leave no veth and no route; a GC finds nothing to remove."""
+    node, stub, _ = daemon
+    base_links = set(node.links())
+    pods = [fabric.add_pod("kill") for _ in range(30)]
+    (process,) = [p for p in node.processes if "hybridnet.daemon.main" in " ".join(p.argv)]
+    outcomes: dict[str, bool] = {}
+
+    def add(pod: testbed.Namespace) -> None:
+        try:
+            stub.Add(pb.AddRequest(attachment=attachment(pod)), timeout=20)
+            outcomes[pod.name] = True
+        except grpc.RpcError:
+            outcomes[pod.name] = False
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(add, pod) for pod in pods]
+        while sum(1 for f in futures if f.done()) < 5:
+            time.sleep(0.01)
+        os.killpg(process.pid, signal.SIGKILL)  # kill -9, of the daemon and nothing else
+        for future in futures:
+            future.result()
+    assert not all(outcomes.values()), "the kill came too late to test anything"
+    # Restart (same store, same socket) and do what the runtime does.
+    restarted = node.spawn(process.argv[4:])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if stub.Status(pb.StatusRequest(), timeout=1).ready:
+                break
+        except grpc.RpcError:
+            time.sleep(0.1)
+    for pod in pods:
+        if not outcomes[pod.name]:
+            stub.Delete(pb.DeleteRequest(attachment=attachment(pod)))
+    ok = [pod for pod in pods if outcomes[pod.name]]
+    valid = [pb.ValidAttachment(container_id=p.name, ifname="eth0") for p in ok]
+    assert list(stub.GarbageCollect(pb.GarbageCollectRequest(valid=valid)).removed) == []
+    assert set(node.links()) - base_links == {host_ifname(p.name, "eth0") for p in ok}
+    table = node.ip("route", "show", "table", "39999").stdout
+    assert len([line for line in table.splitlines() if line.strip()]) == len(ok)
+    for pod in ok:
+        check = stub.Check(pb.CheckRequest(attachment=attachment(pod)))
+        assert list(check.differences) == [], (pod.name, list(check.differences))
+    for pod in pods:
+        if not outcomes[pod.name]:
+            assert pod.links() == ["lo"]
+    assert restarted.poll() is None
