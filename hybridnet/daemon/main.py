@@ -13,6 +13,7 @@ from hybridnet import logs
 from hybridnet.daemon import install as installer
 from hybridnet.daemon.server import serve
 from hybridnet.daemon.service import DaemonConfig, DaemonService
+from hybridnet.metrics import MetricsServer, Registry
 from hybridnet.store.errors import StoreError
 from hybridnet.store.interface import Store
 from hybridnet.store.kube import KubeStore
@@ -42,6 +43,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         sub.add_argument("--ipam-namespace", default="kube-system")
         sub.add_argument("--allocation-timeout", type=float, default=30.0)
         sub.add_argument("--mtu-default", type=int, default=1500)
+        sub.add_argument(
+            "--metrics-address",
+            default="",
+            help="host:port for /metrics (CNI latency by command and result)",
+        )
     args = parser.parse_args(argv)
     if args.command != "install":
         if not args.node_name:
@@ -86,12 +92,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         default_mtu=args.mtu_default,
         embedded_network=args.network,
     )
-    server = serve(DaemonService(store, config), args.socket)
+    registry = Registry()
+    metrics = None
+    if args.metrics_address:
+        host, _, port = args.metrics_address.rpartition(":")
+        metrics = MetricsServer(registry, host or "127.0.0.1", int(port))
+        metrics.start()
+    server = serve(DaemonService(store, config, registry), args.socket)
     done = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: done.set())
     done.wait()
     server.stop(grace=5).wait()
+    if metrics is not None:
+        metrics.stop()
     store.close()
     return 0
 

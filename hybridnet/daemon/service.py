@@ -9,10 +9,13 @@ key ``cni-code``, so the plugin can answer the runtime with the right one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import logging
 import threading
-from typing import NoReturn
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import grpc
 
@@ -24,6 +27,7 @@ from hybridnet.daemon.wait import AllocationTimeout, wait_for_instances
 from hybridnet.ipam.allocator import Allocator
 from hybridnet.ipam.errors import IPAMError
 from hybridnet.logs import fields
+from hybridnet.metrics import Registry
 from hybridnet.netlink import links, ns
 from hybridnet.rpc import daemon_pb2 as pb
 from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
@@ -31,6 +35,8 @@ from hybridnet.store.errors import Conflict, StoreError, Unavailable
 from hybridnet.store.interface import Store
 
 log = logging.getLogger(__name__)
+
+Handler = Callable[..., Any]
 
 CNI_INVALID_ENV = 4
 CNI_INVALID_CONFIG = 7
@@ -62,10 +68,42 @@ def _abort(context: grpc.ServicerContext, cni_code: int, message: str) -> NoRetu
     raise AssertionError("unreachable")  # context.abort raises
 
 
+def timed(command: str) -> Callable[[Handler], Handler]:
+    """Observe a CNI command's latency by result (ok / error) in the service's histogram."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        def run(self: DaemonService, request: Any, context: grpc.ServicerContext) -> Any:
+            started = time.perf_counter()
+            result = "error"
+            try:
+                reply = handler(self, request, context)
+                result = "ok"
+                return reply
+            finally:
+                if self.latency is not None:
+                    self.latency.labels(command=command, result=result).observe(
+                        time.perf_counter() - started
+                    )
+
+        return run
+
+    return wrap
+
+
 class DaemonService(pb_grpc.DaemonServicer):
-    def __init__(self, store: Store, config: DaemonConfig):
+    def __init__(self, store: Store, config: DaemonConfig, registry: Registry | None = None):
         self.store = store
         self.config = config
+        self.latency = (
+            registry.histogram(
+                "hybridnet_cni_request_seconds",
+                "CNI requests served by the daemon, by command and result.",
+                ["command", "result"],
+            )
+            if registry is not None
+            else None
+        )
         self._ipam: IPAMService | None = None
         self._ipam_lock = threading.Lock()
 
@@ -132,6 +170,7 @@ class DaemonService(pb_grpc.DaemonServicer):
 
     # ----------------------------------------------------------------- CNI commands
 
+    @timed("ADD")
     def Add(self, request: pb.AddRequest, context: grpc.ServicerContext) -> pb.AddReply:
         attach = request.attachment
         try:
@@ -154,6 +193,7 @@ class DaemonService(pb_grpc.DaemonServicer):
             addresses=list(plan.addresses), host_ifname=plan.host_ifname))  # fmt: skip
         return _reply(plan, instances)
 
+    @timed("DEL")
     def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext) -> pb.DeleteReply:
         attach = request.attachment
         removed = attachment.detach(attach.container_id, attach.ifname)
@@ -165,6 +205,7 @@ class DaemonService(pb_grpc.DaemonServicer):
         log.info("pod detached", extra=fields(container=attach.container_id, removed=removed))
         return pb.DeleteReply()
 
+    @timed("CHECK")
     def Check(self, request: pb.CheckRequest, context: grpc.ServicerContext) -> pb.CheckReply:
         attach = request.attachment
         try:
@@ -183,6 +224,7 @@ class DaemonService(pb_grpc.DaemonServicer):
             differences.append(f"prevResult has {expected}, the pod holds {sorted(plan.addresses)}")
         return pb.CheckReply(differences=differences)
 
+    @timed("STATUS")
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusReply:
         try:
             self.store.list(Network)
@@ -190,6 +232,7 @@ class DaemonService(pb_grpc.DaemonServicer):
             return pb.StatusReply(ready=False, reason=f"store unavailable: {exc}")
         return pb.StatusReply(ready=True)
 
+    @timed("GC")
     def GarbageCollect(
         self, request: pb.GarbageCollectRequest, context: grpc.ServicerContext
     ) -> pb.GarbageCollectReply:
