@@ -27,7 +27,7 @@ from tests.netns import testbed
 @pytest.fixture
 def cluster(
     control_plane: ControlPlane, fabric: testbed.Fabric, tmp_path: Path
-) -> Iterator[tuple[Harness, testbed.Node, pb_grpc.DaemonStub]]:
+) -> Iterator[tuple[Harness, testbed.Node, pb_grpc.DaemonStub, str]]:
     run = uuid.uuid4().hex[:6]
     store = KubeStore.from_kubeconfig(control_plane.kubeconfig_path)
     harness = Harness(store, run)
@@ -64,7 +64,7 @@ def cluster(
         assert socket.exists(), process.read_remaining()
         channel = grpc.insecure_channel(f"unix:{socket}")
         try:
-            yield harness, node, pb_grpc.DaemonStub(channel)  # type: ignore[no-untyped-call]
+            yield harness, node, pb_grpc.DaemonStub(channel), url  # type: ignore[no-untyped-call]
         finally:
             channel.close()
             process.stop()
@@ -74,9 +74,9 @@ def cluster(
 
 
 def test_add_waits_for_the_managers_allocation_and_attaches(
-    cluster: tuple[Harness, testbed.Node, pb_grpc.DaemonStub], fabric: testbed.Fabric
+    cluster: tuple[Harness, testbed.Node, pb_grpc.DaemonStub, str], fabric: testbed.Fabric
 ) -> None:
-    harness, node, stub = cluster
+    harness, node, stub, _ = cluster
     run = harness.run
     pod_ns = fabric.add_pod("kp")
     # ADD is sent while the pod is still being created and allocated: the daemon waits.
@@ -99,9 +99,9 @@ def test_add_waits_for_the_managers_allocation_and_attaches(
 
 
 def test_add_without_an_address_in_time_is_try_again_later_and_leaves_nothing(
-    cluster: tuple[Harness, testbed.Node, pb_grpc.DaemonStub], fabric: testbed.Fabric
+    cluster: tuple[Harness, testbed.Node, pb_grpc.DaemonStub, str], fabric: testbed.Fabric
 ) -> None:
-    harness, node, stub = cluster
+    harness, node, stub, _ = cluster
     run = harness.run
     pod_ns = fabric.add_pod("kq")
     harness.pod(
@@ -121,5 +121,30 @@ def test_add_without_an_address_in_time_is_try_again_later_and_leaves_nothing(
     with pytest.raises(grpc.RpcError) as failed:
         stub.Add(pb.AddRequest(attachment=attachment))
     assert dict(failed.value.trailing_metadata() or ()).get("cni-code") == "11"
+    assert node.links() == before
+    assert pod_ns.links() == ["lo"]
+
+
+def test_add_while_the_api_server_is_unreachable_is_try_again_later(
+    cluster: tuple[Harness, testbed.Node, pb_grpc.DaemonStub, str],
+    fabric: testbed.Fabric,
+    control_plane: ControlPlane,
+) -> None:
+    harness, node, stub, url = cluster
+    pod_ns = fabric.add_pod("kr")
+    harness.pod(f"ns-{harness.run}", "cut", node=f"node-{harness.run}")
+    control_plane.unexpose(url)  # the node loses its path to the API server
+    before = node.links()
+    attachment = pb.Attachment(
+        container_id=pod_ns.name,
+        netns=pod_ns.path,
+        ifname="eth0",
+        pod_namespace=f"ns-{harness.run}",
+        pod_name="cut",
+    )
+    with pytest.raises(grpc.RpcError) as failed:
+        stub.Add(pb.AddRequest(attachment=attachment), timeout=60)
+    assert dict(failed.value.trailing_metadata() or ()).get("cni-code") == "11"
+    assert "unavailable" in failed.value.details()
     assert node.links() == before
     assert pod_ns.links() == ["lo"]
