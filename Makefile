@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed-stamp
 DEBIAN_PACKAGES := iproute2 iptables nftables kmod user-mode-linux bird2 \
 	containernetworking-plugins iputils-ping procps tcpdump python3-venv ca-certificates
 
-.PHONY: test demo deps venv controlplane lint typecheck unit netns bench clean-testbed controlplane-up \
+.PHONY: test demo deps venv controlplane lint typecheck unit netns bench clean-testbed controlplane-up proto \
 	controlplane-down
 
 ## make test: install everything, then lint, type check and run every test tier.
@@ -78,6 +78,12 @@ netns: deps venv
 
 bench: deps venv
 	$(BIN)/python -m bench.cni_baseline --runs 50 --json bench/results/cni_baseline.json
+
+## make proto: regenerate hybridnet/rpc/daemon_pb2*.py* from proto/ (a unit test checks that
+## the committed files are what this produces).
+proto: venv
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. \
+		proto/hybridnet/rpc/daemon.proto
 
 ## remove namespaces left by test runs that are no longer alive
 clean-testbed: venv
