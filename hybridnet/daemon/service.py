@@ -216,7 +216,8 @@ class DaemonService(pb_grpc.DaemonServicer):
             return pb.CheckReply(differences=["the pod has no address allocated"])
         except StoreError as exc:
             _abort(context, CNI_TRY_AGAIN_LATER, f"store: {exc}")
-        mtu = request.expected.interfaces[0].mtu if request.expected.interfaces else 0
+        pod_side = [i for i in request.expected.interfaces if i.sandbox]
+        mtu = pod_side[0].mtu if pod_side else 0
         plan = self._plan(attach, mtu, found)
         differences = attachment.check(plan, self.config.datapath)
         expected = sorted(ip.address for ip in request.expected.ips)
@@ -248,16 +249,18 @@ class DaemonService(pb_grpc.DaemonServicer):
 
 
 def _reply(plan: attachment.AttachmentPlan, instances: list[IPInstance]) -> pb.AddReply:
+    """Interfaces as CNI lists them: the host end (no sandbox) first, then the pod's; chained
+    plugins such as bandwidth find the host end there."""
     reply = pb.AddReply(
         interfaces=[
-            pb.Interface(name=plan.pod_ifname, mac=plan.mac, sandbox=plan.netns, mtu=plan.mtu)
+            pb.Interface(name=plan.host_ifname, mac=attachment.HOST_MAC, sandbox="", mtu=plan.mtu),
+            pb.Interface(name=plan.pod_ifname, mac=plan.mac, sandbox=plan.netns, mtu=plan.mtu),
         ]
     )
     for instance in instances:
         version = ipaddress.ip_interface(instance.spec.address.ip).version
         gateway = attachment.GATEWAY_V4 if version == 4 else attachment.GATEWAY_V6
-        reply.ips.append(
-            pb.IPConfig(address=instance.spec.address.ip, gateway=gateway, interface=0)
-        )
+        address = instance.spec.address.ip
+        reply.ips.append(pb.IPConfig(address=address, gateway=gateway, interface=1))
         reply.routes.append(pb.Route(dst="0.0.0.0/0" if version == 4 else "::/0", gw=gateway))
     return reply

@@ -45,7 +45,8 @@ def test_add_attaches_pods_that_reach_each_other_and_del_removes(
     assert (
         reply_a.ips[0].address.startswith("198.19.50.") and reply_a.ips[0].gateway == "169.254.1.1"
     )
-    assert reply_a.interfaces[0].mtu == 1450 and reply_b.interfaces[0].mtu == 1500
+    assert reply_a.interfaces[1].mtu == 1450 and reply_b.interfaces[1].mtu == 1500
+    assert reply_a.interfaces[0].sandbox == "" and reply_a.interfaces[1].sandbox == a.path
     assert reply_a.ips[0].address != reply_b.ips[0].address
     assert testbed.ping(a, reply_b.ips[0].address.split("/")[0])
     assert stub.Status(pb.StatusRequest()).ready
