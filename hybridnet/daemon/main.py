@@ -40,6 +40,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         where.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster credentials)")
         where.add_argument("--store", help="embedded SQLite store file instead of Kubernetes")
         sub.add_argument("--network", help="embedded store: the network to allocate from")
+        sub.add_argument(
+            "--ip-family",
+            default="IPv4",
+            choices=["IPv4", "IPv6", "DualStack"],
+            help="embedded store: the address families every pod gets",
+        )
         sub.add_argument("--ipam-namespace", default="kube-system")
         sub.add_argument("--allocation-timeout", type=float, default=30.0)
         sub.add_argument("--mtu-default", type=int, default=1500)
@@ -91,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         allocation_timeout=args.allocation_timeout,
         default_mtu=args.mtu_default,
         embedded_network=args.network,
+        embedded_ip_family=args.ip_family,
     )
     registry = Registry()
     metrics = None

@@ -52,6 +52,8 @@ class DaemonConfig:
     default_mtu: int = 1500
     embedded_network: str | None = None
     """With the embedded store: the network this daemon allocates from itself."""
+    embedded_ip_family: str = "IPv4"
+    """With the embedded store: IPv4, IPv6 or DualStack for every pod."""
     datapath: attachment.DatapathConfig = dataclasses.field(
         default_factory=attachment.DatapathConfig
     )
@@ -121,7 +123,8 @@ class DaemonService(pb_grpc.DaemonServicer):
     def _instances(self, attach: pb.Attachment) -> list[IPInstance]:
         if self.config.embedded_network:
             service = self._embedded_ipam()
-            request = parse_pod_request(attach.pod_name, {}, {}, (), ClusterDefaults())
+            defaults = ClusterDefaults(ip_family=self.config.embedded_ip_family)
+            request = parse_pod_request(attach.pod_name, {}, {}, (), defaults)
             network = self.store.get(Network, self.config.embedded_network)
             service.apply_network(network)
             ref = PodRef(

@@ -17,9 +17,9 @@ from hybridnet.store.sqlite import SQLiteStore
 from tests.netns import testbed
 
 
-@pytest.fixture
+@pytest.fixture(params=["IPv4"])
 def daemon(
-    fabric: testbed.Fabric, tmp_path: Path
+    request: pytest.FixtureRequest, fabric: testbed.Fabric, tmp_path: Path
 ) -> Iterator[tuple[testbed.Node, pb_grpc.DaemonStub, Path]]:
     node = fabric.nodes[0]
     node.sysctl("net.ipv4.ip_forward", "1")
@@ -32,6 +32,12 @@ def daemon(
         Subnet(
             ObjectMeta(name="pods-v4"),
             SubnetSpec(network="pods", range=AddressRange(version="4", cidr="198.19.50.0/24")),
+        )
+    )
+    store.create(
+        Subnet(
+            ObjectMeta(name="pods-v6"),
+            SubnetSpec(network="pods", range=AddressRange(version="6", cidr="2001:db8:50::/64")),
         )
     )
     store.close()
@@ -49,6 +55,8 @@ def daemon(
             "pods",
             "--socket",
             str(socket),
+            "--ip-family",
+            request.param,
         ]
     )
     deadline = time.monotonic() + 20

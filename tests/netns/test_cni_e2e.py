@@ -1,0 +1,145 @@
+"""The real plugin, executed the way a runtime executes it, into the real daemon: ADD, CHECK,
+DEL, and chained with the reference portmap and bandwidth plugins."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hybridnet.daemon.attachment import host_ifname
+from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
+from tests.cni_runtime import Attachment, CniPluginError, CniRuntime
+from tests.netns import testbed
+
+REFERENCE_PLUGINS = "/usr/lib/cni"
+
+
+@pytest.fixture
+def plugin_dir(tmp_path: Path) -> Path:
+    """A CNI_PATH directory holding ``hybridnet`` as a runtime would find it."""
+    directory = tmp_path / "cni-bin"
+    directory.mkdir()
+    (directory / "hybridnet").symlink_to(Path(sys.executable).with_name("hybridnet-cni"))
+    return directory
+
+
+def conflist(socket: Path, version: str, chained: bool) -> dict[str, Any]:
+    plugins: list[dict[str, Any]] = [{"type": "hybridnet", "socket": str(socket)}]
+    if chained:
+        plugins += [
+            {"type": "portmap", "capabilities": {"portMappings": True}, "snat": False},
+            {"type": "bandwidth", "capabilities": {"bandwidth": True}},
+        ]
+    return {"cniVersion": version, "name": "hybridnet", "plugins": plugins}
+
+
+def runtime(
+    daemon: tuple[testbed.Node, pb_grpc.DaemonStub, Path],
+    plugin_dir: Path,
+    tmp_path: Path,
+    version: str = "1.0.0",
+    chained: bool = False,
+) -> CniRuntime:
+    node, _, socket = daemon
+    return CniRuntime(
+        conflist(socket, version, chained),
+        [str(plugin_dir), REFERENCE_PLUGINS],
+        tmp_path / "cache",
+        exec_netns=node.name,
+    )
+
+
+def pod_attachment(pod: testbed.Namespace, **capabilities: Any) -> Attachment:
+    return Attachment(
+        container_id=pod.name,
+        netns=pod.path,
+        ifname="eth0",
+        args={"K8S_POD_NAMESPACE": "default", "K8S_POD_NAME": pod.name, "IgnoreUnknown": "1"},
+        capability_args=capabilities,
+    )
+
+
+@pytest.mark.parametrize("version", ["0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+def test_add_check_del_through_the_real_plugin(
+    fabric: testbed.Fabric,
+    daemon: tuple[testbed.Node, pb_grpc.DaemonStub, Path],
+    plugin_dir: Path,
+    tmp_path: Path,
+    version: str,
+) -> None:
+    node = daemon[0]
+    cni = runtime(daemon, plugin_dir, tmp_path, version)
+    pod = fabric.add_pod()
+    attachment = pod_attachment(pod)
+    result = cni.add(attachment)
+    assert result["cniVersion"] == version
+    (ip,) = result["ips"]
+    assert ip["address"].startswith("198.19.50.") and pod.addresses("eth0") == [ip["address"]]
+    assert {i["name"] for i in result["interfaces"]} == {"eth0", host_ifname(pod.name, "eth0")}
+    if version != "0.3.1":
+        cni.check(attachment)
+    cni.delete(attachment)
+    cni.delete(attachment)  # DEL again: still success
+    assert host_ifname(pod.name, "eth0") not in node.links()
+
+
+def test_chained_with_portmap_and_bandwidth(
+    fabric: testbed.Fabric,
+    daemon: tuple[testbed.Node, pb_grpc.DaemonStub, Path],
+    plugin_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """ADD and DEL run the whole chain. CHECK runs hybridnet and bandwidth: the reference
+    portmap 1.1.1 cannot CHECK on this Debian (iptables-nft): it looks for its IPv4 rule in
+    its IPv6 chain and reports it missing, whatever plugin came before it."""
+    node = daemon[0]
+    cni = runtime(daemon, plugin_dir, tmp_path, chained=True)
+    pod = fabric.add_pod()
+    attachment = pod_attachment(
+        pod,
+        portMappings=[{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}],
+        bandwidth={
+            "ingressRate": 1_000_000,
+            "ingressBurst": 100_000,
+            "egressRate": 1_000_000,
+            "egressBurst": 100_000,
+        },
+    )
+    result = cni.add(attachment)
+    host = host_ifname(pod.name, "eth0")
+    nat = node.exec(["iptables", "-t", "nat", "-S"]).stdout
+    assert "18080" in nat, nat
+    assert "tbf" in node.exec(["tc", "qdisc", "show", "dev", host]).stdout
+    without_portmap = runtime(daemon, plugin_dir, tmp_path, chained=True)
+    without_portmap.conflist["plugins"] = [
+        p for p in without_portmap.conflist["plugins"] if p["type"] != "portmap"
+    ]
+    without_portmap.check(attachment)  # the same cached result, as the runtime keeps it
+    assert json.dumps(result).count(host) >= 1
+    cni.delete(attachment)
+    assert "18080" not in node.exec(["iptables", "-t", "nat", "-S"]).stdout
+    assert host not in node.links()
+
+
+def test_a_daemon_that_is_down_means_try_again_later(
+    fabric: testbed.Fabric, plugin_dir: Path, tmp_path: Path
+) -> None:
+    node = fabric.nodes[0]
+    cni = CniRuntime(
+        conflist(tmp_path / "nobody.sock", "1.1.0", False),
+        [str(plugin_dir)],
+        tmp_path / "cache",
+        exec_netns=node.name,
+    )
+    pod = fabric.add_pod()
+    with pytest.raises(CniPluginError) as failed:
+        cni.add(pod_attachment(pod))
+    assert failed.value.code == 11
+    with pytest.raises(CniPluginError) as status:
+        cni.status()
+    assert status.value.code == 50
+    assert pod.links() == ["lo"]
