@@ -20,7 +20,8 @@ from typing import Any, NoReturn
 import grpc
 
 from hybridnet.allocation.service import IPAMService, PodRef
-from hybridnet.api.annotations import ClusterDefaults, parse_pod_request
+from hybridnet.api.annotations import AnnotationError, ClusterDefaults, parse_pod_request
+from hybridnet.api.builtin import Namespace, Pod
 from hybridnet.api.resources import IPInstance, Network
 from hybridnet.daemon import attachment
 from hybridnet.daemon.wait import AllocationTimeout, wait_for_instances
@@ -31,7 +32,7 @@ from hybridnet.metrics import Registry
 from hybridnet.netlink import links, ns
 from hybridnet.rpc import daemon_pb2 as pb
 from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
-from hybridnet.store.errors import Conflict, StoreError, Unavailable
+from hybridnet.store.errors import Conflict, NotFound, StoreError, Unavailable
 from hybridnet.store.interface import Store
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,26 @@ class DaemonService(pb_grpc.DaemonServicer):
                 self._ipam = service
             return self._ipam
 
+    def _wanted_versions(self, attach: pb.Attachment) -> set[str] | None:
+        """The IP versions the pod asked for (its annotations, then its namespace's)."""
+        try:
+            pod = self.store.get(Pod, attach.pod_name, attach.pod_namespace)
+        except NotFound:
+            return None  # not a Kubernetes pod we can read: take what the manager wrote
+        try:
+            namespace = self.store.get(Namespace, attach.pod_namespace).metadata.annotations
+        except NotFound:
+            namespace = {}
+        try:
+            request = parse_pod_request(
+                attach.pod_name, pod.metadata.annotations, namespace, pod.metadata.owner_references
+            )
+        except AnnotationError:
+            return None
+        return {str(v) for v in request.versions}
+
     def _instances(self, attach: pb.Attachment) -> list[IPInstance]:
+        versions: set[str] | None
         if self.config.embedded_network:
             service = self._embedded_ipam()
             defaults = ClusterDefaults(ip_family=self.config.embedded_ip_family)
@@ -131,12 +151,16 @@ class DaemonService(pb_grpc.DaemonServicer):
                 attach.pod_namespace, attach.pod_name, attach.pod_uid or None, self.config.node_name
             )
             service.ensure_allocated(ref, request, self.config.embedded_network)
+            versions = {str(v) for v in request.versions}
+        else:
+            versions = self._wanted_versions(attach)
         found = wait_for_instances(
             self.store,
             self.config.ipam_namespace,
             attach.pod_namespace,
             attach.pod_name,
-            self.config.allocation_timeout,
+            timeout=self.config.allocation_timeout,
+            versions=versions,
         )
         one_per_family: dict[str, IPInstance] = {}
         for instance in sorted(found, key=lambda i: i.name):  # the manager keeps the lowest
@@ -213,7 +237,11 @@ class DaemonService(pb_grpc.DaemonServicer):
         attach = request.attachment
         try:
             found = wait_for_instances(
-                self.store, self.config.ipam_namespace, attach.pod_namespace, attach.pod_name, 0
+                self.store,
+                self.config.ipam_namespace,
+                attach.pod_namespace,
+                attach.pod_name,
+                timeout=0,
             )
         except AllocationTimeout:
             return pb.CheckReply(differences=["the pod has no address allocated"])

@@ -22,15 +22,24 @@ def wait_for_instances(
     ipam_namespace: str,
     pod_namespace: str,
     pod_name: str,
+    *,
     timeout: float,
+    versions: set[str] | None = None,
 ) -> list[IPInstance]:
-    """The pod's IPInstances (one per family), waiting up to ``timeout`` seconds."""
+    """The pod's IPInstances, waiting up to ``timeout`` seconds until one exists for every IP
+    version in ``versions`` ("4", "6"; None: any one). A dual-stack pair is written in two
+    steps, so waiting for both keeps ADD from configuring half a pod."""
     selector = naming.pod_selector(pod_namespace, pod_name)
     deadline = time.monotonic() + timeout
     listed = store.list(IPInstance, ipam_namespace, selector)
     found = {i.name: i for i in listed.items}
     version = listed.resource_version
-    while not found:
+
+    def complete() -> bool:
+        have = {i.spec.address.version for i in found.values()}
+        return bool(have) and (versions is None or versions <= have)
+
+    while not complete():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise AllocationTimeout(
@@ -42,12 +51,8 @@ def wait_for_instances(
             version = event.object.metadata.resource_version or version
             if event.type in ("ADDED", "MODIFIED"):
                 found[event.object.name] = event.object
-                break
-            if event.type == "DELETED":
+            elif event.type == "DELETED":
                 found.pop(event.object.name, None)
-    # A dual-stack pair is written in two steps: give the second a moment to land.
-    settle = min(1.0, max(deadline - time.monotonic(), 0))
-    if settle:
-        time.sleep(0.05)
-        found = {i.name: i for i in store.list(IPInstance, ipam_namespace, selector).items} or found
+            if complete() or time.monotonic() >= deadline:
+                break
     return sorted(found.values(), key=lambda i: (i.spec.address.version, i.name))
