@@ -99,6 +99,9 @@ def _build_host_side(host: ns.Socket, plan: AttachmentPlan, config: DatapathConf
     idx = links.set_up(host, plan.host_ifname, HOST_MAC)
     if 4 in plan.versions:
         sysctl.set_interface(4, plan.host_ifname, "proxy_arp", "1")
+        # Proxy ARP answers after a random delay of up to 0.8 s by default: a new pod's first
+        # packets would wait for it.
+        sysctl.set_neighbour(4, plan.host_ifname, "proxy_delay", "0")
         rules.ensure_lookup(host, config.local_pod_table, config.local_pod_rule_priority, AF_INET)
     if 6 in plan.versions:
         addresses.ensure(host, idx, f"{GATEWAY_V6}/64")

@@ -14,3 +14,8 @@ def set_interface(version: int, ifname: str, name: str, value: str) -> None:
 
 def get_interface(version: int, ifname: str, name: str) -> str:
     return (PROC_SYS / "net" / f"ipv{version}" / "conf" / ifname / name).read_text().strip()
+
+
+def set_neighbour(version: int, ifname: str, name: str, value: str) -> None:
+    """``net.ipv{4,6}.neigh.IFNAME.NAME = value``."""
+    (PROC_SYS / "net" / f"ipv{version}" / "neigh" / ifname / name).write_text(value)
