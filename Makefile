@@ -22,10 +22,10 @@ test: deps venv controlplane lint typecheck
 	$(BIN)/pytest
 	$(BIN)/python tests/netns/testbed.py leftovers
 
-## make demo: today, the namespace test bed and the baseline benchmark (see README).
+## make demo: hybridnet on its embedded default: a node namespace running hybridnet-daemon on
+## the SQLite store, two dual-stack pods attached by the real plugin, traffic, teardown.
 demo: deps venv
-	$(BIN)/python tests/netns/testbed.py demo
-	$(BIN)/python -m bench.cni_baseline --runs 20
+	$(BIN)/python -m hack.demo
 
 deps:
 	@if [ "$$(id -u)" != 0 ]; then echo "make: run as root (network namespaces, apt-get)" >&2; exit 1; fi
