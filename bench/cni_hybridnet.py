@@ -21,25 +21,9 @@ from typing import Any
 
 from bench import cni_baseline
 from bench.stats import print_table, summarize_ms, write_json
-from hybridnet.api.meta import ObjectMeta
-from hybridnet.api.resources import AddressRange, Network, NetworkSpec, Subnet, SubnetSpec
-from hybridnet.store.sqlite import SQLiteStore
+from tests import daemon_harness
 from tests.cni_runtime import Attachment, CniRuntime
 from tests.netns import testbed
-
-
-def _prepare_store(path: Path) -> None:
-    store = SQLiteStore(path)
-    store.create(
-        Network(ObjectMeta(name="pods"), NetworkSpec(type="Overlay", mode="VXLAN", net_id=5))
-    )
-    store.create(
-        Subnet(
-            ObjectMeta(name="pods-v4"),
-            SubnetSpec(network="pods", range=AddressRange(version="4", cidr="198.19.0.0/16")),
-        )
-    )
-    store.close()
 
 
 def _runtime(socket: Path, plugin_dir: Path, cache: Path) -> CniRuntime:
@@ -65,31 +49,21 @@ def measure(runs: int, burst: int) -> dict[str, Any]:
         work = Path(tmp)
         node = testbed.create_namespace(bed.name("node1"))
         node.sysctl("net.ipv4.ip_forward", "1")
-        _prepare_store(work / "store.db")
+        store = daemon_harness.embedded_store(work / "store.db", "198.19.0.0/16")
         socket = work / "run" / "daemon.sock"
-        daemon = node.spawn(
-            [
-                sys.executable,
-                "-m",
-                "hybridnet.daemon.main",
-                "--node-name",
-                "node1",
-                "--store",
-                str(work / "store.db"),
-                "--network",
-                "pods",
-                "--socket",
-                str(socket),
-                "--log-level",
-                "warning",
-            ]
+        daemon = daemon_harness.start_daemon(
+            node,
+            socket,
+            "--node-name",
+            "node1",
+            "--store",
+            str(store),
+            "--network",
+            "pods",
+            "--log-level",
+            "warning",
         )
-        deadline = time.monotonic() + 20
-        while not socket.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        plugin_dir = work / "bin"
-        plugin_dir.mkdir()
-        (plugin_dir / "hybridnet").symlink_to(Path(sys.executable).with_name("hybridnet-cni"))
+        plugin_dir = daemon_harness.plugin_dir(work / "bin")
         runtime = _runtime(socket, plugin_dir, work / "cache")
         pods = [testbed.create_namespace(bed.unique("pod")) for _ in range(runs + 3)]
         print(f"hybridnet: {runs} ADDs then DELs (+3 warm-up)", file=sys.stderr)

@@ -10,32 +10,11 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from hybridnet.api.meta import ObjectMeta
-from hybridnet.api.resources import AddressRange, Network, NetworkSpec, Subnet, SubnetSpec
-from hybridnet.store.sqlite import SQLiteStore
+from tests import daemon_harness
 from tests.cni_runtime import Attachment, CniRuntime
 from tests.netns import testbed
-
-
-def prepare_store(path: Path) -> None:
-    store = SQLiteStore(path)
-    store.create(
-        Network(ObjectMeta(name="pods"), NetworkSpec(type="Overlay", mode="VXLAN", net_id=5))
-    )
-    for name, version, cidr in (
-        ("pods-v4", "4", "198.19.60.0/24"),
-        ("pods-v6", "6", "2001:db8:60::/64"),
-    ):
-        store.create(
-            Subnet(
-                ObjectMeta(name=name),
-                SubnetSpec(network="pods", range=AddressRange(version=version, cidr=cidr)),
-            )
-        )
-    store.close()
 
 
 def main() -> int:
@@ -47,34 +26,26 @@ def main() -> int:
             node = fabric.add_node()
             node.sysctl("net.ipv4.ip_forward", "1")
             node.sysctl("net.ipv6.conf.all.forwarding", "1")
-            prepare_store(work / "store.db")
-            socket = work / "run" / "daemon.sock"
-            node.spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "hybridnet.daemon.main",
-                    "--node-name",
-                    "node1",
-                    "--store",
-                    str(work / "store.db"),
-                    "--network",
-                    "pods",
-                    "--ip-family",
-                    "DualStack",
-                    "--socket",
-                    str(socket),
-                    "--log-level",
-                    "warning",
-                ]
+            store = daemon_harness.embedded_store(
+                work / "store.db", "198.19.60.0/24", "2001:db8:60::/64"
             )
-            deadline = time.monotonic() + 20
-            while not socket.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            socket = work / "run" / "daemon.sock"
+            daemon_harness.start_daemon(
+                node,
+                socket,
+                "--node-name",
+                "node1",
+                "--store",
+                str(store),
+                "--network",
+                "pods",
+                "--ip-family",
+                "DualStack",
+                "--log-level",
+                "warning",
+            )
             print(f"hybridnet-daemon serving on {socket} in {node.name} (embedded store)")
-            plugins = work / "bin"
-            plugins.mkdir()
-            (plugins / "hybridnet").symlink_to(Path(sys.executable).with_name("hybridnet-cni"))
+            plugins = daemon_harness.plugin_dir(work / "bin")
             conflist = {
                 "cniVersion": "1.1.0",
                 "name": "hybridnet",

@@ -3,8 +3,6 @@ namespace waits for the pod's IPInstance on a watch, attaches the pod and record
 
 from __future__ import annotations
 
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ from hybridnet.rpc import daemon_pb2 as pb
 from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
 from hybridnet.store.kube import KubeStore
 from tests.cluster.controlplane import ControlPlane
+from tests.daemon_harness import start_daemon
 from tests.manager_harness import IPAM_NAMESPACE, Harness
 from tests.manager_scenarios import Manager
 from tests.netns import testbed
@@ -41,27 +40,18 @@ def cluster(
     socket = tmp_path / "daemon.sock"
     with control_plane.exposed(fabric.gateway.name, fabric.gateway_ipv4) as url:
         kubeconfig = control_plane.kubeconfig_for(url, tmp_path / "node-kubeconfig")
-        process = node.spawn(
-            [
-                sys.executable,
-                "-m",
-                "hybridnet.daemon.main",
-                "--node-name",
-                f"node-{run}",
-                "--kubeconfig",
-                str(kubeconfig),
-                "--ipam-namespace",
-                IPAM_NAMESPACE,
-                "--allocation-timeout",
-                "3",
-                "--socket",
-                str(socket),
-            ]
+        process = start_daemon(
+            node,
+            socket,
+            "--node-name",
+            f"node-{run}",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--ipam-namespace",
+            IPAM_NAMESPACE,
+            "--allocation-timeout",
+            "3",
         )
-        deadline = time.monotonic() + 20
-        while not socket.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert socket.exists(), process.read_remaining()
         channel = grpc.insecure_channel(f"unix:{socket}")
         try:
             yield harness, node, pb_grpc.DaemonStub(channel), url  # type: ignore[no-untyped-call]

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from hybridnet.api.meta import ObjectMeta
-from hybridnet.api.resources import AddressRange, Network, NetworkSpec, Subnet, SubnetSpec
 from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
-from hybridnet.store.sqlite import SQLiteStore
+from tests.daemon_harness import POD_NETWORK, embedded_store, start_daemon
 from tests.netns import testbed
 
 
@@ -23,46 +19,20 @@ def daemon(
 ) -> Iterator[tuple[testbed.Node, pb_grpc.DaemonStub, Path]]:
     node = fabric.nodes[0]
     node.sysctl("net.ipv4.ip_forward", "1")
-    store_path = tmp_path / "store.db"
-    store = SQLiteStore(store_path)
-    store.create(
-        Network(ObjectMeta(name="pods"), NetworkSpec(type="Overlay", mode="VXLAN", net_id=5))
-    )
-    store.create(
-        Subnet(
-            ObjectMeta(name="pods-v4"),
-            SubnetSpec(network="pods", range=AddressRange(version="4", cidr="198.19.50.0/24")),
-        )
-    )
-    store.create(
-        Subnet(
-            ObjectMeta(name="pods-v6"),
-            SubnetSpec(network="pods", range=AddressRange(version="6", cidr="2001:db8:50::/64")),
-        )
-    )
-    store.close()
+    store_path = embedded_store(tmp_path / "store.db", "198.19.50.0/24", "2001:db8:50::/64")
     socket = tmp_path / "run" / "daemon.sock"
-    process = node.spawn(
-        [
-            sys.executable,
-            "-m",
-            "hybridnet.daemon.main",
-            "--node-name",
-            "node1",
-            "--store",
-            str(store_path),
-            "--network",
-            "pods",
-            "--socket",
-            str(socket),
-            "--ip-family",
-            request.param,
-        ]
+    start_daemon(
+        node,
+        socket,
+        "--node-name",
+        "node1",
+        "--store",
+        str(store_path),
+        "--network",
+        POD_NETWORK,
+        "--ip-family",
+        request.param,
     )
-    deadline = time.monotonic() + 20
-    while not socket.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert socket.exists(), process.read_remaining()
     channel = grpc.insecure_channel(f"unix:{socket}")
     try:
         yield node, pb_grpc.DaemonStub(channel), socket  # type: ignore[no-untyped-call]

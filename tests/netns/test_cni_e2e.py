@@ -4,7 +4,6 @@ DEL, and chained with the reference portmap and bandwidth plugins."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 
 from hybridnet.daemon.attachment import host_ifname
 from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
+from tests import daemon_harness
 from tests.cni_runtime import Attachment, CniPluginError, CniRuntime
 from tests.netns import testbed
 
@@ -21,10 +21,7 @@ REFERENCE_PLUGINS = "/usr/lib/cni"
 @pytest.fixture
 def plugin_dir(tmp_path: Path) -> Path:
     """A CNI_PATH directory holding ``hybridnet`` as a runtime would find it."""
-    directory = tmp_path / "cni-bin"
-    directory.mkdir()
-    (directory / "hybridnet").symlink_to(Path(sys.executable).with_name("hybridnet-cni"))
-    return directory
+    return daemon_harness.plugin_dir(tmp_path / "cni-bin")
 
 
 def conflist(socket: Path, version: str, chained: bool) -> dict[str, Any]:

@@ -1,0 +1,50 @@
+"""Starting hybridnet-daemon in a node namespace the way tests, benchmarks and the demo need it:
+an embedded store with a pod network, the daemon process, and a CNI_PATH with the plugin."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from hybridnet.api.meta import ObjectMeta
+from hybridnet.api.resources import AddressRange, Network, NetworkSpec, Subnet, SubnetSpec
+from hybridnet.store.sqlite import SQLiteStore
+from tests.netns import testbed
+
+POD_NETWORK = "pods"
+
+
+def embedded_store(path: Path, cidr_v4: str, cidr_v6: str | None = None) -> Path:
+    """A SQLite store holding the overlay network ``pods`` with its subnet(s)."""
+    store = SQLiteStore(path)
+    spec = NetworkSpec(type="Overlay", mode="VXLAN", net_id=5)
+    store.create(Network(ObjectMeta(name=POD_NETWORK), spec))
+    for version, cidr in (("4", cidr_v4), ("6", cidr_v6)):
+        if cidr is not None:
+            subnet_range = AddressRange(version=version, cidr=cidr)
+            subnet = SubnetSpec(network=POD_NETWORK, range=subnet_range)
+            store.create(Subnet(ObjectMeta(name=f"{POD_NETWORK}-v{version}"), subnet))
+    store.close()
+    return path
+
+
+def start_daemon(node: testbed.Namespace, socket: Path, *args: str) -> testbed.Process:
+    """Run ``hybridnet-daemon ARGS`` inside ``node`` and wait until its socket exists."""
+    argv = [sys.executable, "-m", "hybridnet.daemon.main", "--socket", str(socket), *args]
+    process = node.spawn(argv)
+    deadline = time.monotonic() + 20
+    while not socket.exists() and time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    if not socket.exists():
+        raise testbed.TestbedError(f"daemon did not start:\n{process.read_remaining()}")
+    return process
+
+
+def plugin_dir(directory: Path) -> Path:
+    """A CNI_PATH directory holding ``hybridnet`` (this venv's hybridnet-cni), as installed."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "hybridnet").symlink_to(Path(sys.executable).with_name("hybridnet-cni"))
+    return directory
