@@ -7,7 +7,9 @@ harness creates Node objects, binds pods to nodes, sets their phase, and finishe
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
+from pathlib import Path
 
 from hybridnet.allocation import ipinstances
 from hybridnet.api import constants as c
@@ -136,3 +138,24 @@ class Harness:
                 return sorted(found, key=lambda i: i.spec.address.version)
             time.sleep(0.05)
         raise AssertionError(f"{namespace}/{name}: wanted {count} IPInstances, have {len(found)}")
+
+
+FAST_LEASE = ("--lease-duration", "4", "--renew-deadline", "3", "--retry-period", "0.5")
+"""Lease timings short enough for a takeover within a test, long enough for a busy machine."""
+
+
+def manager_argv(kubeconfig: Path, namespace: str, identity: str, *extra: str) -> list[str]:
+    """The command line of a ``hybridnet-manager`` process as the tests run it."""
+    return [
+        sys.executable,
+        "-m",
+        "hybridnet.manager.main",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--namespace",
+        namespace,
+        "--identity",
+        identity,
+        *FAST_LEASE,
+        *extra,
+    ]

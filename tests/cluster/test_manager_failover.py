@@ -7,7 +7,6 @@ import ipaddress
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -22,32 +21,14 @@ from hybridnet.api.resources import IPInstance, Subnet
 from hybridnet.store.errors import NotFound
 from hybridnet.store.kube import KubeStore
 from tests.cluster.controlplane import ControlPlane
-from tests.manager_harness import IPAM_NAMESPACE, Harness
+from tests.manager_harness import IPAM_NAMESPACE, Harness, manager_argv
 from tests.store_contract import wait_until
 
 PODS = 200
 
 
 def start_manager(kubeconfig: Path, identity: str, log: Path) -> subprocess.Popen[bytes]:
-    argv = [
-        sys.executable,
-        "-m",
-        "hybridnet.manager.main",
-        "--kubeconfig",
-        str(kubeconfig),
-        "--namespace",
-        IPAM_NAMESPACE,
-        "--identity",
-        identity,
-        "--metrics-address",
-        "",
-        "--lease-duration",
-        "4",
-        "--renew-deadline",
-        "3",
-        "--retry-period",
-        "0.5",
-    ]
+    argv = manager_argv(kubeconfig, IPAM_NAMESPACE, identity, "--metrics-address", "")
     with log.open("wb") as out:
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
 

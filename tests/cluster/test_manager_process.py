@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -20,7 +19,7 @@ from hybridnet.manager.webhook import registration
 from hybridnet.store.errors import Forbidden, Invalid, NotFound
 from hybridnet.store.kube import KubeStore
 from tests.cluster.controlplane import CertificateAuthority, ControlPlane, free_port
-from tests.manager_harness import Harness
+from tests.manager_harness import Harness, manager_argv
 from tests.store_contract import wait_until
 
 
@@ -39,22 +38,10 @@ def manager_process(
     (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
     webhook_port, metrics_port = free_port(), free_port()
     log = tmp_path / "manager.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "hybridnet.manager.main",
-        "--kubeconfig",
-        str(control_plane.kubeconfig_path),
-        "--namespace",
+    argv = manager_argv(
+        control_plane.kubeconfig_path,
         namespace,
-        "--identity",
         f"proc-{run}",
-        "--lease-duration",
-        "4",
-        "--renew-deadline",
-        "3",
-        "--retry-period",
-        "0.5",
         "--metrics-address",
         f"127.0.0.1:{metrics_port}",
         "--webhook-address",
@@ -67,7 +54,7 @@ def manager_process(
         str(tmp_path / "ca.pem"),
         "--webhook-url",
         f"https://127.0.0.1:{webhook_port}",
-    ]
+    )
     with log.open("wb") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     try:

@@ -31,7 +31,6 @@ import contextlib
 import dataclasses
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -58,7 +57,7 @@ from tests.cluster.controlplane import (
     free_port,
     tail,
 )
-from tests.manager_harness import Harness
+from tests.manager_harness import Harness, manager_argv
 from tests.manager_scenarios import events_for
 
 MANIFESTS = REPO_ROOT / "deploy" / "manager"
@@ -150,24 +149,12 @@ def start_manager(
     )
     (tmp_path / "webhook-ca.pem").write_bytes(ca.cert_pem)
     webhook_port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "hybridnet.manager.main",
-        "--kubeconfig",
-        str(sa_kubeconfig),
-        "--namespace",
+    argv = manager_argv(
+        sa_kubeconfig,
         namespace,
-        "--identity",
         identity,
         "--metrics-address",
         "",
-        "--lease-duration",
-        "4",
-        "--renew-deadline",
-        "3",
-        "--retry-period",
-        "0.5",
         "--webhook-address",
         f"127.0.0.1:{webhook_port}",
         "--webhook-cert",
@@ -178,7 +165,7 @@ def start_manager(
         str(tmp_path / "webhook-ca.pem"),
         "--webhook-url",
         f"https://127.0.0.1:{webhook_port}",
-    ]
+    )
     log = tmp_path / "manager.log"
     with log.open("wb") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
