@@ -631,3 +631,29 @@ class MetricsServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - what ":9899" means: every address of the pod/node
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``host:port`` as the components' flags take it (an empty host: all interfaces).
+    ValueError says what is wrong, for a one-line command-line error."""
+    host, sep, port = text.rpartition(":")
+    if (
+        not sep
+        or not port.isdigit()
+        or not 0 <= int(port) <= 65535
+        or any(c.isspace() for c in host)
+    ):
+        raise ValueError(f"{text!r} is not host:port")
+    return host.strip("[]") or ALL_INTERFACES, int(port)
+
+
+def serve_metrics(registry: Registry, address: str) -> MetricsServer | None:
+    """Start /metrics on ``address`` (``host:port``); None when ``address`` is empty."""
+    if not address:
+        return None
+    server = MetricsServer(registry, *parse_address(address))
+    server.start()
+    return server

@@ -13,7 +13,7 @@ from hybridnet import logs
 from hybridnet.daemon import install as installer
 from hybridnet.daemon.server import serve
 from hybridnet.daemon.service import DaemonConfig, DaemonService
-from hybridnet.metrics import MetricsServer, Registry
+from hybridnet.metrics import Registry, parse_address, serve_metrics
 from hybridnet.store.errors import StoreError
 from hybridnet.store.interface import Store
 from hybridnet.store.kube import KubeStore
@@ -56,6 +56,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         )
     args = parser.parse_args(argv)
     if args.command != "install":
+        if args.metrics_address:
+            try:
+                parse_address(args.metrics_address)
+            except ValueError as exc:
+                parser.error(f"--metrics-address: {exc}")
         if not args.node_name:
             parser.error("--node-name is required")
         if args.network and not args.store:
@@ -100,11 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         embedded_ip_family=args.ip_family,
     )
     registry = Registry()
-    metrics = None
-    if args.metrics_address:
-        host, _, port = args.metrics_address.rpartition(":")
-        metrics = MetricsServer(registry, host or "127.0.0.1", int(port))
-        metrics.start()
+    metrics = serve_metrics(registry, args.metrics_address)
     server = serve(DaemonService(store, config, registry), args.socket)
     done = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import signal
 import socket
 import sys
@@ -32,7 +31,7 @@ from hybridnet.manager.webhook.registration import register
 from hybridnet.manager.webhook.review import ReviewHandler
 from hybridnet.manager.webhook.server import WebhookServer
 from hybridnet.manager.webhook.view import StoreView
-from hybridnet.metrics import Gauge, MetricsServer, Registry
+from hybridnet.metrics import Gauge, Registry, parse_address, serve_metrics
 from hybridnet.store.errors import StoreError
 from hybridnet.store.interface import Store
 from hybridnet.store.kube import KubeStore
@@ -90,9 +89,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     for flag in ("metrics_address", "webhook_address"):
-        value = getattr(args, flag)
-        if value and not re.fullmatch(r"[^\s]*:\d{1,5}", value):
-            parser.error(f"--{flag.replace('_', '-')} must be host:port, not {value!r}")
+        try:
+            parse_address(getattr(args, flag))
+        except ValueError as exc:
+            parser.error(f"--{flag.replace('_', '-')}: {exc}")
     if args.webhook_address and not (args.webhook_cert and args.webhook_key):
         parser.error("--webhook-address needs --webhook-cert and --webhook-key")
     if args.webhook_url and not (args.webhook_address and args.webhook_ca):
@@ -100,26 +100,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - what "':9899'" means: the pod's own address
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """``host:port`` (host may be empty for all interfaces)."""
-    host, _, port = address.rpartition(":")
-    return host or ALL_INTERFACES, int(port)
-
-
-def start_metrics(registry: Registry, address: str) -> MetricsServer | None:
-    if not address:
-        return None
-    server = MetricsServer(registry, *split_address(address))
-    server.start()
-    return server
-
-
 def start_webhook(store: Store, args: argparse.Namespace) -> WebhookServer:
     """Serve admission reviews; with --webhook-url also (re)register the configurations."""
-    host, port = split_address(args.webhook_address)
+    host, port = parse_address(args.webhook_address)
     handler = ReviewHandler(
         StoreView(store, args.namespace),
         ClusterDefaults(args.default_network_type, args.default_ip_family),
@@ -220,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     registry = Registry()
     leader_gauge = registry.gauge("hybridnet_manager_leader", "1 while this replica leads.")
-    server = start_metrics(registry, args.metrics_address)
+    server = serve_metrics(registry, args.metrics_address)
     try:
         webhook = start_webhook(store, args) if args.webhook_address else None
     except (OSError, StoreError) as exc:

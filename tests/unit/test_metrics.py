@@ -753,3 +753,14 @@ def test_counter_type_is_exported_for_annotations() -> None:
     registry = Registry()
     record(registry.counter("typed_total", "t"))
     assert registry.render().endswith("typed_total 1\n")
+
+
+def test_parse_address_reads_host_port_flags() -> None:
+    from hybridnet.metrics import parse_address  # noqa: PLC0415
+
+    assert parse_address("127.0.0.1:9899") == ("127.0.0.1", 9899)
+    assert parse_address(":9899") == ("0.0.0.0", 9899)  # noqa: S104
+    assert parse_address("[::1]:80") == ("::1", 80)
+    for bad in ("nope", "host:", "host:99999", "a b:1"):
+        with pytest.raises(ValueError, match="is not host:port"):
+            parse_address(bad)
