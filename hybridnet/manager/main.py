@@ -90,7 +90,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--workers must be at least 1")
     for flag in ("metrics_address", "webhook_address"):
         try:
-            parse_address(getattr(args, flag))
+            if getattr(args, flag):  # empty: that server is off
+                parse_address(getattr(args, flag))
         except ValueError as exc:
             parser.error(f"--{flag.replace('_', '-')}: {exc}")
     if args.webhook_address and not (args.webhook_cert and args.webhook_key):
