@@ -9,6 +9,8 @@ from pathlib import Path
 
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import AddressRange, Network, NetworkSpec, Subnet, SubnetSpec
+from hybridnet.daemon import bundle
+from hybridnet.daemon.install import install_plugin
 from hybridnet.store.sqlite import SQLiteStore
 from tests.netns import testbed
 
@@ -44,7 +46,7 @@ def start_daemon(node: testbed.Namespace, socket: Path, *args: str) -> testbed.P
 
 
 def plugin_dir(directory: Path) -> Path:
-    """A CNI_PATH directory holding ``hybridnet`` (this venv's hybridnet-cni), as installed."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "hybridnet").symlink_to(Path(sys.executable).with_name("hybridnet-cni"))
+    """A CNI_PATH directory holding ``hybridnet`` exactly as ``hybridnet-daemon install`` writes
+    it (the bundled plugin, run by this interpreter outside the virtual environment)."""
+    install_plugin(bundle.default_interpreter(), directory)
     return directory

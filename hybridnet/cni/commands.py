@@ -9,8 +9,8 @@ plugin that does not suppress a previous result. On CHECK, only hybridnet's own 
 cached result (the ``CNI_IFNAME`` interface in ``CNI_NETNS`` and the IPs on it) is sent to the
 daemon as ``expected``.
 
-The daemon client (grpc) is imported only by the commands that call the daemon, so that
-VERSION, and every input error, answer without loading grpc.
+The daemon client is hybridnet's own small gRPC client (hybridnet.rpc.client), so the plugin
+never loads grpcio or protobuf.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hybridnet.cni import results, versions
 from hybridnet.cni.config import NetConf, decode, parse_config, requested_version
@@ -33,19 +33,15 @@ from hybridnet.cni.errors import (
     PLUGIN_NOT_AVAILABLE,
     CniError,
 )
-
-if TYPE_CHECKING:
-    from hybridnet.rpc import daemon_pb2 as pb
-    from hybridnet.rpc.client import DaemonClient
+from hybridnet.rpc import messages as m
+from hybridnet.rpc.client import DaemonClient, DaemonError
 
 Output = dict[str, Any] | None
-Connect = Callable[[NetConf], "DaemonClient"]
+Connect = Callable[[NetConf], DaemonClient]
 
 
 def connect(conf: NetConf) -> DaemonClient:
     """The real daemon at the configuration's socket."""
-    from hybridnet.rpc.client import DaemonClient  # noqa: PLC0415 - grpc only when needed
-
     return DaemonClient(conf.socket, conf.timeout)
 
 
@@ -73,18 +69,14 @@ def version(stdin: bytes) -> dict[str, Any]:
 @contextlib.contextmanager
 def _daemon_errors() -> Iterator[None]:
     """A failed daemon call becomes the CNI error it carries."""
-    from hybridnet.rpc.client import DaemonError  # noqa: PLC0415
-
     try:
         yield
     except DaemonError as exc:
         raise CniError(exc.cni_code, exc.msg, exc.details) from None
 
 
-def _attachment(env: CniEnv) -> pb.Attachment:
-    from hybridnet.rpc import daemon_pb2 as pb  # noqa: PLC0415
-
-    return pb.Attachment(
+def _attachment(env: CniEnv) -> m.Attachment:
+    return m.Attachment(
         container_id=env.container_id,
         netns=env.netns,
         ifname=env.ifname,
@@ -102,8 +94,8 @@ def _netns_exists(env: CniEnv) -> None:
 
 def add(env: CniEnv, conf: NetConf, connect: Connect) -> Output:
     _netns_exists(env)
-    with _daemon_errors(), connect(conf) as daemon:
-        reply = daemon.add(_attachment(env), conf.mtu)
+    with _daemon_errors():
+        reply = connect(conf).add(_attachment(env), conf.mtu)
     ours = results.from_add_reply(reply)
     result = ours if conf.prev_result is None else results.chain_after(conf.prev_result, ours)
     return results.to_json(result, conf.cni_version)
@@ -111,8 +103,8 @@ def add(env: CniEnv, conf: NetConf, connect: Connect) -> Output:
 
 def delete(env: CniEnv, conf: NetConf, connect: Connect) -> Output:
     try:
-        with _daemon_errors(), connect(conf) as daemon:
-            daemon.delete(_attachment(env))
+        with _daemon_errors():
+            connect(conf).delete(_attachment(env))
     except CniError as exc:
         # The daemon says the attachment is already gone: DEL is idempotent, so that is success.
         if exc.code != CONTAINER_UNKNOWN:
@@ -131,8 +123,8 @@ def check(env: CniEnv, conf: NetConf, connect: Connect) -> Output:
             "prevResult has no hybridnet interface",
             f"no interface {env.ifname!r} in sandbox {env.netns!r}",
         )
-    with _daemon_errors(), connect(conf) as daemon:
-        differences = daemon.check(_attachment(env), results.to_add_reply(expected))
+    with _daemon_errors():
+        differences = connect(conf).check(_attachment(env), results.to_add_reply(expected))
     if differences:
         raise CniError(
             CHECK_FAILED, "the attachment differs from prevResult", "; ".join(differences)
@@ -142,8 +134,8 @@ def check(env: CniEnv, conf: NetConf, connect: Connect) -> Output:
 
 def status(env: CniEnv, conf: NetConf, connect: Connect) -> Output:
     try:
-        with _daemon_errors(), connect(conf) as daemon:
-            reply = daemon.status()
+        with _daemon_errors():
+            reply = connect(conf).status()
     except CniError as exc:
         if exc.code in {PLUGIN_NOT_AVAILABLE, LIMITED_CONNECTIVITY}:
             raise
@@ -155,8 +147,8 @@ def status(env: CniEnv, conf: NetConf, connect: Connect) -> Output:
 
 def garbage_collect(env: CniEnv, conf: NetConf, connect: Connect) -> Output:
     valid = [(a.container_id, a.ifname) for a in conf.valid_attachments]
-    with _daemon_errors(), connect(conf) as daemon:
-        daemon.garbage_collect(valid)
+    with _daemon_errors():
+        connect(conf).garbage_collect(valid)
     return None
 
 

@@ -9,13 +9,11 @@ read back and turned into another.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hybridnet.cni import versions
 from hybridnet.cni.errors import INVALID_CONFIG, CniError
-
-if TYPE_CHECKING:
-    from hybridnet.rpc import daemon_pb2 as pb
+from hybridnet.rpc import messages as m
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +54,7 @@ class Result:
 # ----------------------------------------------------------------- daemon <-> model
 
 
-def from_add_reply(reply: pb.AddReply) -> Result:
+def from_add_reply(reply: m.AddReply) -> Result:
     """The daemon's answer to ADD as a result (version-independent)."""
     return Result(
         interfaces=tuple(
@@ -71,24 +69,15 @@ def from_add_reply(reply: pb.AddReply) -> Result:
     )
 
 
-def to_add_reply(result: Result) -> pb.AddReply:
+def to_add_reply(result: Result) -> m.AddReply:
     """A result in the daemon's own shape (what CHECK sends as ``expected``)."""
-    from hybridnet.rpc import daemon_pb2 as pb  # noqa: PLC0415 - protobuf only when needed
-
-    return pb.AddReply(
-        interfaces=[
-            pb.Interface(name=i.name, mac=i.mac, sandbox=i.sandbox, mtu=i.mtu)
-            for i in result.interfaces
-        ],
-        ips=[
-            pb.IPConfig(
-                address=ip.address,
-                gateway=ip.gateway,
-                interface=ip.interface if ip.interface is not None else -1,
-            )
+    return m.AddReply(
+        interfaces=tuple(m.Interface(i.name, i.mac, i.sandbox, i.mtu) for i in result.interfaces),
+        ips=tuple(
+            m.IPConfig(ip.address, ip.gateway, ip.interface if ip.interface is not None else -1)
             for ip in result.ips
-        ],
-        routes=[pb.Route(dst=r.dst, gw=r.gw) for r in result.routes],
+        ),
+        routes=tuple(m.Route(r.dst, r.gw) for r in result.routes),
     )
 
 

@@ -1,5 +1,8 @@
 """Install the CNI plugin and its network configuration on the node, atomically.
 
+The plugin is written as one self-contained file (:mod:`hybridnet.daemon.bundle`) that runs
+under the node's python3 without this package's virtual environment.
+
 A runtime may read the configuration directory at any moment: files are written to a temporary
 name in the same directory and renamed into place, so it never sees half a file.
 """
@@ -8,9 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
+
+from hybridnet.daemon import bundle
 
 CONFLIST_NAME = "00-hybridnet.conflist"
 PLUGIN_NAME = "hybridnet"
@@ -39,19 +43,17 @@ def _atomic_write(path: Path, data: bytes, mode: int) -> None:
 
 
 def install(
-    plugin_source: Path, bin_dir: Path, conf_dir: Path, socket_path: Path, mtu: int | None = None
+    interpreter: str, bin_dir: Path, conf_dir: Path, socket_path: Path, mtu: int | None = None
 ) -> tuple[Path, Path]:
-    """Copy the plugin executable to ``bin_dir/hybridnet`` and write the conflist."""
-    plugin = bin_dir / PLUGIN_NAME
-    _atomic_write(plugin, plugin_source.read_bytes(), 0o755)
+    """Write the plugin (bundled for ``interpreter``) to ``bin_dir/hybridnet`` and the conflist."""
+    plugin = install_plugin(interpreter, bin_dir)
     config = conf_dir / CONFLIST_NAME
     _atomic_write(config, (json.dumps(conflist(socket_path, mtu), indent=2) + "\n").encode(), 0o644)
     return plugin, config
 
 
-def plugin_executable() -> Path:
-    """The installed ``hybridnet-cni`` console script (what the runtime will execute)."""
-    found = shutil.which("hybridnet-cni")
-    if found is None:
-        raise FileNotFoundError("hybridnet-cni is not installed (pip install hybridnet)")
-    return Path(found)
+def install_plugin(interpreter: str, bin_dir: Path) -> Path:
+    """Only the plugin executable (see :mod:`hybridnet.daemon.bundle`)."""
+    plugin = bin_dir / PLUGIN_NAME
+    _atomic_write(plugin, bundle.build(interpreter), 0o755)
+    return plugin

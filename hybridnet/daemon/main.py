@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hybridnet import logs
+from hybridnet.daemon import bundle
 from hybridnet.daemon import install as installer
 from hybridnet.daemon.server import serve
 from hybridnet.daemon.service import DaemonConfig, DaemonService
@@ -34,6 +35,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     install.add_argument("--cni-bin-dir", type=Path, default=Path("/opt/cni/bin"))
     install.add_argument("--cni-conf-dir", type=Path, default=Path("/etc/cni/net.d"))
     install.add_argument("--mtu", type=int)
+    install.add_argument(
+        "--python",
+        default=bundle.default_interpreter(),
+        help="the interpreter the plugin runs under on the node (default: this one, %(default)s)",
+    )
     for sub in (parser, run):
         sub.add_argument("--node-name")
         where = sub.add_mutually_exclusive_group()
@@ -80,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "install":
         try:
             plugin, conf_path = installer.install(
-                installer.plugin_executable(),
+                args.python,
                 args.cni_bin_dir,
                 args.cni_conf_dir,
                 args.socket,

@@ -1,27 +1,58 @@
-"""The client side of the Daemon service: one call per CNI command over the daemon's socket.
+"""The client side of the Daemon service, as the CNI plugin uses it: gRPC without grpcio.
+
+The plugin is exec'd for every CNI call, and importing grpcio and protobuf took longer than the
+daemon needs to attach a pod. So the plugin speaks gRPC itself: one unary call over a
+one-request HTTP/2 connection (:mod:`hybridnet.rpc.http2`), messages in the light classes of
+:mod:`hybridnet.rpc.messages`. The daemon is an ordinary grpcio server; the unit tests run this
+client against one.
 
 Failures become :class:`DaemonError` carrying the CNI code the runtime should see: the daemon
 puts it in the trailing metadata key ``cni-code``; a daemon that cannot be reached, or does not
 answer in time, is 11 ("try again later"); NOT_FOUND without a code is 3 ("container
-unknown", e.g. the attachment is already gone); anything else without a code is 999. Only grpc and
-the generated modules are imported, so the plugin starts fast.
+unknown", e.g. the attachment is already gone); anything else without a code is 999.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import grpc
-
-from hybridnet.rpc import daemon_pb2 as pb
-from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
+from hybridnet.rpc import http2, protowire
+from hybridnet.rpc import messages as m
 
 CNI_CODE_KEY = "cni-code"
 CONTAINER_UNKNOWN = 3
 TRY_AGAIN_LATER = 11
 INTERNAL = 999
-_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+STATUS_NAMES = (
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+)
+"""gRPC status codes by number."""
+OK, CANCELLED, UNKNOWN, DEADLINE_EXCEEDED, NOT_FOUND = 0, 1, 2, 4, 5
+INTERNAL_STATUS, UNAVAILABLE = 13, 14
+_TRANSIENT = (UNAVAILABLE, DEADLINE_EXCEEDED)
+_STATUS_OF_HTTP = {400: INTERNAL_STATUS, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14}
+"""gRPC's mapping of an HTTP status without grpc-status; anything else is UNKNOWN."""
+_STATUS_OF_RESET = {7: UNAVAILABLE, 8: CANCELLED, 11: 8, 12: 7}
+"""gRPC's mapping of RST_STREAM codes (REFUSED_STREAM, CANCEL, ENHANCE_YOUR_CALM,
+INADEQUATE_SECURITY); anything else is INTERNAL."""
 
 
 class DaemonError(Exception):
@@ -36,78 +67,136 @@ class DaemonError(Exception):
         """True when no daemon answered at all (nothing listening, or no reply in time)."""
 
 
-def error_from_rpc(exc: grpc.RpcError, target: str) -> DaemonError:
+def error_from_status(
+    status: int, message: str, metadata: dict[str, str], target: str
+) -> DaemonError:
     """Map a failed call to its CNI code (see the module docstring)."""
-    status = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-    message = (exc.details() if isinstance(exc, grpc.Call) else None) or str(status)
-    metadata = dict(exc.trailing_metadata() or ()) if isinstance(exc, grpc.Call) else {}
+    name = STATUS_NAMES[status] if 0 <= status < len(STATUS_NAMES) else f"STATUS_{status}"
+    message = message or name
     raw_code = metadata.get(CNI_CODE_KEY)
     if raw_code is not None:
-        try:
-            code = int(raw_code)
-        except (TypeError, ValueError):
-            code = INTERNAL
-        return DaemonError(code, message, f"daemon at {target}: {status.name}")
+        code = int(raw_code) if raw_code.isdigit() else INTERNAL
+        return DaemonError(code, message, f"daemon at {target}: {name}")
     if status in _TRANSIENT:
         return DaemonError(
             TRY_AGAIN_LATER,
             "the hybridnet daemon is not available",
-            f"{target}: {status.name}: {message}",
+            f"{target}: {name}: {message}",
             unreachable=True,
         )
-    if status == grpc.StatusCode.NOT_FOUND:
-        return DaemonError(CONTAINER_UNKNOWN, message, f"daemon at {target}: {status.name}")
-    return DaemonError(INTERNAL, message, f"daemon at {target}: {status.name}")
+    if status == NOT_FOUND:
+        return DaemonError(CONTAINER_UNKNOWN, message, f"daemon at {target}: {name}")
+    return DaemonError(INTERNAL, message, f"daemon at {target}: {name}")
 
 
 class DaemonClient:
     """Calls the node daemon at ``unix:<socket_path>``; every call gives up after ``timeout``
-    seconds. Use as a context manager (or call :meth:`close`)."""
+    seconds. Each call is one connection: the plugin makes one call per run."""
 
     def __init__(self, socket_path: str, timeout: float):
+        self.socket_path = socket_path
         self.target = f"unix:{socket_path}"
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(self.target)
-        self._stub = pb_grpc.DaemonStub(self._channel)
 
-    def __enter__(self) -> DaemonClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def add(self, attachment: pb.Attachment, mtu: int = 0) -> pb.AddReply:
-        reply: pb.AddReply = self._call(
-            self._stub.Add, pb.AddRequest(attachment=attachment, mtu=mtu)
-        )
+    def add(self, attachment: m.Attachment, mtu: int = 0) -> m.AddReply:
+        reply: m.AddReply = self._call("Add", m.AddRequest(attachment, mtu), m.AddReply)
         return reply
 
-    def delete(self, attachment: pb.Attachment) -> None:
-        self._call(self._stub.Delete, pb.DeleteRequest(attachment=attachment))
+    def delete(self, attachment: m.Attachment) -> None:
+        self._call("Delete", m.DeleteRequest(attachment), m.DeleteReply)
 
-    def check(self, attachment: pb.Attachment, expected: pb.AddReply) -> list[str]:
+    def check(self, attachment: m.Attachment, expected: m.AddReply) -> list[str]:
         """What differs between the attachment and ``expected`` (empty: all is as expected)."""
-        request = pb.CheckRequest(attachment=attachment, expected=expected)
-        reply: pb.CheckReply = self._call(self._stub.Check, request)
+        reply: m.CheckReply = self._call(
+            "Check", m.CheckRequest(attachment, expected), m.CheckReply
+        )
         return list(reply.differences)
 
-    def status(self) -> pb.StatusReply:
-        reply: pb.StatusReply = self._call(self._stub.Status, pb.StatusRequest())
+    def status(self) -> m.StatusReply:
+        reply: m.StatusReply = self._call("Status", m.StatusRequest(), m.StatusReply)
         return reply
 
     def garbage_collect(self, valid: Sequence[tuple[str, str]]) -> list[str]:
         """Remove every attachment not among ``valid`` (container id, ifname) pairs."""
-        request = pb.GarbageCollectRequest(
-            valid=[pb.ValidAttachment(container_id=c, ifname=i) for c, i in valid]
-        )
-        reply: pb.GarbageCollectReply = self._call(self._stub.GarbageCollect, request)
+        request = m.GarbageCollectRequest(tuple(m.ValidAttachment(c, i) for c, i in valid))
+        reply: m.GarbageCollectReply = self._call("GarbageCollect", request, m.GarbageCollectReply)
         return list(reply.removed)
 
-    def _call(self, method: Callable[..., Any], request: Any) -> Any:
+    def _call(self, method: str, request: Any, reply_type: type) -> Any:
+        body = protowire.encode(request, m.SCHEMA)
+        headers = [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", f"/{m.SERVICE}/{method}"),
+            (":authority", "localhost"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+            ("grpc-timeout", f"{max(1, int(self.timeout * 1000))}m"),
+            ("user-agent", "hybridnet-cni"),
+        ]
+        framed = b"\x00" + len(body).to_bytes(4, "big") + body
         try:
-            return method(request, timeout=self.timeout)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc, self.target) from None
+            response = http2.request(self.socket_path, headers, framed, self.timeout)
+        except http2.Unreachable as exc:
+            raise error_from_status(UNAVAILABLE, str(exc), {}, self.target) from None
+        except http2.DeadlineExceeded as exc:
+            raise error_from_status(DEADLINE_EXCEEDED, str(exc), {}, self.target) from None
+        except http2.StreamReset as exc:
+            status = _STATUS_OF_RESET.get(exc.error_code, INTERNAL_STATUS)
+            raise error_from_status(status, str(exc), {}, self.target) from None
+        except http2.ProtocolError as exc:
+            raise error_from_status(INTERNAL_STATUS, str(exc), {}, self.target) from None
+        status, message, metadata = _outcome(response)
+        if status != OK:
+            raise error_from_status(status, message, metadata, self.target)
+        try:
+            return protowire.decode(reply_type, _unframe(response.body), m.SCHEMA)
+        except (ValueError, protowire.WireError) as exc:
+            raise error_from_status(INTERNAL_STATUS, f"bad reply: {exc}", {}, self.target) from None
+
+
+def _outcome(response: http2.Response) -> tuple[int, str, dict[str, str]]:
+    """(gRPC status, message, metadata) of a response; trailers-only answers carry them in the
+    headers."""
+    metadata = response.trailers or response.headers
+    http_status = response.headers.get(":status", "")
+    if http_status != "200":
+        code = int(http_status) if http_status.isdigit() else 0
+        return _STATUS_OF_HTTP.get(code, UNKNOWN), f"HTTP status {http_status}", {}
+    raw_status = metadata.get("grpc-status", "")
+    if not raw_status.isdigit():
+        return UNKNOWN, "the reply carries no grpc-status", {}
+    return int(raw_status), _percent_decode(metadata.get("grpc-message", "")), metadata
+
+
+def _unframe(body: bytes) -> bytes:
+    """The single message of a unary reply (gRPC's 5-byte length prefix, never compressed)."""
+    if len(body) < 5:
+        raise ValueError("no message in the reply")
+    if body[0] != 0:
+        raise ValueError("compressed message, although none was offered")
+    length = int.from_bytes(body[1:5], "big")
+    if length != len(body) - 5:
+        raise ValueError("reply is not exactly one message")
+    return body[5:]
+
+
+_HEX = set(b"0123456789abcdefABCDEF")
+
+
+def _percent_decode(text: str) -> str:
+    """grpc-message is percent-encoded UTF-8."""
+    if "%" not in text:
+        return text
+    out = bytearray()
+    at = 0
+    raw = text.encode("latin-1")
+    while at < len(raw):
+        hex_digits = raw[at + 1 : at + 3]
+        if raw[at] == ord("%") and len(hex_digits) == 2 and set(hex_digits) <= _HEX:
+            out.append(int(hex_digits, 16))
+            at += 3
+            continue
+        out.append(raw[at])
+        at += 1
+    return out.decode("utf-8", "replace")

@@ -2,32 +2,34 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from hybridnet.daemon.bundle import default_interpreter
+from hybridnet.daemon.install import install_plugin
 from tests.unit.cni.fake_daemon import FakeDaemon, serve
+
+_installed: list[Path] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _install_plugin(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Bundle the plugin once per session, as ``hybridnet-daemon install`` writes it."""
+    _installed.append(install_plugin(default_interpreter(), tmp_path_factory.mktemp("cni-bin")))
 
 
 def plugin_executable() -> Path:
-    """The ``hybridnet-cni`` console script of this environment (``pip install -e .``)."""
-    candidate = Path(sys.executable).parent / "hybridnet-cni"
-    found = candidate if candidate.exists() else shutil.which("hybridnet-cni")
-    assert found, "hybridnet-cni is not installed: pip install -e '.[test,dev]'"
-    return Path(found)
+    """The installed plugin (see ``_install_plugin``)."""
+    return _installed[-1]
 
 
 @pytest.fixture
-def plugin_dir(tmp_path: Path) -> Path:
+def plugin_dir() -> Path:
     """A CNI_PATH directory holding the plugin under its type name, as it is installed."""
-    directory = tmp_path / "bin"
-    directory.mkdir()
-    (directory / "hybridnet").symlink_to(plugin_executable())
-    return directory
+    return plugin_executable().parent
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import grpc
 
 from hybridnet.rpc import daemon_pb2 as pb
 from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
+from hybridnet.rpc import messages as m
 
 
 @dataclasses.dataclass
@@ -30,15 +31,25 @@ class Failure:
     cni_code: str | None = None
 
 
-def standard_reply(netns: str, ifname: str = "eth0") -> pb.AddReply:
+def standard_reply(netns: str, ifname: str = "eth0") -> m.AddReply:
     """What the real daemon answers for a dual-stack pod (see hybridnet.daemon.service)."""
+    return m.AddReply(
+        interfaces=(m.Interface(ifname, "02:00:c6:13:00:05", netns, 1450),),
+        ips=(
+            m.IPConfig("198.19.0.5/24", "169.254.1.1", 0),
+            m.IPConfig("2001:db8:1::5/64", "fe80::1", 0),
+        ),
+        routes=(m.Route("0.0.0.0/0", "169.254.1.1"), m.Route("::/0", "fe80::1")),
+    )
+
+
+def to_pb(reply: m.AddReply) -> pb.AddReply:
+    """The plugin's light AddReply as the generated class the server sends (field by field, not
+    through hybridnet.rpc.protowire, which the tests check)."""
     return pb.AddReply(
-        interfaces=[pb.Interface(name=ifname, mac="02:00:c6:13:00:05", sandbox=netns, mtu=1450)],
-        ips=[
-            pb.IPConfig(address="198.19.0.5/24", gateway="169.254.1.1", interface=0),
-            pb.IPConfig(address="2001:db8:1::5/64", gateway="fe80::1", interface=0),
-        ],
-        routes=[pb.Route(dst="0.0.0.0/0", gw="169.254.1.1"), pb.Route(dst="::/0", gw="fe80::1")],
+        interfaces=[pb.Interface(**i._asdict()) for i in reply.interfaces],
+        ips=[pb.IPConfig(**ip._asdict()) for ip in reply.ips],
+        routes=[pb.Route(**r._asdict()) for r in reply.routes],
     )
 
 
@@ -47,7 +58,7 @@ class FakeDaemon(pb_grpc.DaemonServicer):
         self.requests: list[tuple[str, Any]] = []
         self.failures: dict[str, Failure] = {}
         self.delay: dict[str, float] = {}
-        self.add_reply: pb.AddReply | None = None
+        self.add_reply: m.AddReply | None = None
         self.differences: list[str] = []
         self.status_reply = pb.StatusReply(ready=True)
         self.removed: list[str] = ["hyb0123456789a"]
@@ -67,8 +78,8 @@ class FakeDaemon(pb_grpc.DaemonServicer):
     def Add(self, request: pb.AddRequest, context: grpc.ServicerContext) -> pb.AddReply:
         self._script("Add", request, context)
         if self.add_reply is not None:
-            return self.add_reply
-        return standard_reply(request.attachment.netns, request.attachment.ifname)
+            return to_pb(self.add_reply)
+        return to_pb(standard_reply(request.attachment.netns, request.attachment.ifname))
 
     def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext) -> pb.DeleteReply:
         self._script("Delete", request, context)

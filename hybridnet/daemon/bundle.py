@@ -1,0 +1,78 @@
+"""Package the CNI plugin as one self-contained executable file: a Python zip application.
+
+The runtime execs the plugin for every CNI call, on the node, outside any virtual environment.
+The archive holds only what the plugin imports (``hybridnet.cni`` and the light gRPC client in
+``hybridnet.rpc``, which need nothing beyond the standard library) as source plus bytecode
+compiled for the interpreter it will run under, and its first line starts that interpreter with
+``-I -S``: no site-packages, no PYTHON* variables, no bytecode to compile at each call. A
+different interpreter version still works; it just compiles the sources each time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import marshal
+import sys
+import zipfile
+from pathlib import Path
+
+import hybridnet
+
+PACKAGE_ROOT = Path(hybridnet.__file__).parent
+PLUGIN_SOURCES = ("__init__.py", "cni/*.py", "rpc/*.py")
+EXCLUDED = ("rpc/daemon_pb2*.py",)
+"""The generated protobuf/grpcio code is the daemon's; the plugin has its own light client."""
+MAIN = b"import sys\nfrom hybridnet.cni.main import main\nsys.exit(main())\n"
+_FIXED_TIME = (2020, 1, 1, 0, 0, 0)
+"""Every entry gets the same timestamp, so equal sources give byte-identical plugins."""
+
+
+def plugin_sources() -> list[Path]:
+    """The files of the hybridnet package that go into the plugin, relative to the package."""
+    chosen: set[Path] = set()
+    for pattern in PLUGIN_SOURCES:
+        chosen.update(path.relative_to(PACKAGE_ROOT) for path in PACKAGE_ROOT.glob(pattern))
+    for pattern in EXCLUDED:
+        chosen.difference_update(
+            path.relative_to(PACKAGE_ROOT) for path in PACKAGE_ROOT.glob(pattern)
+        )
+    return sorted(chosen)
+
+
+def default_interpreter() -> str:
+    """This interpreter, outside any virtual environment (the plugin needs no packages)."""
+    return str(Path(sys.executable).resolve())
+
+
+def build(interpreter: str) -> bytes:
+    """The plugin executable: ``#!<interpreter> -IS`` and the zip archive."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
+        _add(bundle, "__main__.py", MAIN)
+        for relative in plugin_sources():
+            source = (PACKAGE_ROOT / relative).read_bytes()
+            name = f"hybridnet/{relative.as_posix()}"
+            _add(bundle, name, source)
+            _add(bundle, name + "c", _bytecode(source, name))
+    return f"#!{interpreter} -IS\n".encode() + archive.getvalue()
+
+
+def _add(bundle: zipfile.ZipFile, name: str, data: bytes) -> None:
+    entry = zipfile.ZipInfo(name, _FIXED_TIME)
+    entry.compress_type = zipfile.ZIP_DEFLATED
+    entry.external_attr = 0o644 << 16
+    bundle.writestr(entry, data)
+
+
+def _bytecode(source: bytes, name: str) -> bytes:
+    """A .pyc that is valid whatever the zip entry times say: hash-based and unchecked (PEP 552),
+    for this interpreter's version. Another version ignores it and compiles the source."""
+    code = compile(source, name, "exec", dont_inherit=True)
+    unchecked_hash = (1).to_bytes(4, "little")
+    return (
+        importlib.util.MAGIC_NUMBER
+        + unchecked_hash
+        + importlib.util.source_hash(source)
+        + marshal.dumps(code)
+    )
