@@ -10,9 +10,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 # What the tiers need from Debian: the kernel's tools, user-mode-linux for 802.1Q, BIRD as
-# the BGP peer, the reference CNI plugins, and ping/tcpdump for traffic checks.
+# the BGP peer, the reference CNI plugins, podman + runc + busybox-static as a second CNI
+# runtime (libcni), and ping/tcpdump for traffic checks.
 DEBIAN_PACKAGES := iproute2 iptables nftables kmod user-mode-linux bird2 \
-	containernetworking-plugins iputils-ping procps tcpdump python3-venv ca-certificates
+	containernetworking-plugins podman runc busybox-static iputils-ping procps tcpdump \
+	python3-venv ca-certificates
 
 .PHONY: test demo deps venv controlplane lint typecheck unit netns bench clean-testbed controlplane-up proto \
 	controlplane-down

@@ -1,0 +1,131 @@
+"""podman 4 as a second real CNI runtime: its CNI backend calls the installed plugin through
+libcni, with ``K8S_POD_NAME=<container name>`` and no namespace (so the pod is ``default/<name>``).
+
+Everything podman keeps (configuration, image store, run state) lives in the test's directory;
+the image is a busybox-static root file system imported with ``podman import``. The daemon
+serves from a node namespace on the embedded store, so the pods' host ends live there too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hybridnet.api import constants
+from hybridnet.api.naming import LABEL_POD_NAMESPACE
+from hybridnet.api.resources import IPInstance
+from hybridnet.daemon.attachment import host_ifname
+from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
+from hybridnet.store.sqlite import SQLiteStore
+from tests import daemon_harness
+from tests.netns import testbed
+
+IMAGE = "localhost/hybridnet-test:latest"
+BUSYBOX = Path("/bin/busybox")
+APPLETS = ("sh", "ip", "ping", "sleep", "cat")
+
+
+class Podman:
+    """``podman`` confined to one directory, on the CNI backend, with runc."""
+
+    def __init__(self, home: Path, runroot: Path, plugin_dir: Path):
+        self.home = home
+        self.runroot = runroot
+        """Short: podman refuses a run root longer than 50 characters."""
+        (home / "net.d").mkdir(parents=True)
+        (home / "tmp").mkdir()
+        self.config = home / "containers.conf"
+        self.config.write_text(
+            "[containers]\n"
+            # runc cannot raise these limits inside this machine's sandbox: keep them modest.
+            'default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n'
+            "[network]\n"
+            'network_backend = "cni"\n'
+            f'cni_plugin_dirs = ["{plugin_dir}"]\n'
+            f'network_config_dir = "{home / "net.d"}"\n'
+            "[engine]\n"
+            'runtime = "runc"\n'
+            'cgroup_manager = "cgroupfs"\n'
+            'events_logger = "file"\n'
+            f'events_logfile_path = "{home / "tmp" / "events.log"}"\n'
+            f'tmp_dir = "{home / "tmp"}"\n'
+        )
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = ["podman", "--root", str(self.home / "root"), "--runroot", str(self.runroot),
+                "--storage-driver", "vfs", *args]  # fmt: skip
+        env = {**os.environ, "CONTAINERS_CONF": str(self.config)}
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+        return done
+
+    def import_busybox(self) -> None:
+        rootfs = self.home / "rootfs"
+        (rootfs / "bin").mkdir(parents=True)
+        shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
+        for applet in APPLETS:
+            (rootfs / "bin" / applet).symlink_to("busybox")
+        tarball = self.home / "rootfs.tar"
+        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
+        self("import", str(tarball), IMAGE)
+
+
+@pytest.fixture
+def podman(
+    daemon: tuple[testbed.Node, pb_grpc.DaemonStub, Path], tmp_path: Path
+) -> Iterator[Podman]:
+    _, _, socket = daemon
+    plugin_dir = daemon_harness.plugin_dir(tmp_path / "cni-bin")
+    runroot = Path(tempfile.mkdtemp(prefix="hnpm-"))
+    runtime = Podman(tmp_path / "podman", runroot, plugin_dir)
+    conflist = {"cniVersion": "1.0.0", "name": "hybridnet",
+                "plugins": [{"type": "hybridnet", "socket": str(socket)}]}  # fmt: skip
+    (runtime.home / "net.d" / "hybridnet.conflist").write_text(json.dumps(conflist))
+    runtime.import_busybox()
+    try:
+        yield runtime
+    finally:
+        runtime("rm", "--all", "--force", "--time", "0", check=False)
+        shutil.rmtree(runroot, ignore_errors=True)
+
+
+def instances(store_path: Path) -> list[IPInstance]:
+    store = SQLiteStore(store_path)
+    try:
+        return list(store.list(IPInstance).items)
+    finally:
+        store.close()
+
+
+def test_podman_runs_pods_that_reach_each_other(
+    daemon: tuple[testbed.Node, pb_grpc.DaemonStub, Path], podman: Podman, tmp_path: Path
+) -> None:
+    node = daemon[0]
+    root_before = testbed.root_links()
+    podman("run", "--detach", "--name", "web", "--network", "hybridnet", IMAGE, "sleep", "300")
+    shown = podman("exec", "web", "ip", "-o", "-4", "addr", "show", "eth0").stdout
+    address = shown.split(" inet ")[1].split()[0]
+    assert address.startswith("198.19.50.") and address.endswith("/24")
+    web_id = podman("inspect", "--format", "{{.Id}}", "web").stdout.strip()
+    assert host_ifname(web_id, "eth0") in node.links()
+    (web_instance,) = instances(tmp_path / "store.db")
+    assert web_instance.metadata.labels[constants.LABEL_POD] == "web"
+    assert web_instance.metadata.labels[LABEL_POD_NAMESPACE] == "default"  # podman gives none
+
+    ping = podman("run", "--rm", "--name", "client", "--network", "hybridnet", IMAGE,
+                  "ping", "-c", "2", "-W", "5", address.split("/")[0], check=False)  # fmt: skip
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+
+    podman("rm", "--force", "--time", "0", "web")
+    assert host_ifname(web_id, "eth0") not in node.links()
+    assert [link for link in node.links() if link.startswith("hyb")] == []
+    assert instances(tmp_path / "store.db") == []
+    assert testbed.root_links() == root_before
