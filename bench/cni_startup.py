@@ -1,11 +1,12 @@
 """Start-up time of the hybridnet CNI plugin: the VERSION command, executed like a runtime does.
 
-VERSION makes no daemon call, so this is the cost every CNI call pays before any work: the
-interpreter, the plugin's imports, parsing and printing. STATUS against a socket nobody listens
-on adds what every daemon call pays on top (grpc's import and a channel), without daemon work.
-Printed beside two baselines from the same run: ``python -c pass`` (the interpreter alone, the
-floor for any Python plugin) and the reference ``bridge`` plugin's VERSION (a Go binary, what
-runtimes are used to). Needs no root.
+The plugin is measured as ``hybridnet-daemon install`` writes it (the bundled zip application,
+run with ``-I -S``). VERSION makes no daemon call, so this is the cost every CNI call pays before
+any work: the interpreter, the plugin's imports, parsing and printing. STATUS against a socket
+nobody listens on adds what every daemon call pays on top (the gRPC client's imports and a
+refused connection), without daemon work. Printed beside two baselines from the same run:
+``python -I -S -c pass`` (the interpreter alone, the floor for any Python plugin) and the
+reference ``bridge`` plugin's VERSION (a Go binary, what runtimes are used to). Needs no root.
 
     python -m bench.cni_startup --runs 50 [--json bench/results/cni_startup.json]
 """
@@ -14,15 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.stats import print_table, summarize_ms, write_json
+from hybridnet.daemon import bundle
+from hybridnet.daemon import install as installer
 
 REFERENCE_PLUGIN = "/usr/lib/cni/bridge"
 WARMUP_RUNS = 3
@@ -32,12 +35,9 @@ STATUS_STDIN = json.dumps(
 ).encode()
 
 
-def plugin_executable() -> str:
-    candidate = Path(sys.executable).parent / "hybridnet-cni"
-    found = str(candidate) if candidate.exists() else shutil.which("hybridnet-cni")
-    if not found:
-        raise SystemExit("hybridnet-cni is not installed: pip install -e .")
-    return found
+def install_plugin(directory: Path) -> str:
+    """The plugin exactly as installed on a node."""
+    return str(installer.install_plugin(bundle.default_interpreter(), directory))
 
 
 def time_runs(
@@ -57,14 +57,15 @@ def time_runs(
     return samples
 
 
-def run(runs: int) -> dict[str, Any]:
+def run(runs: int, plugin: str) -> dict[str, Any]:
+    floor = [bundle.default_interpreter(), "-I", "-S", "-c", "pass"]
     measures = {
-        "python -c pass": time_runs([sys.executable, "-c", "pass"], b"", runs),
-        "hybridnet VERSION": time_runs([plugin_executable()], VERSION_STDIN, runs),
-        # STATUS with no daemon listening: the path every daemon call takes (grpc loaded,
-        # channel opened, connection refused at once), without the daemon's own work.
+        "python -I -S -c pass": time_runs(floor, b"", runs),
+        "hybridnet VERSION": time_runs([plugin], VERSION_STDIN, runs),
+        # STATUS with no daemon listening: the path every daemon call takes (client loaded,
+        # connection refused at once), without the daemon's own work.
         "hybridnet STATUS, no daemon": time_runs(
-            [plugin_executable()], STATUS_STDIN, runs, command="STATUS", exit_code=1
+            [plugin], STATUS_STDIN, runs, command="STATUS", exit_code=1
         ),
     }
     if Path(REFERENCE_PLUGIN).exists():
@@ -88,7 +89,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    report = run(args.runs)
+    with tempfile.TemporaryDirectory(prefix="hybridnet-bench-") as directory:
+        report = run(args.runs, install_plugin(Path(directory)))
     print_table(f"CNI plugin start-up (VERSION), {args.runs} runs each", report["results"])
     print("\n  ratios of medians")
     for name, ratio in report["ratios"].items():

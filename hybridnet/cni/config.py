@@ -6,10 +6,9 @@ Decoding failures are code 6, a configuration of the wrong shape is code 7, and 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from hybridnet.cni import versions
 from hybridnet.cni.errors import (
@@ -29,14 +28,12 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 VALID_ATTACHMENTS = "cni.dev/valid-attachments"
 
 
-@dataclasses.dataclass(frozen=True)
-class ValidAttachment:
+class ValidAttachment(NamedTuple):
     container_id: str
     ifname: str
 
 
-@dataclasses.dataclass(frozen=True)
-class NetConf:
+class NetConf(NamedTuple):
     cni_version: str
     name: str
     type: str

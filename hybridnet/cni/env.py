@@ -8,9 +8,9 @@ is read but never required: hybridnet delegates to no other plugin.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from hybridnet.cni.errors import INVALID_ENV, CniError
 
@@ -31,8 +31,7 @@ _KNOWN_ARGS = {"K8S_POD_NAME", "K8S_POD_NAMESPACE", "K8S_POD_UID", "K8S_POD_INFR
                "IgnoreUnknown"}  # fmt: skip
 
 
-@dataclasses.dataclass(frozen=True)
-class PodArgs:
+class PodArgs(NamedTuple):
     """What ``CNI_ARGS`` says about the pod."""
 
     name: str = ""
@@ -40,13 +39,12 @@ class PodArgs:
     uid: str = ""
 
 
-@dataclasses.dataclass(frozen=True)
-class CniEnv:
+class CniEnv(NamedTuple):
     command: str
     container_id: str = ""
     netns: str = ""
     ifname: str = ""
-    pod: PodArgs = dataclasses.field(default_factory=PodArgs)
+    pod: PodArgs = PodArgs()
     path: tuple[str, ...] = ()
 
 

@@ -8,16 +8,18 @@ read back and turned into another.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from hybridnet.cni import versions
 from hybridnet.cni.errors import INVALID_CONFIG, CniError
 from hybridnet.rpc import messages as m
 
+NO_DNS: Mapping[str, Any] = MappingProxyType({})
 
-@dataclasses.dataclass(frozen=True)
-class Interface:
+
+class Interface(NamedTuple):
     name: str
     mac: str = ""
     sandbox: str = ""
@@ -25,8 +27,7 @@ class Interface:
     """0 = not reported (results before 1.1.0 cannot carry it)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class IPConfig:
+class IPConfig(NamedTuple):
     address: str
     """CIDR form, e.g. 198.19.0.5/24."""
     gateway: str = ""
@@ -37,18 +38,16 @@ class IPConfig:
         return 6 if ":" in self.address else 4
 
 
-@dataclasses.dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     dst: str
     gw: str = ""
 
 
-@dataclasses.dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
     interfaces: tuple[Interface, ...] = ()
     ips: tuple[IPConfig, ...] = ()
     routes: tuple[Route, ...] = ()
-    dns: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+    dns: Mapping[str, Any] = NO_DNS
 
 
 # ----------------------------------------------------------------- daemon <-> model
@@ -237,9 +236,7 @@ def chain_after(previous: Result, ours: Result) -> Result:
         interfaces=previous.interfaces + ours.interfaces,
         ips=previous.ips
         + tuple(
-            dataclasses.replace(
-                ip, interface=None if ip.interface is None else ip.interface + shift
-            )
+            ip._replace(interface=None if ip.interface is None else ip.interface + shift)
             for ip in ours.ips
         ),
         routes=previous.routes + ours.routes,
@@ -261,7 +258,7 @@ def own_part(result: Result, ifname: str, netns: str) -> Result:
     return Result(
         interfaces=tuple(result.interfaces[n] for n in keep),
         ips=tuple(
-            dataclasses.replace(ip, interface=new_index[ip.interface])
+            ip._replace(interface=new_index[ip.interface])
             for ip in result.ips
             if ip.interface in new_index
         ),
