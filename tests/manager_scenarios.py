@@ -30,9 +30,9 @@ from tests.store_contract import wait_until
 class Manager:
     """One manager's parts, started and stopped together."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, namespace: str = IPAM_NAMESPACE):
         self.allocator = Allocator()
-        self.service = IPAMService(store, self.allocator, IPAM_NAMESPACE)
+        self.service = IPAMService(store, self.allocator, namespace)
         self.controller = PodController(store, self.service, workers=4, watch_timeout=2)
         self.status = StatusWriter(store, self.allocator, interval=0.2)
         self.nodes = NodeLabeler(store, self.allocator, interval=0.2)

@@ -204,7 +204,11 @@ class DaemonService(pb_grpc.DaemonServicer):
             instances = self._instances(attach)
             plan = self._plan(attach, request.mtu, instances)
             attachment.attach(plan, self.config.datapath)
-            self._record_sandbox(instances, attach)
+            try:
+                self._record_sandbox(instances, attach)
+            except BaseException:  # a failed ADD leaves nothing behind
+                attachment.detach(attach.container_id, attach.ifname)
+                raise
         except AllocationTimeout as exc:
             _abort(context, CNI_TRY_AGAIN_LATER, str(exc))
         except Unavailable as exc:

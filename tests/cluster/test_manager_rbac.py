@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -57,61 +56,14 @@ from tests.cluster.controlplane import (
     free_port,
     tail,
 )
+from tests.cluster.manifests import apply, can_i, remove, render
 from tests.manager_harness import Harness, manager_argv
 from tests.manager_scenarios import events_for
 
 MANIFESTS = REPO_ROOT / "deploy" / "manager"
-SHIPPED_NAMESPACE = "kube-system"
 ACCOUNT = "hybridnet-manager"
 WAIT_SECONDS = 60.0
 """Generous: in a full run this manager also serves the pods earlier tests left behind."""
-
-
-# --------------------------------------------------------------------------- manifests
-
-
-def render(path: Path, namespace: str) -> list[dict[str, Any]]:
-    """The file's objects with the shipped namespace replaced by ``namespace``."""
-    documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
-    for document in documents:
-        metadata = document["metadata"]
-        if metadata.get("namespace") == SHIPPED_NAMESPACE:
-            metadata["namespace"] = namespace
-        for subject in document.get("subjects", []):
-            if subject.get("namespace") == SHIPPED_NAMESPACE:
-                subject["namespace"] = namespace
-        containers = document.get("spec", {}).get("template", {}).get("spec", {})
-        for container in containers.get("containers", []):
-            container["args"] = [
-                namespace if a == SHIPPED_NAMESPACE else a for a in container.get("args", [])
-            ]
-    text = yaml.safe_dump_all(documents)
-    assert SHIPPED_NAMESPACE not in text, f"{path.name}: kube-system left after rendering"
-    return documents
-
-
-def kubectl(
-    control_plane: ControlPlane, *args: str, kubeconfig: Path | None = None, stdin: str = ""
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            str(control_plane.kubectl),
-            "--kubeconfig",
-            str(kubeconfig or control_plane.kubeconfig_path),
-            *args,
-        ],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def apply(control_plane: ControlPlane, documents: list[dict[str, Any]], *extra: str) -> str:
-    done = kubectl(control_plane, "apply", *extra, "-f", "-", stdin=yaml.safe_dump_all(documents))
-    assert done.returncode == 0, f"kubectl apply {' '.join(extra)}: {done.stderr}"
-    return done.stdout
 
 
 # --------------------------------------------------------------------------- the process
@@ -222,15 +174,7 @@ def setup(control_plane: ControlPlane, tmp_path: Path) -> Iterator[Setup]:
         ):
             with contextlib.suppress(NotFound):
                 admin.delete(kind, name)
-        kubectl(
-            control_plane,
-            "delete",
-            "--ignore-not-found",
-            "--wait=false",
-            "-f",
-            "-",
-            stdin=yaml.safe_dump_all(rbac),
-        )
+        remove(control_plane, rbac)
         admin.close()
 
 
@@ -289,15 +233,6 @@ def mutated_by_webhook(api: Any, namespace: str) -> bool:
         return False
     annotations = (pod.metadata.annotations if pod.metadata else None) or {}
     return c.ANNOTATION_NETWORK_TYPE in annotations
-
-
-def can_i(control_plane: ControlPlane, kubeconfig: Path, *args: str) -> bool:
-    """``kubectl auth can-i`` as the kubeconfig's own identity (a SelfSubjectAccessReview:
-    the token's user and all its groups, no impersonation)."""
-    done = kubectl(control_plane, "auth", "can-i", *args, kubeconfig=kubeconfig)
-    answer = done.stdout.strip()
-    assert answer in ("yes", "no"), f"kubectl auth can-i {' '.join(args)}: {done.stderr}"
-    return answer == "yes"
 
 
 # --------------------------------------------------------------------------- the test

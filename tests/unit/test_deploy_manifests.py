@@ -6,38 +6,36 @@ runs the manager under it.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import pytest
-import yaml
 
 from hybridnet.manager import main
 from hybridnet.manager.webhook import registration
+from tests.unit import deploy_docs
+from tests.unit.deploy_docs import (
+    DEPLOY_DIR,
+    ROLE_KINDS,
+    Doc,
+    assert_every_rule_commented,
+    assert_no_wildcards,
+    assert_one_service_account,
+    flag,
+    granted_resources,
+    load,
+)
 
-MANAGER_DIR = Path(__file__).resolve().parents[2] / "deploy" / "manager"
-ROLE_KINDS = ("Role", "ClusterRole")
-BINDING_KINDS = ("RoleBinding", "ClusterRoleBinding")
-Doc = dict[str, Any]
+MANAGER_DIR = DEPLOY_DIR / "manager"
 
 
 def documents() -> list[Doc]:
-    docs: list[Doc] = []
-    for path in sorted(MANAGER_DIR.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc is not None:
-                assert isinstance(doc, dict), f"{path.name}: a document that is not a mapping"
-                docs.append(doc)
-    return docs
+    return load(MANAGER_DIR)
 
 
 def of_kind(kind: str) -> list[Doc]:
-    return [d for d in documents() if d["kind"] == kind]
+    return deploy_docs.of_kind(documents(), kind)
 
 
 def one(kind: str) -> Doc:
-    (doc,) = of_kind(kind)
-    return doc
+    return deploy_docs.one(documents(), kind)
 
 
 def service_account() -> tuple[str, str]:
@@ -46,26 +44,17 @@ def service_account() -> tuple[str, str]:
 
 
 def rules(kind: str) -> list[Doc]:
-    return [rule for role in of_kind(kind) for rule in role["rules"]]
+    return deploy_docs.rules(documents(), kind)
 
 
 def grants(kind: str, group: str, resource: str) -> set[str]:
-    """The verbs ``kind`` (Role or ClusterRole) grants on ``group``/``resource``."""
-    verbs: set[str] = set()
-    for rule in rules(kind):
-        if group in rule["apiGroups"] and resource in rule["resources"]:
-            verbs |= set(rule["verbs"])
-    return verbs
+    return deploy_docs.grants(documents(), kind, group, resource)
 
 
 def manager_container() -> Doc:
     (container,) = one("Deployment")["spec"]["template"]["spec"]["containers"]
     assert isinstance(container, dict)
     return container
-
-
-def flag(args: list[str], name: str) -> str:
-    return args[args.index(name) + 1]
 
 
 # ----------------------------------------------------------------------------- files
@@ -83,48 +72,15 @@ def test_the_files_exist_and_every_document_is_a_named_object() -> None:
 
 
 def test_no_rule_uses_a_wildcard() -> None:
-    for kind in ROLE_KINDS:
-        for rule in rules(kind):
-            assert "nonResourceURLs" not in rule, rule
-            for field in ("apiGroups", "resources", "verbs", "resourceNames"):
-                values = rule.get(field, [])
-                assert isinstance(values, list), (field, rule)
-                assert not any("*" in str(v) for v in values), f"{kind} {field}: {rule}"
-            assert rule["verbs"] and rule["resources"], rule
+    assert_no_wildcards(documents())
 
 
 def test_every_rule_is_explained_by_a_comment() -> None:
-    lines = (MANAGER_DIR / "rbac.yaml").read_text().splitlines()
-    for number, line in enumerate(lines):
-        if line.strip().startswith("- apiGroups:"):
-            assert lines[number - 1].strip().startswith("#"), (
-                f"rbac.yaml line {number + 1}: a rule without a comment above it"
-            )
+    assert_every_rule_commented(MANAGER_DIR / "rbac.yaml")
 
 
 def test_one_service_account_named_the_same_everywhere() -> None:
-    name, namespace = service_account()
-    assert (name, namespace) == ("hybridnet-manager", "kube-system")
-    bindings = [b for kind in BINDING_KINDS for b in of_kind(kind)]
-    assert sorted(b["kind"] for b in bindings) == ["ClusterRoleBinding", "RoleBinding"]
-    roles = {(r["kind"], r["metadata"]["name"]) for kind in ROLE_KINDS for r in of_kind(kind)}
-    for binding in bindings:
-        assert binding["subjects"] == [
-            {"kind": "ServiceAccount", "name": name, "namespace": namespace}
-        ], binding
-        ref = binding["roleRef"]
-        assert ref["apiGroup"] == "rbac.authorization.k8s.io"
-        assert (ref["kind"], ref["name"]) in roles, f"{binding['kind']} names a missing role"
-        if binding["kind"] == "RoleBinding":
-            assert ref["kind"] == "Role"
-            assert binding["metadata"]["namespace"] == namespace
-    assert one("Role")["metadata"]["namespace"] == namespace
-    spec = one("Deployment")["spec"]["template"]["spec"]
-    assert spec["serviceAccountName"] == name
-    assert spec.get("automountServiceAccountToken", True) is True  # the manager needs its token
-    for doc in documents():
-        if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
-            assert doc["metadata"]["namespace"] == namespace, doc["kind"]
+    assert_one_service_account(documents(), "hybridnet-manager", "kube-system", "Deployment")
 
 
 def test_namespaced_rights_follow_the_managers_namespace() -> None:
@@ -192,14 +148,7 @@ def test_cluster_wide_rights_are_exactly_what_the_code_does(
 
 
 def test_nothing_else_is_granted() -> None:
-    granted = {
-        (group, resource)
-        for kind in ROLE_KINDS
-        for rule in rules(kind)
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-    }
-    assert granted == {
+    assert granted_resources(documents()) == {
         ("", "pods"),
         ("", "nodes"),
         ("", "namespaces"),

@@ -1,0 +1,204 @@
+"""hybridnet-daemon as the ServiceAccount deploy/daemon/rbac.yaml ships: enough, and no more.
+
+The daemon runs in a node namespace with a kubeconfig holding nothing but a bound token of that
+ServiceAccount, reaching the API server through the test bed's gateway. The installed plugin,
+driven the way kubelet drives it (tests/cni_runtime.py), runs ADD, CHECK, STATUS and DEL for a
+pod the manager allocated, so every read the daemon makes and its IPInstance status write go
+through the shipped rules alone: a missing rule fails here, not for a user. Then the same
+identity is shown to be refused what the daemon has no business doing.
+
+As in test_manager_rbac, the RBAC is rendered into a namespace of the test's own
+(``rbacd-<run>``) instead of ``kube-system``, which the shared API server fills with other
+tests' IPInstances; that namespace is the IPAM namespace the manager (in-process, admin
+credentials: a stand-in for its own Deployment, tested in test_manager_rbac) writes to.
+No kubelet or scheduler runs: the Harness creates the Node and binds the pod.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hybridnet.api.builtin import Node, Pod
+from hybridnet.api.resources import IPInstance, Network, Subnet
+from hybridnet.store.errors import NotFound
+from hybridnet.store.kube import KubeStore
+from tests import daemon_harness
+from tests.cluster.controlplane import REPO_ROOT, ControlPlane
+from tests.cluster.manifests import apply, can_i, remove, render
+from tests.cni_runtime import Attachment, CniPluginError, CniRuntime
+from tests.manager_harness import Harness
+from tests.manager_scenarios import Manager
+from tests.netns import testbed
+
+MANIFESTS = REPO_ROOT / "deploy" / "daemon"
+ACCOUNT = "hybridnet-daemon"
+IPINSTANCES = "ipinstances.networking.alibaba.com"
+
+
+@dataclasses.dataclass
+class Setup:
+    run: str
+    namespace: str
+    """The IPAM namespace: the manager's IPInstances and the daemon's Role."""
+    pods: str
+    node: testbed.Node
+    daemon: testbed.Process
+    cni: CniRuntime
+    harness: Harness
+    sa_kubeconfig: Path
+    """The daemon's identity, pointing at the API server from the root namespace."""
+
+
+@pytest.fixture
+def setup(control_plane: ControlPlane, fabric: testbed.Fabric, tmp_path: Path) -> Iterator[Setup]:
+    run = uuid.uuid4().hex[:6]
+    namespace, pods = f"rbacd-{run}", f"ns-{run}"
+    admin = KubeStore.from_kubeconfig(control_plane.kubeconfig_path)
+    harness = Harness(admin, run)
+    harness.namespace(namespace)
+    harness.namespace(pods)
+    harness.node(f"node-{run}")
+    harness.underlay(f"u-{run}")
+    harness.subnet(f"s-{run}", f"u-{run}", "198.18.180.0/24")
+    rbac = render(MANIFESTS / "rbac.yaml", namespace)
+    manager = Manager(admin, namespace)
+    node = fabric.nodes[0]
+    socket = tmp_path / "daemon.sock"
+    try:
+        apply(control_plane, rbac)
+        # The DaemonSet, rendered the same way, is accepted as it is (schema, strict field
+        # validation), without being run.
+        apply(control_plane, render(MANIFESTS / "daemonset.yaml", namespace), "--dry-run=server")
+        manager.start()
+        with control_plane.exposed(fabric.gateway.name, fabric.gateway_ipv4) as url:
+            node_kubeconfig = control_plane.service_account_kubeconfig(
+                namespace, ACCOUNT, server_url=url, path=tmp_path / "node-sa.kubeconfig"
+            )
+            daemon = daemon_harness.start_daemon(
+                node,
+                socket,
+                "--node-name",
+                f"node-{run}",
+                "--kubeconfig",
+                str(node_kubeconfig),
+                "--ipam-namespace",
+                namespace,
+                "--allocation-timeout",
+                "20",
+            )
+            conflist = {"cniVersion": "1.1.0", "name": "hybridnet",
+                        "plugins": [{"type": "hybridnet", "socket": str(socket)}]}  # fmt: skip
+            plugins = daemon_harness.plugin_dir(tmp_path / "cni-bin")
+            cni = CniRuntime(conflist, [str(plugins)], tmp_path / "cache", exec_netns=node.name)
+            sa_kubeconfig = control_plane.service_account_kubeconfig(
+                namespace, ACCOUNT, path=tmp_path / "sa.kubeconfig"
+            )
+            try:
+                yield Setup(run, namespace, pods, node, daemon, cni, harness, sa_kubeconfig)
+            finally:
+                daemon.stop()
+                node.processes.remove(daemon)
+    finally:
+        manager.stop()
+        for pod in admin.list(Pod, pods).items:
+            harness.delete_pod(pods, pod.name)
+        for instance in admin.list(IPInstance, namespace).items:
+            with contextlib.suppress(NotFound):
+                admin.delete(IPInstance, instance.name, namespace)
+        for kind, name in ((Subnet, f"s-{run}"), (Network, f"u-{run}"), (Node, f"node-{run}")):
+            with contextlib.suppress(NotFound):
+                admin.delete(kind, name)
+        remove(control_plane, rbac)
+        admin.close()
+
+
+def test_the_shipped_rules_carry_a_pod_through_the_plugin(
+    setup: Setup, fabric: testbed.Fabric
+) -> None:
+    pod_ns = fabric.add_pod("rb")
+    setup.harness.pod(setup.pods, "web", node=f"node-{setup.run}")
+    attachment = Attachment(
+        container_id=pod_ns.name,
+        netns=pod_ns.path,
+        ifname="eth0",
+        args={"K8S_POD_NAMESPACE": setup.pods, "K8S_POD_NAME": "web", "IgnoreUnknown": "1"},
+    )
+    result = setup.cni.add(attachment)
+    (instance,) = setup.harness.store.list(IPInstance, setup.namespace).items
+    assert [ip["address"] for ip in result["ips"]] == [f"{instance.spec.address.ip}"]
+    assert pod_ns.addresses("eth0") == [instance.spec.address.ip]
+    # The status write went through ipinstances/status.
+    assert instance.status.sandbox_id == pod_ns.name
+    assert instance.status.node_name == f"node-{setup.run}"
+    setup.cni.check(attachment)
+    setup.cni.status()
+    setup.cni.delete(attachment)
+    assert pod_ns.links() == ["lo"]
+    log = setup.daemon.read_remaining()  # what it printed so far (it logs every call)
+    assert "pod attached" in log and "pod detached" in log, log
+    assert "forbidden" not in log.lower(), log
+
+
+ALLOWED = [
+    ("get", "pods", "-n", "{pods}"),
+    ("get", "namespaces/{pods}"),
+    ("list", "networks.networking.alibaba.com"),
+    ("list", IPINSTANCES, "-n", "{namespace}"),
+    ("watch", IPINSTANCES, "-n", "{namespace}"),
+    ("get", IPINSTANCES, "-n", "{namespace}"),
+    ("update", IPINSTANCES, "--subresource=status", "-n", "{namespace}"),
+]
+REFUSED = [
+    ("create", IPINSTANCES, "-n", "{namespace}"),
+    ("update", IPINSTANCES, "-n", "{namespace}"),
+    ("delete", IPINSTANCES, "-n", "{namespace}"),
+    ("list", IPINSTANCES, "-n", "default"),
+    ("list", "pods", "-n", "{pods}"),
+    ("update", "pods", "-n", "{pods}"),
+    ("create", "pods", "-n", "{pods}"),
+    ("get", "secrets", "-n", "{namespace}"),
+    ("list", "nodes"),
+    ("update", "networks.networking.alibaba.com"),
+    ("list", "subnets.networking.alibaba.com"),
+    ("update", "networks.networking.alibaba.com", "--subresource=status"),
+]
+
+
+def test_the_daemon_may_do_no_more(setup: Setup, control_plane: ControlPlane) -> None:
+    def expand(args: tuple[str, ...]) -> list[str]:
+        return [a.format(pods=setup.pods, namespace=setup.namespace) for a in args]
+
+    wrong = [a for a in ALLOWED if not can_i(control_plane, setup.sa_kubeconfig, *expand(a))]
+    wrong += [("MAY", *r) for r in REFUSED if can_i(control_plane, setup.sa_kubeconfig, *expand(r))]
+    assert wrong == []
+
+
+def test_a_refused_status_write_fails_add_and_leaves_nothing(
+    setup: Setup, control_plane: ControlPlane, fabric: testbed.Fabric
+) -> None:
+    """An operator who trimmed the Role: ADD fails with the API server's refusal in the
+    message, and the attachment it had already built is taken down again."""
+    rbac = render(MANIFESTS / "rbac.yaml", setup.namespace)
+    (role,) = [d for d in rbac if d["kind"] == "Role"]
+    role["rules"] = [r for r in role["rules"] if r["resources"] != ["ipinstances/status"]]
+    apply(control_plane, [role])
+    pod_ns = fabric.add_pod("rc")
+    setup.harness.pod(setup.pods, "db", node=f"node-{setup.run}")
+    before = setup.node.links()
+    attachment = Attachment(
+        container_id=pod_ns.name,
+        netns=pod_ns.path,
+        ifname="eth0",
+        args={"K8S_POD_NAMESPACE": setup.pods, "K8S_POD_NAME": "db", "IgnoreUnknown": "1"},
+    )
+    with pytest.raises(CniPluginError) as refused:
+        setup.cni.add(attachment)
+    assert refused.value.code == 999 and "forbidden" in refused.value.msg
+    assert setup.node.links() == before
+    assert pod_ns.links() == ["lo"]

@@ -1,0 +1,107 @@
+"""Reading deploy/ manifests in unit tests: the documents of a directory and what their RBAC
+rules grant, plus the checks every component's RBAC must pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy"
+ROLE_KINDS = ("Role", "ClusterRole")
+BINDING_KINDS = ("RoleBinding", "ClusterRoleBinding")
+Doc = dict[str, Any]
+
+
+def load(directory: Path) -> list[Doc]:
+    docs: list[Doc] = []
+    for path in sorted(directory.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc is not None:
+                assert isinstance(doc, dict), f"{path.name}: a document that is not a mapping"
+                docs.append(doc)
+    return docs
+
+
+def of_kind(docs: list[Doc], kind: str) -> list[Doc]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[Doc], kind: str) -> Doc:
+    (doc,) = of_kind(docs, kind)
+    return doc
+
+
+def rules(docs: list[Doc], kind: str) -> list[Doc]:
+    return [rule for role in of_kind(docs, kind) for rule in role["rules"]]
+
+
+def grants(docs: list[Doc], kind: str, group: str, resource: str) -> set[str]:
+    """The verbs ``kind`` (Role or ClusterRole) grants on ``group``/``resource``."""
+    verbs: set[str] = set()
+    for rule in rules(docs, kind):
+        if group in rule["apiGroups"] and resource in rule["resources"]:
+            verbs |= set(rule["verbs"])
+    return verbs
+
+
+def granted_resources(docs: list[Doc]) -> set[tuple[str, str]]:
+    return {
+        (group, resource)
+        for kind in ROLE_KINDS
+        for rule in rules(docs, kind)
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+
+
+def flag(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def assert_no_wildcards(docs: list[Doc]) -> None:
+    for kind in ROLE_KINDS:
+        for rule in rules(docs, kind):
+            assert "nonResourceURLs" not in rule, rule
+            for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+                values = rule.get(field, [])
+                assert isinstance(values, list), (field, rule)
+                assert not any("*" in str(v) for v in values), f"{kind} {field}: {rule}"
+            assert rule["verbs"] and rule["resources"], rule
+
+
+def assert_every_rule_commented(rbac_file: Path) -> None:
+    lines = rbac_file.read_text().splitlines()
+    for number, line in enumerate(lines):
+        if line.strip().startswith("- apiGroups:"):
+            assert lines[number - 1].strip().startswith("#"), (
+                f"{rbac_file.name} line {number + 1}: a rule without a comment above it"
+            )
+
+
+def assert_one_service_account(docs: list[Doc], name: str, namespace: str, workload: str) -> None:
+    """One ServiceAccount, bound by a ClusterRoleBinding and a RoleBinding in its namespace,
+    used by the ``workload`` (Deployment, DaemonSet); every namespaced object in its namespace."""
+    account = one(docs, "ServiceAccount")
+    assert (account["metadata"]["name"], account["metadata"]["namespace"]) == (name, namespace)
+    bindings = [b for kind in BINDING_KINDS for b in of_kind(docs, kind)]
+    assert sorted(b["kind"] for b in bindings) == ["ClusterRoleBinding", "RoleBinding"]
+    roles = {(r["kind"], r["metadata"]["name"]) for k in ROLE_KINDS for r in of_kind(docs, k)}
+    for binding in bindings:
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": name, "namespace": namespace}
+        ], binding
+        ref = binding["roleRef"]
+        assert ref["apiGroup"] == "rbac.authorization.k8s.io"
+        assert (ref["kind"], ref["name"]) in roles, f"{binding['kind']} names a missing role"
+        if binding["kind"] == "RoleBinding":
+            assert ref["kind"] == "Role"
+            assert binding["metadata"]["namespace"] == namespace
+    assert one(docs, "Role")["metadata"]["namespace"] == namespace
+    spec = one(docs, workload)["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == name
+    assert spec.get("automountServiceAccountToken", True) is True  # it needs its token
+    for doc in docs:
+        if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+            assert doc["metadata"]["namespace"] == namespace, doc["kind"]
