@@ -23,7 +23,25 @@ PACKAGE_ROOT = Path(hybridnet.__file__).parent
 PLUGIN_SOURCES = ("__init__.py", "cni/*.py", "rpc/*.py")
 EXCLUDED = ("rpc/daemon_pb2*.py",)
 """The generated protobuf/grpcio code is the daemon's; the plugin has its own light client."""
-MAIN = b"import sys\nfrom hybridnet.cni.main import main\nsys.exit(main())\n"
+MINIMUM_PYTHON = (3, 10)
+MAIN = b"""\
+import sys
+if sys.version_info < %r:
+    import json
+    try:
+        version = json.loads(sys.stdin.read())["cniVersion"]
+    except Exception:
+        version = "1.0.0"
+    sys.stdout.write(json.dumps({"cniVersion": version, "code": 999,
+        "msg": "the hybridnet CNI plugin needs Python %%d.%%d or later" %% %r,
+        "details": "%%s is Python %%d.%%d" %% ((sys.executable,) + tuple(sys.version_info[:2]))})
+        + "\\n")
+    sys.exit(1)
+from hybridnet.cni.main import main
+sys.exit(main())
+""" % (MINIMUM_PYTHON, MINIMUM_PYTHON)
+"""The archive's entry point. Written for any Python 3, so that an interpreter too old for the
+plugin still answers with CNI error JSON instead of a traceback."""
 _FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 """Every entry gets the same timestamp, so equal sources give byte-identical plugins."""
 
@@ -68,7 +86,7 @@ def _add(bundle: zipfile.ZipFile, name: str, data: bytes) -> None:
 def _bytecode(source: bytes, name: str) -> bytes:
     """A .pyc that is valid whatever the zip entry times say: hash-based and unchecked (PEP 552),
     for this interpreter's version. Another version ignores it and compiles the source."""
-    code = compile(source, name, "exec", dont_inherit=True)
+    code = compile(source, name, "exec", dont_inherit=True, optimize=0)
     unchecked_hash = (1).to_bytes(4, "little")
     return (
         importlib.util.MAGIC_NUMBER

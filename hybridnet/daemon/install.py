@@ -40,6 +40,11 @@ def _atomic_write(path: Path, data: bytes, mode: int) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a crash of the node
+    finally:
+        os.close(directory)
 
 
 def install(

@@ -75,7 +75,7 @@ def error_from_status(
     message = message or name
     raw_code = metadata.get(CNI_CODE_KEY)
     if raw_code is not None:
-        code = int(raw_code) if raw_code.isdigit() else INTERNAL
+        code = int(raw_code) if _is_number(raw_code) and int(raw_code) > 0 else INTERNAL
         return DaemonError(code, message, f"daemon at {target}: {name}")
     if status in _TRANSIENT:
         return DaemonError(
@@ -161,12 +161,17 @@ def _outcome(response: http2.Response) -> tuple[int, str, dict[str, str]]:
     metadata = response.trailers or response.headers
     http_status = response.headers.get(":status", "")
     if http_status != "200":
-        code = int(http_status) if http_status.isdigit() else 0
+        code = int(http_status) if _is_number(http_status) else 0
         return _STATUS_OF_HTTP.get(code, UNKNOWN), f"HTTP status {http_status}", {}
     raw_status = metadata.get("grpc-status", "")
-    if not raw_status.isdigit():
+    if not _is_number(raw_status):
         return UNKNOWN, "the reply carries no grpc-status", {}
     return int(raw_status), _percent_decode(metadata.get("grpc-message", "")), metadata
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only (str.isdigit also accepts e.g. superscripts, which int() refuses)."""
+    return text.isascii() and text.isdigit()
 
 
 def _unframe(body: bytes) -> bytes:

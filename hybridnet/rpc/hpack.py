@@ -194,7 +194,9 @@ class Decoder:
                 field = self._literal(reader, 6)
                 self._add(field)
                 headers.append(field)
-            elif first & 0x20:  # table size update
+            elif first & 0x20:  # table size update, allowed only before the first field
+                if headers:
+                    raise HpackError("table size update after a header field")
                 size = reader.integer(5)
                 if size > self._limit:
                     raise HpackError(f"table size update to {size} beyond {self._limit}")
@@ -239,6 +241,8 @@ class _Reader:
         return self._at >= len(self._data)
 
     def peek(self) -> int:
+        if self._at >= len(self._data):
+            raise HpackError("header block ends in the middle of a field")
         return self._data[self._at]
 
     def _byte(self) -> int:

@@ -4,8 +4,9 @@ The plugin is exec'd once per CNI call; importing the protobuf runtime and build
 generated descriptors costs more than the rest of its start-up together. The daemon API uses four
 field kinds (string, uint32, int32, bool), singular or repeated, and nested messages; this module
 encodes and decodes exactly those, following the proto3 rules: default scalars are not written,
-unknown fields are skipped, a scalar seen twice keeps the last value, a message seen twice is
-merged. ``tests/unit/rpc`` checks it byte for byte against the generated code.
+unknown fields (and known ones of another wire type) are skipped, a scalar seen twice keeps the
+last value, a message seen twice is merged. ``tests/unit/rpc`` checks it byte for byte against
+the generated code.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ BOOL = "bool"
 _VARINT = 0
 _FIXED64 = 1
 _LENGTH_DELIMITED = 2
+_START_GROUP = 3
+_END_GROUP = 4
 _FIXED32 = 5
 
 
@@ -90,10 +93,10 @@ def decode(cls: type, data: bytes, schema: Schema) -> Any:
     while at < len(data):
         tag, at = _read_varint(data, at)
         field = fields.get(tag >> 3)
-        if field is None:
-            at = _skip(data, at, tag & 7)
+        if field is None or tag & 7 != _wire_type(field.kind):
+            at = _skip(data, at, tag)  # unknown, or known with another type: protobuf skips it
             continue
-        raw, at = _read_value(data, at, tag & 7, f"{cls.__name__}.{field.name}", field.kind)
+        raw, at = _read_value(data, at, f"{cls.__name__}.{field.name}", field.kind)
         if isinstance(raw, int):
             value: Any = _scalar(field.kind, raw)
         elif field.kind == STRING:
@@ -115,14 +118,14 @@ def decode(cls: type, data: bytes, schema: Schema) -> Any:
     return cls(**values)
 
 
-def _read_value(data: bytes, at: int, wire_type: int, where: str, kind: Any) -> tuple[Any, int]:
+def _wire_type(kind: Any) -> int:
+    return _VARINT if kind in (UINT32, INT32, BOOL) else _LENGTH_DELIMITED
+
+
+def _read_value(data: bytes, at: int, where: str, kind: Any) -> tuple[Any, int]:
     """A varint (int) for the scalar kinds, the bytes of a length-delimited value otherwise."""
-    if kind in (UINT32, INT32, BOOL):
-        if wire_type != _VARINT:
-            raise WireError(f"{where}: wire type {wire_type}, want varint")
+    if _wire_type(kind) == _VARINT:
         return _read_varint(data, at)
-    if wire_type != _LENGTH_DELIMITED:
-        raise WireError(f"{where}: wire type {wire_type}, want length-delimited")
     length, at = _read_varint(data, at)
     if at + length > len(data):
         raise WireError(f"{where} runs past the message")
@@ -160,9 +163,19 @@ def _read_varint(data: bytes, at: int) -> tuple[int, int]:
             raise WireError("varint longer than ten bytes")
 
 
-def _skip(data: bytes, at: int, wire_type: int) -> int:
+def _skip(data: bytes, at: int, tag: int) -> int:
+    """Past the value of ``tag``, a field this schema does not read."""
+    wire_type = tag & 7
     if wire_type == _VARINT:
         return _read_varint(data, at)[1]
+    if wire_type == _START_GROUP:  # proto2 groups: skip up to the matching end
+        while True:
+            if at >= len(data):
+                raise WireError("group without its end")
+            inner, at = _read_varint(data, at)
+            if inner == (tag & ~7) | _END_GROUP:
+                return at
+            at = _skip(data, at, inner)
     if wire_type == _FIXED64:
         end = at + 8
     elif wire_type == _FIXED32:
@@ -171,7 +184,7 @@ def _skip(data: bytes, at: int, wire_type: int) -> int:
         length, at = _read_varint(data, at)
         end = at + length
     else:
-        raise WireError(f"unsupported wire type {wire_type}")
+        raise WireError(f"unexpected wire type {wire_type}")
     if end > len(data):
         raise WireError("unknown field runs past the message")
     return end

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from hybridnet.rpc import messages as m
-from hybridnet.rpc.client import DaemonClient, DaemonError
+from hybridnet.rpc.client import DaemonClient, DaemonError, error_from_status
 from tests.unit.cni.fake_daemon import Failure, FakeDaemon, standard_reply
 
 Daemon = tuple[FakeDaemon, Path]
@@ -46,6 +46,7 @@ def test_nothing_listening(short_dir: Path) -> None:
         (Failure(grpc.StatusCode.NOT_FOUND, "already gone"), 3),
         (Failure(grpc.StatusCode.PERMISSION_DENIED, "no"), 999),
         (Failure(grpc.StatusCode.INTERNAL, "bad code", "x"), 999),
+        (Failure(grpc.StatusCode.INTERNAL, "zero is no error code", "0"), 999),
     ],
 )
 def test_failures_map_to_cni_codes(daemon: Daemon, failure: Failure, code: int) -> None:
@@ -69,3 +70,11 @@ def test_a_request_larger_than_the_flow_control_window(daemon: Daemon) -> None:
     assert DaemonClient(str(socket_path), timeout=10).garbage_collect(valid) == ["hyb0123456789a"]
     received = fake.calls("GarbageCollect")[0].valid
     assert len(received) == 20_000 and received[-1].container_id == "container-00019999"
+
+
+@pytest.mark.parametrize("raw", ["0", "²", "-4", "", "11x"])
+def test_a_cni_code_that_is_no_code_is_internal(raw: str) -> None:
+    """grpcio sends only ASCII metadata; the mapping still refuses whatever is not a positive
+    ASCII number instead of failing on it."""
+    error = error_from_status(13, "broken", {"cni-code": raw}, "unix:/x")
+    assert error.cni_code == 999 and error.msg == "broken"

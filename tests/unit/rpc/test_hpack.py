@@ -99,6 +99,9 @@ def test_known_headers_use_the_static_table() -> None:
         ("0f", "middle of a field"),  # integer continues past the end
         ("0085f2b24a84", "runs past"),  # string longer than the block
         ("0084ffffffff", "EOS"),  # a Huffman name of 32 one-bits: EOS (30 ones) inside it
+        ("40", "middle of a field"),  # a literal with its name string missing
+        ("0f01", "middle of a field"),  # name index 16, then no value at all
+        ("8220", "size update after"),  # table size updates come first in a block
     ],
 )
 def test_malformed_blocks_are_refused(block: str, problem: str) -> None:

@@ -117,14 +117,30 @@ def test_unknown_fields_are_skipped_and_messages_merge() -> None:
         (b"\x0a\x05abc", "runs past"),
         (b"\x10", "inside a varint"),
         (b"\x10" + b"\xff" * 11, "ten bytes"),
-        (b"\x0d\x00\x00\x00\x00", "want length-delimited"),  # field 1 as fixed32
-        (b"\x10\x05" + b"\x7b", "unsupported wire type"),  # unknown field 15 as a group
+        (b"\x10\x05" + b"\x7b", "group without its end"),  # field 15 opens a group
+        (b"\x10\x05" + b"\x7c", "unexpected wire type 4"),  # an end of group never opened
         (b"\x0a\x02\x0a\x05", "runs past"),  # the nested attachment's string is cut
     ],
 )
 def test_malformed_bytes_are_refused(data: bytes, problem: str) -> None:
     with pytest.raises(protowire.WireError, match=problem):
         protowire.decode(m.AddRequest, data, m.SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        b"\x0d\x01\x00\x00\x00",  # field 1 (attachment) as fixed32: not ours, skipped
+        b"\x10\x05",  # mtu twice: the last one counts
+        b"\x7b\x08\x01\x7b\x7c\x7c",  # field 15 as a group, with a group inside
+    ],
+)
+def test_what_protobuf_skips_we_skip(extra: bytes) -> None:
+    data = protowire.encode(m.AddRequest(m.Attachment(container_id="c"), 1400), m.SCHEMA) + extra
+    theirs = pb.AddRequest.FromString(data).SerializeToString()
+    ours = protowire.decode(m.AddRequest, data, m.SCHEMA)
+    assert ours == protowire.decode(m.AddRequest, theirs, m.SCHEMA)
+    assert ours.attachment == m.Attachment(container_id="c")
 
 
 def test_strings_must_be_utf8() -> None:
