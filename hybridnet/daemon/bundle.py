@@ -63,8 +63,17 @@ def default_interpreter() -> str:
     return str(Path(sys.executable).resolve())
 
 
+MAX_SHEBANG = 127
+"""The kernel reads at most this much of a ``#!`` line (older kernels; newer allow 255)."""
+
+
 def build(interpreter: str) -> bytes:
     """The plugin executable: ``#!<interpreter> -IS`` and the zip archive."""
+    shebang = f"#!{interpreter} -IS\n"
+    if not interpreter.startswith("/") or any(c.isspace() for c in interpreter):
+        raise ValueError(f"--python must be an absolute path without spaces: {interpreter!r}")
+    if len(shebang) > MAX_SHEBANG:
+        raise ValueError(f"--python path too long for a #! line: {interpreter!r}")
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
         _add(bundle, "__main__.py", MAIN)
@@ -73,7 +82,7 @@ def build(interpreter: str) -> bytes:
             name = f"hybridnet/{relative.as_posix()}"
             _add(bundle, name, source)
             _add(bundle, name + "c", _bytecode(source, name))
-    return f"#!{interpreter} -IS\n".encode() + archive.getvalue()
+    return shebang.encode() + archive.getvalue()
 
 
 def _add(bundle: zipfile.ZipFile, name: str, data: bytes) -> None:

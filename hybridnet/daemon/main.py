@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.socket,
                 args.mtu,
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             print(f"hybridnet-daemon install: {exc}", file=sys.stderr)
             return 1
         print(f"installed {plugin} and {conf_path}")

@@ -6,7 +6,10 @@ import json
 import stat
 from pathlib import Path
 
+import pytest
+
 from hybridnet.daemon import bundle, install
+from hybridnet.daemon import main as daemon_main
 
 
 def test_install_writes_plugin_and_conflist(tmp_path: Path) -> None:
@@ -25,3 +28,15 @@ def test_install_writes_plugin_and_conflist(tmp_path: Path) -> None:
     install.install(python, bin_dir, conf_dir, Path("/run/h/d.sock"), mtu=1450)
     assert sorted(p.name for p in conf_dir.iterdir()) == ["00-hybridnet.conflist"]
     assert sorted(p.name for p in bin_dir.iterdir()) == ["hybridnet"]
+
+
+@pytest.mark.parametrize("python", ["python3", "/opt/my python/bin/python3", "/" + "p" * 130])
+def test_an_interpreter_no_kernel_can_start_is_refused_in_one_line(
+    python: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["install", "--cni-bin-dir", str(tmp_path / "bin"), "--cni-conf-dir",
+            str(tmp_path / "conf"), "--python", python]  # fmt: skip
+    assert daemon_main.main(argv) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("hybridnet-daemon install: --python") and error.count("\n") == 1
+    assert not (tmp_path / "bin").exists() or not list((tmp_path / "bin").iterdir())
