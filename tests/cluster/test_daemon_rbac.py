@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from hybridnet.allocation import ipinstances
 from hybridnet.api.builtin import Node, Pod
 from hybridnet.api.resources import IPInstance, Network, Subnet
 from hybridnet.store.errors import NotFound
@@ -130,7 +131,9 @@ def test_the_shipped_rules_carry_a_pod_through_the_plugin(
         args={"K8S_POD_NAMESPACE": setup.pods, "K8S_POD_NAME": "web", "IgnoreUnknown": "1"},
     )
     result = setup.cni.add(attachment)
-    (instance,) = setup.harness.store.list(IPInstance, setup.namespace).items
+    # This pod's only: the manager also serves pods other tests of the session left behind.
+    selector = ipinstances.pod_selector(setup.pods, "web")
+    (instance,) = setup.harness.store.list(IPInstance, setup.namespace, selector).items
     assert [ip["address"] for ip in result["ips"]] == [f"{instance.spec.address.ip}"]
     assert pod_ns.addresses("eth0") == [instance.spec.address.ip]
     # The status write went through ipinstances/status.

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from hybridnet.daemon import bundle, install
-from hybridnet.daemon import main as daemon_main
 
 
 def test_install_writes_plugin_and_conflist(tmp_path: Path) -> None:
@@ -32,11 +33,14 @@ def test_install_writes_plugin_and_conflist(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("python", ["python3", "/opt/my python/bin/python3", "/" + "p" * 130])
 def test_an_interpreter_no_kernel_can_start_is_refused_in_one_line(
-    python: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    python: str, tmp_path: Path
 ) -> None:
-    argv = ["install", "--cni-bin-dir", str(tmp_path / "bin"), "--cni-conf-dir",
-            str(tmp_path / "conf"), "--python", python]  # fmt: skip
-    assert daemon_main.main(argv) == 1
-    error = capsys.readouterr().err
-    assert error.startswith("hybridnet-daemon install: --python") and error.count("\n") == 1
-    assert not (tmp_path / "bin").exists() or not list((tmp_path / "bin").iterdir())
+    done = subprocess.run(
+        [sys.executable, "-m", "hybridnet.daemon.main", "install", "--cni-bin-dir",
+         str(tmp_path / "bin"), "--cni-conf-dir", str(tmp_path / "conf"), "--python", python],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.startswith("hybridnet-daemon install: --python")
+    assert done.stderr.count("\n") == 1
+    assert not (tmp_path / "bin").exists() and not (tmp_path / "conf").exists()
