@@ -159,14 +159,14 @@ def _outcome(response: http2.Response) -> tuple[int, str, dict[str, str]]:
     """(gRPC status, message, metadata) of a response; trailers-only answers carry them in the
     headers."""
     metadata = response.trailers or response.headers
+    raw_status = metadata.get("grpc-status", "")
+    if _is_number(raw_status):  # it decides, whatever the HTTP status
+        return int(raw_status), _percent_decode(metadata.get("grpc-message", "")), metadata
     http_status = response.headers.get(":status", "")
     if http_status != "200":
         code = int(http_status) if _is_number(http_status) else 0
         return _STATUS_OF_HTTP.get(code, UNKNOWN), f"HTTP status {http_status}", {}
-    raw_status = metadata.get("grpc-status", "")
-    if not _is_number(raw_status):
-        return UNKNOWN, "the reply carries no grpc-status", {}
-    return int(raw_status), _percent_decode(metadata.get("grpc-message", "")), metadata
+    return UNKNOWN, "the reply carries no grpc-status", {}
 
 
 def _is_number(text: str) -> bool:

@@ -101,6 +101,8 @@ class _Exchange:
         self._end_with_headers = False
         self._body = bytearray()
         self._ended = False
+        self._goaway = ""
+        """How the server announced it was going away, for the error if it then hangs up."""
 
     def run(self, headers: list[tuple[str, str]], body: bytes) -> Response:
         block = encode(headers)
@@ -149,6 +151,7 @@ class _Exchange:
             last_stream, error_code = struct.unpack(">II", payload[:8])
             if last_stream & MAX_WINDOW < STREAM:  # not processed: safe to try again
                 raise Unreachable(f"the server went away before taking the request ({error_code})")
+            self._goaway = f" after GOAWAY with HTTP/2 error code {error_code}"
         elif kind == RST_STREAM and stream == STREAM:
             # Not read after a complete answer (RST_STREAM(NO_ERROR) may follow one): reading
             # stops at the end of the stream, also while the request body is still being sent.
@@ -240,7 +243,8 @@ class _Exchange:
             except OSError as exc:
                 raise Unreachable(f"no complete answer: {exc.strerror or exc}") from None
             if not chunk:
-                raise Unreachable("the server closed the connection before answering")
+                closed = "the server closed the connection before answering"
+                raise Unreachable(closed + self._goaway)
             self._buffer += chunk
         data = bytes(self._buffer[:count])
         del self._buffer[:count]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hybridnet.rpc import hpack, http2
+from hybridnet.rpc.client import DaemonClient, DaemonError
 
 Frame = tuple[int, int, int, bytes]
 REQUEST = [(":method", "POST"), (":scheme", "http"), (":path", "/x/Y"), (":authority", "l")]
@@ -171,6 +172,14 @@ def test_goaway_before_the_request_was_taken(server: Callable[[Script], str]) ->
         http2.request(server(script), REQUEST, b"x", timeout=5)
 
 
+def test_goaway_with_an_error_then_a_hang_up_says_so(server: Callable[[Script], str]) -> None:
+    def script(conn: socket.socket, _: list[Frame]) -> None:
+        conn.sendall(frame(http2.GOAWAY, 0, 0, struct.pack(">II", 1, 2)))
+
+    with pytest.raises(http2.Unreachable, match="after GOAWAY with HTTP/2 error code 2"):
+        http2.request(server(script), REQUEST, b"x", timeout=5)
+
+
 def test_reset_stream(server: Callable[[Script], str]) -> None:
     def script(conn: socket.socket, _: list[Frame]) -> None:
         conn.sendall(frame(http2.RST_STREAM, 0, 1, struct.pack(">I", 7)))
@@ -233,3 +242,23 @@ def test_protocol_violations(server: Callable[[Script], str], frames: bytes, pro
 
     with pytest.raises(http2.ProtocolError, match=problem):
         http2.request(server(script), REQUEST, b"x", timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("headers", "cni_code"),
+    [
+        ([(":status", "503")], 11),  # no grpc-status: gRPC's HTTP mapping, UNAVAILABLE
+        ([(":status", "404")], 999),  # UNIMPLEMENTED
+        ([(":status", "500"), ("grpc-status", "5")], 3),  # grpc-status decides: NOT_FOUND
+        ([(":status", "200")], 999),  # no grpc-status at all: UNKNOWN
+    ],
+)
+def test_the_client_reads_a_trailers_only_answer(
+    server: Callable[[Script], str], headers: list[tuple[str, str]], cni_code: int
+) -> None:
+    def script(conn: socket.socket, _: list[Frame]) -> None:
+        conn.sendall(headers_frame(headers, http2.END_STREAM))
+
+    with pytest.raises(DaemonError) as failed:
+        DaemonClient(server(script), timeout=5).status()
+    assert failed.value.cni_code == cni_code
