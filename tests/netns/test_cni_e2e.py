@@ -147,3 +147,38 @@ def test_a_daemon_that_is_down_means_try_again_later(
         cni.status()
     assert status.value.code == 50
     assert pod.links() == ["lo"]
+
+
+def test_an_exhausted_subnet_is_try_again_later_and_recovers(
+    fabric: testbed.Fabric, plugin_dir: Path, tmp_path: Path
+) -> None:
+    """Embedded store, a /29: ADD until no address is left. The next ADD answers 11 with the
+    reason and leaves nothing behind; once a pod is deleted, the same ADD succeeds."""
+    node = fabric.nodes[0]
+    store = daemon_harness.embedded_store(tmp_path / "small.db", "198.19.91.0/29")
+    socket = tmp_path / "run" / "daemon.sock"
+    daemon_harness.start_daemon(node, socket, "--node-name", "node1", "--store", str(store),
+                                "--network", daemon_harness.POD_NETWORK)  # fmt: skip
+    cni = CniRuntime(
+        conflist(socket, "1.1.0", False), [str(plugin_dir)], tmp_path / "cache", node.name
+    )
+    attached: list[Attachment] = []
+    refused: CniPluginError | None = None
+    for _ in range(9):  # a /29 has at most 6 host addresses
+        pod = fabric.add_pod()
+        attachment = pod_attachment(pod)
+        try:
+            cni.add(attachment)
+        except CniPluginError as exc:
+            refused = exc
+            break
+        attached.append(attachment)
+    assert refused is not None and attached, "the /29 never ran out"
+    assert refused.code == 11 and "no address" in refused.msg, refused
+    assert pod.links() == ["lo"]
+    links = node.links()
+    assert host_ifname(attachment.container_id, "eth0") not in links
+    assert len([name for name in links if name.startswith("hyb")]) == len(attached)
+    cni.delete(attached[0])
+    cni.add(attachment)  # the freed address goes to the pod that was refused
+    assert host_ifname(attachment.container_id, "eth0") in node.links()
