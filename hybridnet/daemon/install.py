@@ -20,11 +20,23 @@ CONFLIST_NAME = "00-hybridnet.conflist"
 PLUGIN_NAME = "hybridnet"
 
 
+CONF_VERSION = "1.0.0"
+CONF_VERSIONS = ["1.0.0", "1.1.0"]
+
+
 def conflist(socket_path: Path, mtu: int | None = None) -> dict[str, object]:
+    """The network configuration. ``cniVersion`` is 1.0.0 because runtimes built on libcni
+    before 1.2 (podman 4, containerd 1.7) refuse 1.1.0 results; ``cniVersions`` (CNI 1.1) lets
+    newer ones choose 1.1.0, and with it STATUS and GC."""
     plugin: dict[str, object] = {"type": PLUGIN_NAME, "socket": str(socket_path)}
     if mtu:
         plugin["mtu"] = mtu
-    return {"cniVersion": "1.1.0", "name": "hybridnet", "plugins": [plugin]}
+    return {
+        "cniVersion": CONF_VERSION,
+        "cniVersions": CONF_VERSIONS,
+        "name": "hybridnet",
+        "plugins": [plugin],
+    }
 
 
 def _atomic_write(path: Path, data: bytes, mode: int) -> None:

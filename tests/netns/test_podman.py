@@ -1,5 +1,8 @@
 """podman 4 as a second real CNI runtime: its CNI backend calls the installed plugin through
 libcni, with ``K8S_POD_NAME=<container name>`` and no namespace (so the pod is ``default/<name>``).
+The plugin and conflist are the ones ``hybridnet-daemon install`` writes: podman 4.3's libcni
+(1.1) refuses 1.1.0 results, which is why the installed conflist says 1.0.0 and offers 1.1.0
+only in ``cniVersions``.
 
 Everything podman keeps (configuration, image store, run state) lives in the test's directory;
 the image is a busybox-static root file system imported with ``podman import``. The daemon
@@ -8,10 +11,10 @@ serves from a node namespace on the embedded store, so the pods' host ends live 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +27,6 @@ from hybridnet.api.resources import IPInstance
 from hybridnet.daemon.attachment import host_ifname
 from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
 from hybridnet.store.sqlite import SQLiteStore
-from tests import daemon_harness
 from tests.netns import testbed
 
 IMAGE = "localhost/hybridnet-test:latest"
@@ -83,12 +85,23 @@ def podman(
     daemon: tuple[testbed.Node, pb_grpc.DaemonStub, Path], tmp_path: Path
 ) -> Iterator[Podman]:
     _, _, socket = daemon
-    plugin_dir = daemon_harness.plugin_dir(tmp_path / "cni-bin")
+    plugin_dir = tmp_path / "cni-bin"
     runroot = Path(tempfile.mkdtemp(prefix="hnpm-"))
     runtime = Podman(tmp_path / "podman", runroot, plugin_dir)
-    conflist = {"cniVersion": "1.0.0", "name": "hybridnet",
-                "plugins": [{"type": "hybridnet", "socket": str(socket)}]}  # fmt: skip
-    (runtime.home / "net.d" / "hybridnet.conflist").write_text(json.dumps(conflist))
+    # The plugin and the conflist exactly as `hybridnet-daemon install` writes them on a node.
+    install = [
+        sys.executable,
+        "-m",
+        "hybridnet.daemon.main",
+        "--socket",
+        str(socket),
+        "install",
+        "--cni-bin-dir",
+        str(plugin_dir),
+        "--cni-conf-dir",
+        str(runtime.home / "net.d"),
+    ]
+    subprocess.run(install, check=True, capture_output=True)
     runtime.import_busybox()
     try:
         yield runtime

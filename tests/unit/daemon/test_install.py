@@ -23,7 +23,8 @@ def test_install_writes_plugin_and_conflist(tmp_path: Path) -> None:
     assert stat.S_IMODE(plugin.stat().st_mode) == 0o755
     assert config == conf_dir / "00-hybridnet.conflist"
     document = json.loads(config.read_text())
-    assert document["cniVersion"] == "1.1.0" and document["name"] == "hybridnet"
+    assert document["cniVersion"] == "1.0.0" and document["name"] == "hybridnet"
+    assert document["cniVersions"] == ["1.0.0", "1.1.0"]  # newer runtimes may pick 1.1.0
     assert document["plugins"] == [{"type": "hybridnet", "socket": "/run/h/d.sock", "mtu": 1450}]
     # Idempotent, and no temporary files are left behind.
     install.install(python, bin_dir, conf_dir, Path("/run/h/d.sock"), mtu=1450)
