@@ -23,6 +23,10 @@ from hybridnet.store.sqlite import SQLiteStore
 DEFAULT_SOCKET = Path("/run/hybridnet/daemon.sock")
 
 
+MIN_MTU, MAX_MTU = 68, 65535
+"""What the plugin's configuration accepts (hybridnet.cni.config) and the kernel allows."""
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="hybridnet-daemon", description=__doc__.splitlines()[0])
     parser.add_argument("--socket", type=Path, default=DEFAULT_SOCKET)
@@ -61,7 +65,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             help="host:port for /metrics (CNI latency by command and result)",
         )
     args = parser.parse_args(argv)
+    mtu_flag, mtu = (
+        ("--mtu", args.mtu) if args.command == "install" else ("--mtu-default", args.mtu_default)
+    )
+    if mtu is not None and not MIN_MTU <= mtu <= MAX_MTU:
+        parser.error(f"{mtu_flag} {mtu}: an MTU from {MIN_MTU} to {MAX_MTU}")
     if args.command != "install":
+        if not args.allocation_timeout > 0:
+            parser.error(f"--allocation-timeout {args.allocation_timeout}: must be above 0 seconds")
         if args.metrics_address:
             try:
                 parse_address(args.metrics_address)
