@@ -546,6 +546,10 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
 
+    def server_bind(self) -> None:
+        dual_stack(self.socket)
+        super().server_bind()
+
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _HTTPServer
@@ -633,7 +637,21 @@ class MetricsServer:
         self.stop()
 
 
-ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - what ":9899" means: every address of the pod/node
+def all_interfaces() -> str:
+    """What an empty host (``:9899``) means: every address of the pod or node, IPv6 and IPv4
+    alike (``::`` accepts both), or every IPv4 address where the kernel has no IPv6."""
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close()
+    except OSError:
+        return "0.0.0.0"  # noqa: S104
+    return "::"
+
+
+def dual_stack(server_socket: socket.socket) -> None:
+    """A socket bound to ``::`` takes IPv4 connections too, whatever net.ipv6.bindv6only says
+    (probes of a host-network pod come from the node's first address family)."""
+    if server_socket.family == socket.AF_INET6:
+        server_socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -647,7 +665,7 @@ def parse_address(text: str) -> tuple[str, int]:
         or any(c.isspace() for c in host)
     ):
         raise ValueError(f"{text!r} is not host:port")
-    return host.strip("[]") or ALL_INTERFACES, int(port)
+    return host.strip("[]") or all_interfaces(), int(port)
 
 
 def serve_metrics(registry: Registry, address: str) -> MetricsServer | None:

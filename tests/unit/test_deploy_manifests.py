@@ -175,7 +175,7 @@ def test_the_deployment_runs_two_leader_elected_replicas() -> None:
     assert deployment["spec"]["replicas"] == 2
     args = manager_container()["args"]
     assert "--no-leader-elect" not in args
-    assert flag(args, "--metrics-address") == "0.0.0.0:9899"
+    assert flag(args, "--metrics-address") == ":9899"
     assert manager_container()["command"] == ["hybridnet-manager"]
     # The flags are the manager's own: its parser accepts them (the API server expands
     # $(POD_NAME) from the env entry before the process sees it).

@@ -759,8 +759,22 @@ def test_parse_address_reads_host_port_flags() -> None:
     from hybridnet.metrics import parse_address  # noqa: PLC0415
 
     assert parse_address("127.0.0.1:9899") == ("127.0.0.1", 9899)
-    assert parse_address(":9899") == ("0.0.0.0", 9899)  # noqa: S104
+    assert parse_address(":9899") == ("::", 9899)  # this kernel has IPv6
     assert parse_address("[::1]:80") == ("::1", 80)
     for bad in ("nope", "host:", "host:99999", "a b:1"):
         with pytest.raises(ValueError, match="is not host:port"):
             parse_address(bad)
+
+
+def test_an_empty_host_serves_ipv6_and_ipv4() -> None:
+    """Probes of a host-network pod come from the node's first address family, which may be
+    IPv6: ``:port`` must answer on both."""
+    from hybridnet.metrics import parse_address  # noqa: PLC0415
+
+    with MetricsServer(Registry(), *parse_address(":0")) as server:
+        for host in ("127.0.0.1", "::1"):
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.create_connection((host, server.port), timeout=5) as conn:
+                assert conn.family == family
+                conn.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+                assert conn.recv(100).startswith(b"HTTP/1.0 200")

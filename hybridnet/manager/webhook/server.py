@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from hybridnet.logs import fields
+from hybridnet.metrics import dual_stack
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
         self.max_body_bytes = max_body_bytes
         self.request_timeout = request_timeout
         super().__init__(address, _RequestHandler)
+
+    def server_bind(self) -> None:
+        dual_stack(self.socket)
+        super().server_bind()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Failed handshakes, resets and timeouts (probes, scanners): one line, no traceback;
