@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hybridnet import logs
-from hybridnet.daemon import bundle
+from hybridnet.daemon import bundle, probe
 from hybridnet.daemon import install as installer
 from hybridnet.daemon.server import serve
 from hybridnet.daemon.service import DaemonConfig, DaemonService
@@ -44,6 +44,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=bundle.default_interpreter(),
         help="the interpreter the plugin runs under on the node (default: this one, %(default)s)",
     )
+    check = commands.add_parser(
+        "probe", help="exit 0 if the daemon on --socket serves (for Kubernetes exec probes)"
+    )
+    check.add_argument("--ready", action="store_true", help="also require a reachable store")
+    check.add_argument("--timeout", type=float, default=3.0)
     for sub in (parser, run):
         sub.add_argument("--node-name")
         where = sub.add_mutually_exclusive_group()
@@ -70,7 +75,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     if mtu is not None and not MIN_MTU <= mtu <= MAX_MTU:
         parser.error(f"{mtu_flag} {mtu}: an MTU from {MIN_MTU} to {MAX_MTU}")
-    if args.command != "install":
+    if args.command in (None, "serve"):
         if not args.allocation_timeout > 0:
             parser.error(f"--allocation-timeout {args.allocation_timeout}: must be above 0 seconds")
         if args.metrics_address:
@@ -94,6 +99,12 @@ def open_store(args: argparse.Namespace) -> Store:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logs.setup(args.log_level)
+    if args.command == "probe":
+        why = probe.problem(args.socket, args.timeout, args.ready)
+        if why is not None:
+            print(f"hybridnet-daemon probe: {why}", file=sys.stderr)
+            return 1
+        return 0
     if args.command == "install":
         try:
             plugin, conf_path = installer.install(

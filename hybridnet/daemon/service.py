@@ -43,6 +43,8 @@ CNI_INVALID_ENV = 4
 CNI_INVALID_CONFIG = 7
 CNI_TRY_AGAIN_LATER = 11
 CNI_INTERNAL = 999
+SANDBOX_WRITE_ATTEMPTS = 5
+"""Writes of an IPInstance's status that may meet a newer version (the manager writes it too)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,7 +185,7 @@ class DaemonService(pb_grpc.DaemonServicer):
         """Write the sandbox into each IPInstance's status (the daemon's part of it)."""
         for stored in instances:
             current = stored
-            for _ in range(5):
+            for attempt in range(SANDBOX_WRITE_ATTEMPTS):
                 current.status.sandbox_id = attach.container_id
                 current.status.node_name = self.config.node_name
                 current.status.pod_name = attach.pod_name
@@ -193,6 +195,8 @@ class DaemonService(pb_grpc.DaemonServicer):
                     self.store.update_status(current)
                     break
                 except Conflict:
+                    if attempt == SANDBOX_WRITE_ATTEMPTS - 1:
+                        raise  # ADD fails ("try again later") and rolls back
                     current = self.store.get(IPInstance, stored.name, self.config.ipam_namespace)
 
     # ----------------------------------------------------------------- CNI commands
@@ -213,6 +217,8 @@ class DaemonService(pb_grpc.DaemonServicer):
             _abort(context, CNI_TRY_AGAIN_LATER, str(exc))
         except Unavailable as exc:
             _abort(context, CNI_TRY_AGAIN_LATER, f"store unavailable: {exc}")
+        except Conflict as exc:
+            _abort(context, CNI_TRY_AGAIN_LATER, f"IPInstance kept changing: {exc}")
         except ns.NetnsGone as exc:
             _abort(context, CNI_INVALID_ENV, f"CNI_NETNS: {exc}")
         except IPAMError as exc:

@@ -160,6 +160,11 @@ ALLOWED = [
 REFUSED = [
     ("create", IPINSTANCES, "-n", "{namespace}"),
     ("update", IPINSTANCES, "-n", "{namespace}"),
+    ("patch", IPINSTANCES, "-n", "{namespace}"),
+    ("patch", IPINSTANCES, "--subresource=status", "-n", "{namespace}"),
+    ("update", IPINSTANCES, "--subresource=status", "-n", "default"),
+    ("create", "pods", "-n", "{namespace}"),  # the IPAM namespace is kube-system in production
+    ("patch", "pods", "-n", "{pods}"),
     ("delete", IPINSTANCES, "-n", "{namespace}"),
     ("list", IPINSTANCES, "-n", "default"),
     ("list", "pods", "-n", "{pods}"),

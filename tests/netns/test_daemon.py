@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -158,3 +160,22 @@ def test_kill_9_of_the_daemon_during_a_burst_leaks_nothing(
         if not outcomes[pod.name]:
             assert pod.links() == ["lo"]
     assert restarted.poll() is None
+
+
+def test_probe_answers_for_the_running_daemon_and_not_for_a_missing_one(
+    daemon: tuple[testbed.Node, pb_grpc.DaemonStub, Path], tmp_path: Path
+) -> None:
+    """``hybridnet-daemon probe`` (the DaemonSet's exec probes) against the real daemon."""
+    _, _, socket = daemon
+
+    def probe(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "hybridnet.daemon.main", "--socket", str(path), "probe"]
+        return subprocess.run([*argv, *extra], capture_output=True, text=True, check=False)
+
+    assert probe(socket).returncode == 0
+    assert probe(socket, "--ready").returncode == 0
+    for extra in ((), ("--ready",)):
+        missing = probe(tmp_path / "none.sock", *extra)
+        assert missing.returncode == 1 and "Traceback" not in missing.stderr
+        assert missing.stderr.startswith("hybridnet-daemon probe:")
+        assert missing.stderr.count("\n") == 1

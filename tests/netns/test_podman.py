@@ -4,9 +4,13 @@ The plugin and conflist are the ones ``hybridnet-daemon install`` writes: podman
 (1.1) refuses 1.1.0 results, which is why the installed conflist says 1.0.0 and offers 1.1.0
 only in ``cniVersions``.
 
-Everything podman keeps (configuration, image store, run state) lives in the test's directory;
-the image is a busybox-static root file system imported with ``podman import``. The daemon
-serves from a node namespace on the embedded store, so the pods' host ends live there too.
+podman's configuration, image store and run state live in the test's directories; the image is
+a busybox-static root file system imported with ``podman import``. podman still uses three
+places of the host's own, as it does for any user: a container's network namespace is a mount
+in /run/netns while it runs, libcni caches results in /var/lib/cni/results, and podman keeps a
+blob-info cache in /var/lib/containers/cache. The test checks that the first two hold after it
+what they held before. The daemon serves from a node namespace on the embedded store, so the
+pods' host ends live there too.
 """
 
 from __future__ import annotations
@@ -86,28 +90,34 @@ def podman(
 ) -> Iterator[Podman]:
     _, _, socket = daemon
     plugin_dir = tmp_path / "cni-bin"
+    shared_before = host_state()
     runroot = Path(tempfile.mkdtemp(prefix="hnpm-"))
-    runtime = Podman(tmp_path / "podman", runroot, plugin_dir)
-    # The plugin and the conflist exactly as `hybridnet-daemon install` writes them on a node.
-    install = [
-        sys.executable,
-        "-m",
-        "hybridnet.daemon.main",
-        "--socket",
-        str(socket),
-        "install",
-        "--cni-bin-dir",
-        str(plugin_dir),
-        "--cni-conf-dir",
-        str(runtime.home / "net.d"),
-    ]
-    subprocess.run(install, check=True, capture_output=True)
-    runtime.import_busybox()
+    runtime: Podman | None = None
     try:
+        runtime = Podman(tmp_path / "podman", runroot, plugin_dir)
+        # The plugin and the conflist exactly as `hybridnet-daemon install` writes them.
+        install = [sys.executable, "-m", "hybridnet.daemon.main", "--socket", str(socket),
+                   "install", "--cni-bin-dir", str(plugin_dir),
+                   "--cni-conf-dir", str(runtime.home / "net.d")]  # fmt: skip
+        subprocess.run(install, check=True, capture_output=True)
+        runtime.import_busybox()
         yield runtime
+        runtime("rm", "--all", "--force", "--time", "0")
+        assert host_state() == shared_before, "podman left something in /run/netns or the cache"
     finally:
-        runtime("rm", "--all", "--force", "--time", "0", check=False)
+        if runtime is not None:  # after a failure: remove what is left, quietly
+            runtime("rm", "--all", "--force", "--time", "0", check=False)
         shutil.rmtree(runroot, ignore_errors=True)
+
+
+def host_state() -> tuple[list[str], list[str]]:
+    """What podman shares with the host: network namespace mounts and libcni's result cache."""
+
+    def names(directory: str) -> list[str]:
+        path = Path(directory)
+        return sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+
+    return names("/run/netns"), names("/var/lib/cni/results")
 
 
 def instances(store_path: Path) -> list[IPInstance]:
@@ -123,7 +133,7 @@ def test_podman_runs_pods_that_reach_each_other(
 ) -> None:
     node = daemon[0]
     root_before = testbed.root_links()
-    podman("run", "--detach", "--name", "web", "--network", "hybridnet", IMAGE, "sleep", "300")
+    podman("run", "--detach", "--name", "web", "--network", "hybridnet", IMAGE, "sleep", "120")
     shown = podman("exec", "web", "ip", "-o", "-4", "addr", "show", "eth0").stdout
     address = shown.split(" inet ")[1].split()[0]
     assert address.startswith("198.19.50.") and address.endswith("/24")

@@ -46,14 +46,16 @@ def grants(docs: list[Doc], kind: str, group: str, resource: str) -> set[str]:
     return verbs
 
 
-def granted_resources(docs: list[Doc]) -> set[tuple[str, str]]:
-    return {
-        (group, resource)
-        for kind in ROLE_KINDS
-        for rule in rules(docs, kind)
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-    }
+def granted(docs: list[Doc]) -> dict[tuple[str, str, str], set[str]]:
+    """Everything the roles grant: (Role or ClusterRole, group, resource) -> verbs, so that a
+    right in the wrong scope shows as clearly as a missing or an extra one."""
+    found: dict[tuple[str, str, str], set[str]] = {}
+    for kind in ROLE_KINDS:
+        for rule in rules(docs, kind):
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    found.setdefault((kind, group, resource), set()).update(rule["verbs"])
+    return found
 
 
 def flag(args: list[str], name: str) -> str:

@@ -6,9 +6,6 @@ runs the daemon under it.
 
 from __future__ import annotations
 
-import pytest
-
-from hybridnet.daemon import install
 from hybridnet.daemon import main as daemon_main
 from tests.unit import deploy_docs
 from tests.unit.deploy_docs import (
@@ -18,7 +15,7 @@ from tests.unit.deploy_docs import (
     assert_no_wildcards,
     assert_one_service_account,
     flag,
-    granted_resources,
+    granted,
     load,
 )
 
@@ -53,32 +50,16 @@ def test_rbac_is_explicit_commented_and_bound_to_one_account() -> None:
     assert_one_service_account(documents(), "hybridnet-daemon", "kube-system", "DaemonSet")
 
 
-@pytest.mark.parametrize(
-    ("kind", "group", "resource", "verbs"),
-    [
-        ("ClusterRole", "", "pods", {"get"}),
-        ("ClusterRole", "", "namespaces", {"get"}),
-        ("ClusterRole", GROUP, "networks", {"list"}),
-        ("Role", GROUP, "ipinstances", {"get", "list", "watch"}),
-        ("Role", GROUP, "ipinstances/status", {"update"}),
-    ],
-)
-def test_rights_are_exactly_what_the_code_does(
-    kind: str, group: str, resource: str, verbs: set[str]
-) -> None:
-    assert deploy_docs.grants(documents(), kind, group, resource) == verbs
-
-
-def test_nothing_else_is_granted() -> None:
-    assert granted_resources(documents()) == {
-        ("", "pods"),
-        ("", "namespaces"),
-        (GROUP, "networks"),
-        (GROUP, "ipinstances"),
-        (GROUP, "ipinstances/status"),
+def test_rights_are_exactly_what_the_code_does_in_the_right_scope() -> None:
+    """Read by name only (pods, namespaces), list Networks for STATUS; in the IPAM namespace
+    only, read IPInstances and write their status. The manager owns everything else."""
+    assert granted(documents()) == {
+        ("ClusterRole", "", "pods"): {"get"},
+        ("ClusterRole", "", "namespaces"): {"get"},
+        ("ClusterRole", GROUP, "networks"): {"list"},
+        ("Role", GROUP, "ipinstances"): {"get", "list", "watch"},
+        ("Role", GROUP, "ipinstances/status"): {"update"},
     }
-    # The manager owns IPInstances: the daemon never creates, changes or deletes one.
-    assert deploy_docs.grants(documents(), "ClusterRole", GROUP, "ipinstances") == set()
 
 
 def test_the_daemon_container_arguments_parse_and_match_the_role() -> None:
@@ -92,8 +73,12 @@ def test_the_daemon_container_arguments_parse_and_match_the_role() -> None:
     role = deploy_docs.one(documents(), "Role")
     assert parsed.ipam_namespace == role["metadata"]["namespace"]
     port = int(flag(daemon["args"], "--metrics-address").rpartition(":")[2])
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert daemon[probe]["httpGet"] == {"path": "/healthz", "port": port}
+    assert [p["containerPort"] for p in daemon["ports"]] == [port]
+    for probe, ready in (("livenessProbe", False), ("readinessProbe", True)):
+        command = daemon[probe]["exec"]["command"]
+        assert command[0] == "hybridnet-daemon"
+        checked = daemon_main.parse_args(command[1:])
+        assert (checked.command, checked.ready, checked.socket) == ("probe", ready, parsed.socket)
     assert set(daemon["resources"]["requests"]) == {"cpu", "memory"}
 
 
@@ -117,12 +102,12 @@ def test_the_install_step_writes_where_the_runtime_looks() -> None:
     assert (
         host_paths["run-hybridnet"] == daemon_mounts["run-hybridnet"] == str(parsed.socket.parent)
     )
-    assert install.PLUGIN_NAME == "hybridnet"
 
 
 def test_only_the_daemon_is_privileged() -> None:
     spec = pod_spec()
     assert spec["hostNetwork"] is True and not spec.get("hostPID") and not spec.get("hostIPC")
+    assert spec["nodeSelector"] == {"kubernetes.io/os": "linux"}
     assert container("containers", "daemon")["securityContext"]["privileged"] is True
     install_context = container("initContainers", "install-cni")["securityContext"]
     assert install_context.get("privileged", False) is False

@@ -19,7 +19,7 @@ from tests.unit.deploy_docs import (
     assert_no_wildcards,
     assert_one_service_account,
     flag,
-    granted_resources,
+    granted,
     load,
 )
 
@@ -147,20 +147,22 @@ def test_cluster_wide_rights_are_exactly_what_the_code_does(
     assert grants("ClusterRole", group, resource) == verbs
 
 
-def test_nothing_else_is_granted() -> None:
-    assert granted_resources(documents()) == {
-        ("", "pods"),
-        ("", "nodes"),
-        ("", "namespaces"),
-        ("", "events"),
-        ("networking.alibaba.com", "networks"),
-        ("networking.alibaba.com", "subnets"),
-        ("networking.alibaba.com", "networks/status"),
-        ("networking.alibaba.com", "subnets/status"),
-        ("networking.alibaba.com", "ipinstances"),
-        ("coordination.k8s.io", "leases"),
-        ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
-        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
+def test_nothing_else_is_granted_and_each_right_is_in_its_scope() -> None:
+    admission = "admissionregistration.k8s.io"
+    group = "networking.alibaba.com"
+    assert granted(documents()) == {
+        ("ClusterRole", "", "events"): {"create"},
+        ("ClusterRole", "", "namespaces"): {"get", "list", "watch"},
+        ("ClusterRole", "", "nodes"): {"list", "watch", "update"},
+        ("ClusterRole", "", "pods"): {"list", "watch"},
+        ("ClusterRole", admission, "mutatingwebhookconfigurations"): {"create", "get", "update"},
+        ("ClusterRole", admission, "validatingwebhookconfigurations"): {"create", "get", "update"},
+        ("ClusterRole", group, "networks"): {"list", "watch"},
+        ("ClusterRole", group, "networks/status"): {"update"},
+        ("ClusterRole", group, "subnets"): {"list", "watch"},
+        ("ClusterRole", group, "subnets/status"): {"update"},
+        ("Role", "coordination.k8s.io", "leases"): {"create", "get", "update"},
+        ("Role", group, "ipinstances"): {"create", "delete", "get", "list", "update", "watch"},
     }
     never = {"delete", "deletecollection", "patch", "escalate", "bind", "impersonate"}
     for rule in rules("ClusterRole"):
