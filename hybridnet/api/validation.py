@@ -170,11 +170,6 @@ def subnet_errors(subnet: Subnet) -> list[FieldError]:
     return errors
 
 
-def subnet_network(subnet: Subnet) -> IPNetwork:
-    """The subnet's CIDR as a network object (call after validation)."""
-    return ipaddress.ip_network(subnet.spec.range.cidr)
-
-
 # --------------------------------------------------------------------------- Network
 
 

@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 Handler = Callable[..., Any]
 
 CNI_INVALID_ENV = 4
-CNI_INVALID_CONFIG = 7
 CNI_TRY_AGAIN_LATER = 11
 CNI_INTERNAL = 999
 SANDBOX_WRITE_ATTEMPTS = 5

@@ -182,10 +182,6 @@ class Allocator:
         with self._lock:
             return list(self._by_owner)
 
-    def has_network(self, network: str) -> bool:
-        with self._lock:
-            return network in self._networks and self._networks[network].known
-
     # ----------------------------------------------------------------- allocation
 
     def allocate(self, request: Request) -> list[Allocation]:

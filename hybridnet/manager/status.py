@@ -46,7 +46,6 @@ class StatusWriter:
         self.on_counts = on_counts
         self.allocator = allocator
         self.interval = interval
-        self._written: dict[tuple[str, str], object] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
