@@ -133,7 +133,10 @@ def test_podman_runs_pods_that_reach_each_other(
 ) -> None:
     node = daemon[0]
     root_before = testbed.root_links()
-    podman("run", "--detach", "--name", "web", "--network", "hybridnet", IMAGE, "sleep", "120")
+    # --rm: should the test run be killed, the container removes itself (netns and all) on exit.
+    podman(
+        "run", "--rm", "--detach", "--name", "web", "--network", "hybridnet", IMAGE, "sleep", "120"
+    )
     shown = podman("exec", "web", "ip", "-o", "-4", "addr", "show", "eth0").stdout
     address = shown.split(" inet ")[1].split()[0]
     assert address.startswith("198.19.50.") and address.endswith("/24")
