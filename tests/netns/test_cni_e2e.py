@@ -182,3 +182,38 @@ def test_an_exhausted_subnet_is_try_again_later_and_recovers(
     cni.delete(attached[0])
     cni.add(attachment)  # the freed address goes to the pod that was refused
     assert host_ifname(attachment.container_id, "eth0") in node.links()
+
+
+@pytest.mark.parametrize(
+    ("daemon", "expected"),
+    [("IPv4", {4}), ("IPv6", {6}), ("DualStack", {4, 6})],
+    indirect=["daemon"],
+)
+def test_pods_of_each_family_reach_each_other_and_the_node(
+    fabric: testbed.Fabric,
+    daemon: tuple[testbed.Node, pb_grpc.DaemonStub, Path],
+    plugin_dir: Path,
+    tmp_path: Path,
+    expected: set[int],
+) -> None:
+    """Through the real plugin: the daemon hands out the family it is set to (embedded store),
+    and the pods reach each other and the node over every family they have."""
+    node = daemon[0]
+    node.sysctl("net.ipv6.conf.all.forwarding", "1")
+    cni = runtime(daemon, plugin_dir, tmp_path, "1.1.0")
+    a, b = fabric.add_pod("fa"), fabric.add_pod("fb")
+    addresses = {}
+    for pod in (a, b):
+        result = cni.add(pod_attachment(pod))
+        addresses[pod.name] = [ip["address"].split("/")[0] for ip in result["ips"]]
+    families = {6 if ":" in address else 4 for address in addresses[a.name]}
+    assert families == expected and len(addresses[a.name]) == len(expected)
+    for target in addresses[b.name]:
+        assert testbed.ping(a, target), target
+    if 4 in families:
+        assert testbed.ping(a, node.ipv4)
+    if 6 in families:
+        assert testbed.ping(a, node.ipv6)
+    for pod in (a, b):
+        cni.delete(pod_attachment(pod))
+        assert pod.links() == ["lo"]
