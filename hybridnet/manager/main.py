@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from hybridnet.manager.webhook.registration import register
 from hybridnet.manager.webhook.review import ReviewHandler
 from hybridnet.manager.webhook.server import WebhookServer
 from hybridnet.manager.webhook.view import StoreView
-from hybridnet.metrics import Gauge, Registry, parse_address, serve_metrics
+from hybridnet.metrics import Gauge, MetricsServer, Registry, parse_address, serve_metrics
 from hybridnet.store.errors import StoreError
 from hybridnet.store.interface import Store
 from hybridnet.store.kube import KubeStore
@@ -40,6 +41,8 @@ from hybridnet.store.sqlite import SQLiteStore
 log = logging.getLogger("hybridnet.manager")
 
 LEASE_NAME = "hybridnet-manager"
+SHUTDOWN_SECONDS = 10.0
+"""How long stopping the controllers may take in all; a Deployment's grace period is 30 s."""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -184,14 +187,26 @@ class Manager:
             self._started = True
         log.info("manager serving", extra=fields(restored_allocations=restored))
 
-    def stop(self) -> None:
-        """Safe at any point, also while start() is still running in another thread."""
-        with self._lock:
-            self._stopped = True
+    def stop(self, timeout: float = SHUTDOWN_SECONDS) -> None:
+        """Safe at any point, also while start() is still running in another thread. Takes at
+        most about ``timeout`` seconds: every thread is a daemon, so one that does not finish in
+        time (a slow API call) ends with the process instead of holding it up."""
+        deadline = time.monotonic() + timeout
+        self._stopped = True  # a start() that has not begun will not begin
+        if not self._lock.acquire(timeout=timeout):
+            log.warning("start-up still running at shutdown; not waiting for it")
+            return
+        try:
             if self._started:
-                self.controller.stop()
-                self.status.stop()
-                self.nodes.stop()
+                self.controller.stop(timeout=_left(deadline))
+                self.status.stop(timeout=_left(deadline))
+                self.nodes.stop(timeout=_left(deadline))
+        finally:
+            self._lock.release()
+
+
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,15 +270,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: done.set())
     done.wait()
+    log.info("stopping")
+    stopping = time.monotonic()
     if elector is not None:
         elector.stop(release=exit_code == 0)
     manager.stop()
+    _stop_serving(webhook, server)
+    store.close()
+    log.info("stopped", extra=fields(seconds=round(time.monotonic() - stopping, 3)))
+    return exit_code
+
+
+def _stop_serving(webhook: WebhookServer | None, metrics: MetricsServer | None) -> None:
     if webhook is not None:
         webhook.stop()
-    if server is not None:
-        server.stop()
-    store.close()
-    return exit_code
+    if metrics is not None:
+        metrics.stop()
 
 
 if __name__ == "__main__":

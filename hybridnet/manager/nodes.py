@@ -82,10 +82,10 @@ class NodeLabeler:
         self._thread = threading.Thread(target=self._run, name="node-labeler", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=timeout)
 
     def _run(self) -> None:
         while True:

@@ -113,7 +113,9 @@ class PodController:
             self._threads.append(thread)
         log.info("pod controller started", extra=fields(workers=self.workers))
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop watching and working, waiting at most about ``timeout`` seconds in all."""
+        deadline = time.monotonic() + timeout
         self.queue.close()
         informers = (
             self.pods,
@@ -128,11 +130,11 @@ class PodController:
         # A watch blocked on a quiet stream ends at its server-side timeout. Wait that long
         # (they were all asked at once, so in parallel) but never more than a few seconds:
         # the threads are daemons and a process on its way out must not hang on them.
-        deadline = time.monotonic() + min(self.watch_timeout + 1, 5)
+        informers_deadline = time.monotonic() + min(self.watch_timeout + 1, 5, timeout)
         for informer in informers:
-            informer.stop(timeout=max(deadline - time.monotonic(), 0))
-        for thread in self._threads:
-            thread.join(timeout=10)
+            informer.stop(timeout=max(informers_deadline - time.monotonic(), 0))
+        for thread in self._threads:  # a worker finishes the item it holds
+            thread.join(timeout=max(deadline - time.monotonic(), 0))
 
     # ----------------------------------------------------------------- events
 

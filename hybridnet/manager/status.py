@@ -54,10 +54,13 @@ class StatusWriter:
         self._thread = threading.Thread(target=self._run, name="status-writer", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop, and write the final counters unless the loop is still busy after ``timeout``."""
         self._stop.set()
         if self._thread:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=timeout)
+            if self._thread.is_alive():
+                return
         self.flush()
 
     def _run(self) -> None:
