@@ -49,19 +49,8 @@ def measure(runs: int, burst: int) -> dict[str, Any]:
         work = Path(tmp)
         node = testbed.create_namespace(bed.name("node1"))
         node.sysctl("net.ipv4.ip_forward", "1")
-        store = daemon_harness.embedded_store(work / "store.db", "198.19.0.0/16")
-        socket = work / "run" / "daemon.sock"
-        daemon = daemon_harness.start_daemon(
-            node,
-            socket,
-            "--node-name",
-            "node1",
-            "--store",
-            str(store),
-            "--network",
-            "pods",
-            "--log-level",
-            "warning",
+        daemon, socket = daemon_harness.start_embedded_daemon(
+            node, work, "198.19.0.0/16", None, "--log-level", "warning"
         )
         plugin_dir = daemon_harness.plugin_dir(work / "bin")
         runtime = _runtime(socket, plugin_dir, work / "cache")

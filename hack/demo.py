@@ -26,24 +26,10 @@ def main() -> int:
             node = fabric.add_node()
             node.sysctl("net.ipv4.ip_forward", "1")
             node.sysctl("net.ipv6.conf.all.forwarding", "1")
-            store = daemon_harness.embedded_store(
-                work / "store.db", "198.19.60.0/24", "2001:db8:60::/64"
-            )
-            socket = work / "run" / "daemon.sock"
-            daemon_harness.start_daemon(
-                node,
-                socket,
-                "--node-name",
-                "node1",
-                "--store",
-                str(store),
-                "--network",
-                "pods",
-                "--ip-family",
-                "DualStack",
-                "--log-level",
-                "warning",
-            )
+            _, socket = daemon_harness.start_embedded_daemon(
+                node, work, "198.19.60.0/24", "2001:db8:60::/64",
+                "--ip-family", "DualStack", "--log-level", "warning",
+            )  # fmt: skip
             print(f"hybridnet-daemon serving on {socket} in {node.name} (embedded store)")
             plugins = daemon_harness.plugin_dir(work / "bin")
             conflist = {

@@ -45,6 +45,21 @@ def start_daemon(node: testbed.Namespace, socket: Path, *args: str) -> testbed.P
     return process
 
 
+def start_embedded_daemon(
+    node: testbed.Namespace,
+    directory: Path,
+    cidr_v4: str,
+    cidr_v6: str | None = None,
+    *args: str,
+) -> tuple[testbed.Process, Path]:
+    """The daemon of node ``node1`` on a fresh embedded store (network ``pods`` with the given
+    subnets) kept in ``directory``; ``args`` are more daemon flags. Returns it and its socket."""
+    store = embedded_store(directory / "store.db", cidr_v4, cidr_v6)
+    socket = directory / "run" / "daemon.sock"
+    argv = ["--node-name", "node1", "--store", str(store), "--network", POD_NETWORK, *args]
+    return start_daemon(node, socket, *argv), socket
+
+
 def plugin_dir(directory: Path) -> Path:
     """A CNI_PATH directory holding ``hybridnet`` exactly as ``hybridnet-daemon install`` writes
     it (the bundled plugin, run by this interpreter outside the virtual environment)."""

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 
 from hybridnet.api import constants as c
 from hybridnet.api.builtin import Node
 from hybridnet.api.resources import Network
 from hybridnet.ipam.allocator import Allocator
 from hybridnet.logs import fields
+from hybridnet.manager.periodic import Periodic
 from hybridnet.store.errors import Conflict, NotFound, StoreError
 from hybridnet.store.interface import Store
 
@@ -73,28 +73,19 @@ class NodeLabeler:
     def __init__(self, store: Store, allocator: Allocator, interval: float = 2.0):
         self.store = store
         self.allocator = allocator
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Periodic("node-labeler", interval, self._tick, tick_at_start=True)
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="node-labeler", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=timeout)
+        self._loop.stop(timeout)
 
-    def _run(self) -> None:
-        while True:
-            try:
-                self.reconcile()
-            except StoreError as exc:
-                log.warning("node labels not updated", extra=fields(error=str(exc)))
-            if self._stop.wait(self.interval):
-                return
+    def _tick(self) -> None:
+        try:
+            self.reconcile()
+        except StoreError as exc:
+            log.warning("node labels not updated", extra=fields(error=str(exc)))
 
     def reconcile(self) -> int:
         """Bring every node's labels of ours to what they should be; returns nodes changed."""

@@ -10,13 +10,13 @@ import contextlib
 import dataclasses
 import ipaddress
 import logging
-import threading
 from collections.abc import Callable
 
 from hybridnet.api.resources import Count, Network, Subnet
 from hybridnet.ipam.allocator import Allocator
 from hybridnet.ipam.errors import NoSuchSubnet
 from hybridnet.logs import fields
+from hybridnet.manager.periodic import Periodic
 from hybridnet.store.errors import Conflict, NotFound, StoreError
 from hybridnet.store.interface import Store
 
@@ -45,30 +45,21 @@ class StatusWriter:
         self.store = store
         self.on_counts = on_counts
         self.allocator = allocator
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Periodic("status-writer", interval, self._tick, tick_at_start=False)
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="status-writer", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop, and write the final counters unless the loop is still busy after ``timeout``."""
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=timeout)
-            if self._thread.is_alive():
-                return
-        self.flush()
+        if self._loop.stop(timeout):
+            self.flush()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.flush()
-            except StoreError as exc:
-                log.warning("status write failed", extra=fields(error=str(exc)))
+    def _tick(self) -> None:
+        try:
+            self.flush()
+        except StoreError as exc:
+            log.warning("status write failed", extra=fields(error=str(exc)))
 
     def flush(self) -> None:
         """Write every subnet's and network's counters that differ from what was written."""

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
-from tests.daemon_harness import POD_NETWORK, embedded_store, start_daemon
+from tests.daemon_harness import start_embedded_daemon
 from tests.netns import testbed
 
 
@@ -19,19 +19,8 @@ def daemon(
 ) -> Iterator[tuple[testbed.Node, pb_grpc.DaemonStub, Path]]:
     node = fabric.nodes[0]
     node.sysctl("net.ipv4.ip_forward", "1")
-    store_path = embedded_store(tmp_path / "store.db", "198.19.50.0/24", "2001:db8:50::/64")
-    socket = tmp_path / "run" / "daemon.sock"
-    start_daemon(
-        node,
-        socket,
-        "--node-name",
-        "node1",
-        "--store",
-        str(store_path),
-        "--network",
-        POD_NETWORK,
-        "--ip-family",
-        request.param,
+    _, socket = start_embedded_daemon(
+        node, tmp_path, "198.19.50.0/24", "2001:db8:50::/64", "--ip-family", request.param
     )
     channel = grpc.insecure_channel(f"unix:{socket}")
     try:

@@ -155,10 +155,7 @@ def test_an_exhausted_subnet_is_try_again_later_and_recovers(
     """Embedded store, a /29: ADD until no address is left. The next ADD answers 11 with the
     reason and leaves nothing behind; once a pod is deleted, the same ADD succeeds."""
     node = fabric.nodes[0]
-    store = daemon_harness.embedded_store(tmp_path / "small.db", "198.19.91.0/29")
-    socket = tmp_path / "run" / "daemon.sock"
-    daemon_harness.start_daemon(node, socket, "--node-name", "node1", "--store", str(store),
-                                "--network", daemon_harness.POD_NETWORK)  # fmt: skip
+    _, socket = daemon_harness.start_embedded_daemon(node, tmp_path, "198.19.91.0/29")
     cni = CniRuntime(
         conflist(socket, "1.1.0", False), [str(plugin_dir)], tmp_path / "cache", node.name
     )
