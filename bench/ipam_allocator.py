@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import write_json
-from hybridnet.ipam.allocator import Allocator, Request, SubnetConfig
-from hybridnet.ipam.pool import RangeSpec
+from hybridnet.ipamcore.allocator import Allocator, Request, SubnetConfig
+from hybridnet.ipamcore.pool import RangeSpec
 
 SUBNETS = {
     "ipv4 /16": ("IPv4", RangeSpec(cidr="198.18.0.0/16", gateway="198.18.0.1")),

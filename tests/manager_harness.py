@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-from hybridnet.allocation import ipinstances
 from hybridnet.api import constants as c
 from hybridnet.api.builtin import Namespace, Node, Pod
 from hybridnet.api.meta import ObjectMeta, OwnerReference
@@ -24,6 +23,7 @@ from hybridnet.api.resources import (
     SubnetConfig,
     SubnetSpec,
 )
+from hybridnet.ipamstore import ipinstances
 from hybridnet.store.errors import AlreadyExists, NotFound
 from hybridnet.store.interface import Store
 

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from hybridnet.allocation import ipinstances
-from hybridnet.allocation.service import IPAMService
 from hybridnet.api import constants as c
 from hybridnet.api.builtin import Event, Node
 from hybridnet.api.resources import IPInstance, Network, Subnet
-from hybridnet.ipam.allocator import Allocation, Allocator
+from hybridnet.ipamcore.allocator import Allocation, Allocator
+from hybridnet.ipamstore import ipinstances
+from hybridnet.ipamstore.service import IPAMService
 from hybridnet.manager.nodes import NodeLabeler
 from hybridnet.manager.pods import PodController
 from hybridnet.manager.status import StatusWriter

@@ -19,14 +19,14 @@ from typing import Any, NoReturn
 
 import grpc
 
-from hybridnet.allocation.service import IPAMService, PodRef
 from hybridnet.api.annotations import AnnotationError, ClusterDefaults, parse_pod_request
 from hybridnet.api.builtin import Namespace, Pod
 from hybridnet.api.resources import IPInstance, Network
 from hybridnet.daemon import attachment
 from hybridnet.daemon.wait import AllocationTimeout, wait_for_instances
-from hybridnet.ipam.allocator import Allocator
-from hybridnet.ipam.errors import IPAMError
+from hybridnet.ipamcore.allocator import Allocator
+from hybridnet.ipamcore.errors import IPAMError
+from hybridnet.ipamstore.service import IPAMService, PodRef
 from hybridnet.logs import fields
 from hybridnet.metrics import Registry
 from hybridnet.netlink import links, ns

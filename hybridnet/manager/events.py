@@ -9,9 +9,9 @@ import logging
 import threading
 import time
 
-from hybridnet.allocation.ipinstances import now
 from hybridnet.api.builtin import Event
 from hybridnet.api.meta import ObjectMeta
+from hybridnet.ipamstore.ipinstances import now
 from hybridnet.logs import fields
 from hybridnet.store.errors import StoreError
 from hybridnet.store.interface import Store

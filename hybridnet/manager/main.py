@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hybridnet import logs
-from hybridnet.allocation.service import IPAMService
 from hybridnet.api import constants as c
 from hybridnet.api.annotations import FAMILIES, ClusterDefaults
-from hybridnet.ipam.allocator import Allocator
+from hybridnet.ipamcore.allocator import Allocator
+from hybridnet.ipamstore.service import IPAMService
 from hybridnet.logs import fields
 from hybridnet.manager.leader import LeaderElector
 from hybridnet.manager.nodes import NodeLabeler

@@ -17,7 +17,7 @@ import logging
 from hybridnet.api import constants as c
 from hybridnet.api.builtin import Node
 from hybridnet.api.resources import Network
-from hybridnet.ipam.allocator import Allocator
+from hybridnet.ipamcore.allocator import Allocator
 from hybridnet.logs import fields
 from hybridnet.manager.periodic import Periodic
 from hybridnet.store.errors import Conflict, NotFound, StoreError

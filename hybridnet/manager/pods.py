@@ -13,8 +13,6 @@ import threading
 import time
 from collections.abc import Callable
 
-from hybridnet.allocation import ipinstances
-from hybridnet.allocation.service import IPAMService, PodRef
 from hybridnet.api import constants as c
 from hybridnet.api.annotations import (
     AnnotationError,
@@ -24,13 +22,15 @@ from hybridnet.api.annotations import (
 )
 from hybridnet.api.builtin import Namespace, Node, Pod
 from hybridnet.api.resources import IPInstance, Network, Subnet
-from hybridnet.ipam.errors import (
+from hybridnet.ipamcore.errors import (
     AddressUnavailable,
     InvalidRequest,
     IPAMError,
     NoSuchNetwork,
     NoSuchSubnet,
 )
+from hybridnet.ipamstore import ipinstances
+from hybridnet.ipamstore.service import IPAMService, PodRef
 from hybridnet.logs import fields
 from hybridnet.manager.events import EventRecorder
 from hybridnet.manager.workqueue import WorkQueue

@@ -13,8 +13,8 @@ import logging
 from collections.abc import Callable
 
 from hybridnet.api.resources import Count, Network, Subnet
-from hybridnet.ipam.allocator import Allocator
-from hybridnet.ipam.errors import NoSuchSubnet
+from hybridnet.ipamcore.allocator import Allocator
+from hybridnet.ipamcore.errors import NoSuchSubnet
 from hybridnet.logs import fields
 from hybridnet.manager.periodic import Periodic
 from hybridnet.store.errors import Conflict, NotFound, StoreError

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from hybridnet.allocation import ipinstances
 from hybridnet.api.builtin import Node, Pod
 from hybridnet.api.resources import IPInstance, Network, Subnet
+from hybridnet.ipamstore import ipinstances
 from hybridnet.store.errors import NotFound
 from hybridnet.store.kube import KubeStore
 from tests import daemon_harness

@@ -13,11 +13,11 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from hybridnet.allocation import ipinstances
 from hybridnet.api import constants as c
 from hybridnet.api.builtin import Lease, Pod
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import IPInstance, Subnet
+from hybridnet.ipamstore import ipinstances
 from hybridnet.store.errors import NotFound
 from hybridnet.store.kube import KubeStore
 from tests.cluster.controlplane import ControlPlane

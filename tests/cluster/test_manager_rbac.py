@@ -41,10 +41,10 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from hybridnet.allocation import ipinstances
 from hybridnet.api import constants as c
 from hybridnet.api.builtin import Lease, Node, Pod
 from hybridnet.api.resources import IPInstance, Network, Subnet
+from hybridnet.ipamstore import ipinstances
 from hybridnet.manager.webhook import registration
 from hybridnet.store.errors import Forbidden, Invalid, NotFound, StoreError
 from hybridnet.store.kube import KubeStore

@@ -12,10 +12,10 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from hybridnet.allocation import ipinstances
 from hybridnet.api.builtin import Pod
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import IPInstance
+from hybridnet.ipamstore import ipinstances
 from hybridnet.store.kube import KubeStore
 from tests.cluster.controlplane import ControlPlane
 from tests.manager_harness import IPAM_NAMESPACE, Harness

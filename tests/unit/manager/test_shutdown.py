@@ -7,8 +7,8 @@ import threading
 import time
 from pathlib import Path
 
-from hybridnet.allocation.service import IPAMService
-from hybridnet.ipam.allocator import Allocator
+from hybridnet.ipamcore.allocator import Allocator
+from hybridnet.ipamstore.service import IPAMService
 from hybridnet.manager.pods import PodController
 from hybridnet.store.sqlite import SQLiteStore
 

@@ -8,15 +8,15 @@ import tracemalloc
 
 import pytest
 
-from hybridnet.ipam.allocator import Allocator, Request, SubnetConfig
-from hybridnet.ipam.errors import (
+from hybridnet.ipamcore.allocator import Allocator, Request, SubnetConfig
+from hybridnet.ipamcore.errors import (
     AddressUnavailable,
     InvalidRequest,
     NoSuchNetwork,
     NoSuchSubnet,
     SubnetExhausted,
 )
-from hybridnet.ipam.pool import RangeSpec
+from hybridnet.ipamcore.pool import RangeSpec
 
 
 def subnet(

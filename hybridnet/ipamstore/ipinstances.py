@@ -28,7 +28,7 @@ from hybridnet.api.resources import (
     ReferredObject,
     StatefulInfo,
 )
-from hybridnet.ipam.allocator import Allocation
+from hybridnet.ipamcore.allocator import Allocation
 
 __all__ = [
     "LABEL_POD_NAMESPACE",

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from hybridnet.ipam.errors import AddressUnavailable, SubnetExhausted
-from hybridnet.ipam.pool import RangeSpec, SubnetPool, default_bounds
+from hybridnet.ipamcore.errors import AddressUnavailable, SubnetExhausted
+from hybridnet.ipamcore.pool import RangeSpec, SubnetPool, default_bounds
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 
-from hybridnet.ipam.errors import AddressUnavailable, SubnetExhausted
+from hybridnet.ipamcore.errors import AddressUnavailable, SubnetExhausted
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -16,14 +16,14 @@ import random
 import threading
 from typing import Literal
 
-from hybridnet.ipam.errors import (
+from hybridnet.ipamcore.errors import (
     AddressUnavailable,
     InvalidRequest,
     NoSuchNetwork,
     NoSuchSubnet,
     SubnetExhausted,
 )
-from hybridnet.ipam.pool import RangeSpec, SubnetPool
+from hybridnet.ipamcore.pool import RangeSpec, SubnetPool
 
 Family = Literal["IPv4", "IPv6", "DualStack"]
 FAMILY_VERSIONS: dict[str, tuple[int, ...]] = {"IPv4": (4,), "IPv6": (6,), "DualStack": (4, 6)}

@@ -15,13 +15,13 @@ import dataclasses
 import logging
 import threading
 
-from hybridnet.allocation import ipinstances
 from hybridnet.api import constants as c
 from hybridnet.api.annotations import PodNetworkRequest
 from hybridnet.api.resources import IPInstance, Network, Subnet
-from hybridnet.ipam.allocator import Allocation, Allocator, Request, SubnetConfig
-from hybridnet.ipam.errors import IPAMError, NoSuchNetwork
-from hybridnet.ipam.pool import RangeSpec
+from hybridnet.ipamcore.allocator import Allocation, Allocator, Request, SubnetConfig
+from hybridnet.ipamcore.errors import IPAMError, NoSuchNetwork
+from hybridnet.ipamcore.pool import RangeSpec
+from hybridnet.ipamstore import ipinstances
 from hybridnet.logs import fields
 from hybridnet.store.errors import AlreadyExists, NotFound
 from hybridnet.store.interface import Store
