@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed-stamp
 # runtime (libcni), and ping/tcpdump for traffic checks.
 DEBIAN_PACKAGES := iproute2 iptables nftables kmod user-mode-linux bird2 \
 	containernetworking-plugins podman runc busybox-static iputils-ping procps tcpdump \
-	python3-venv ca-certificates
+	python3-venv ca-certificates gcc libc6-dev
 
 .PHONY: test demo deps venv controlplane lint typecheck unit netns bench clean-testbed controlplane-up proto \
 	controlplane-down

@@ -6,6 +6,10 @@ of the same node id: it boots ``linux.uml`` with the host filesystem as its root
 ``8021q`` (and ``veth``, ``bridge``) from ``/usr/lib/uml/modules``, runs pytest on that one node
 id inside the guest, and reports the guest's result (pass, fail with output, or skip) as its
 own. The guest shares the host's files (hostfs) but has its own kernel, namespaces and ``/run``.
+
+UML always runs with ``uml_xstate_shim.c`` preloaded (see tests/netns/uml_xstate.py): without
+it, hosts whose XSAVE area outgrows UML's fixed buffer (AMX CPUs) cannot boot it. A guest that
+produces no result is a failure reported with its console and the host's CPU facts.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ import subprocess
 import sys
 import tempfile
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.netns import testbed
+from tests.netns import native, testbed, uml_xstate
 
 MARKER = "requires_8021q"
 GUEST_ENV = "HYBRIDNET_UML_GUEST"
@@ -106,23 +111,30 @@ class UmlItem(pytest.Item):
             raise UmlTestFailure(outcome)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> str:  # type: ignore[override]
-        if isinstance(excinfo.value, UmlTestFailure):
+        # Both say everything there is to say; a traceback into the runner would only hide it.
+        if isinstance(excinfo.value, UmlTestFailure | native.NativeBuildError):
             return str(excinfo.value)
         return str(super().repr_failure(excinfo))
 
 
+@dataclass
 class GuestOutcome:
-    def __init__(self, status: str, message: str, output: str):
-        self.status = status
-        self.message = message
-        self.output = output
+    status: str
+    message: str
+    output: str
+    shim_log: dict[str, str] = field(default_factory=dict)  # what the XSTATE shim did
+    host: uml_xstate.CpuFacts | None = None  # gathered when the guest left no result
 
 
 class UmlTestFailure(Exception):
     def __init__(self, outcome: GuestOutcome):
+        host = ""
+        if outcome.host is not None:
+            shim = uml_xstate.describe_shim_log(outcome.shim_log)
+            host = f"--- host ---\n{outcome.host.describe()}\n{shim}\n"
         super().__init__(
             f"test {outcome.status} inside user-mode-linux: {outcome.message}\n"
-            f"--- guest output ---\n{outcome.output}"
+            f"{host}--- guest output ---\n{outcome.output}"
         )
 
 
@@ -169,9 +181,15 @@ poweroff -f
 
 
 def run_in_guest(target: str) -> GuestOutcome:
-    """Boot user-mode-linux, run one pytest node id in it, and read back its outcome."""
+    """Boot user-mode-linux, run one pytest node id in it, and read back its outcome.
+
+    Raises native.NativeBuildError when the XSTATE shim cannot be compiled.
+    """
+    shim = uml_xstate.shim_library()
     with tempfile.TemporaryDirectory(prefix="hybridnet-uml-") as tmp:
         work = Path(tmp)
+        shim_log = work / "xstate-shim.log"
+        env = uml_xstate.with_shim(dict(os.environ), shim, shim_log)
         init = work / "init.sh"
         init.write_text(_init_script(work, target))
         init.chmod(0o755)
@@ -193,6 +211,8 @@ def run_in_guest(target: str) -> GuestOutcome:
                 stdin=subprocess.DEVNULL,
                 stdout=console_file,
                 stderr=console_file,
+                env=env,
+                cwd=work,  # a panicking UML aborts: any core file goes with the temp dir
                 start_new_session=True,
             )
             try:
@@ -201,7 +221,11 @@ def run_in_guest(target: str) -> GuestOutcome:
                 os.killpg(kernel.pid, 9)
                 kernel.wait()
         output = _read(work / "output.txt") or _read(console)
-        return _outcome(work, output)
+        outcome = _outcome(work, output)
+        outcome.shim_log = uml_xstate.read_shim_log(shim_log)
+        if not (work / "result.xml").exists():
+            outcome.host = uml_xstate.cpu_facts()
+        return outcome
 
 
 def _read(path: Path) -> str:
