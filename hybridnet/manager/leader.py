@@ -20,9 +20,11 @@ package, so a Go and a Python candidate could even share one Lease:
 * :meth:`stop` releases the Lease (holder cleared, like client-go's ``ReleaseOnCancel``) so that
   another candidate takes over at its next attempt instead of waiting for expiry.
 
-Timestamps written to the Lease (``acquireTime``, ``renewTime``) come from ``clock`` (wall time,
-as the API's MicroTime: ``2026-11-25T19:46:02.123456Z``); intervals (expiry, renew deadline) are
-measured with :func:`time.monotonic`, which a wall-clock step cannot move.
+All time comes from a :class:`Clock`: timestamps written to the Lease (``acquireTime``,
+``renewTime``) from its wall time (as the API's MicroTime: ``2026-11-25T19:46:02.123456Z``),
+intervals (expiry, renew deadline) from its monotonic time, which a wall-clock step cannot move,
+and the pause between attempts from its ``wait``. The default is the system's; tests pass a clock
+they move by hand and drive the election one attempt at a time with :meth:`LeaderElector.step`.
 
 Callbacks run on the elector's thread and must return quickly (start long-running work in a
 thread of your own): while a callback runs, the Lease is not renewed. ``on_stopped_leading`` is
@@ -40,7 +42,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from hybridnet.api.builtin import Lease
 from hybridnet.api.meta import ObjectMeta
@@ -57,6 +59,34 @@ attempts (as client-go does), so that candidates started together do not stay in
 RELEASED_LEASE_DURATION_SECONDS = 1
 """``leaseDurationSeconds`` written when releasing, as client-go does: even a candidate that
 looked only at durations would see the released Lease expire at once."""
+
+
+class Clock(Protocol):
+    """The elector's sense of time. Monotonic time judges expiry and the renew deadline; wall
+    time only fills the Lease's timestamps; ``wait`` paces the loop and must return early (True)
+    once ``event`` is set."""
+
+    def monotonic(self) -> float: ...
+
+    def wall(self) -> float: ...
+
+    def wait(self, event: threading.Event, seconds: float) -> bool: ...
+
+
+class SystemClock:
+    """The real clocks: :func:`time.monotonic`, :func:`time.time` and ``Event.wait``."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        return event.wait(seconds)
+
+
+SYSTEM_CLOCK = SystemClock()
 
 
 def format_micro_time(timestamp: float) -> str:
@@ -89,8 +119,9 @@ class LeaderElector:
         enough that each candidate costs the API server only about one request per second
         (a GET and, for the leader, a PUT every 2 s).
 
-    ``clock`` gives the wall time written into ``acquireTime`` and ``renewTime``; it is never
-    used to judge expiry (see the module docstring), so candidates with skewed clocks agree.
+    ``clock`` gives the time (see :class:`Clock`); its wall time is written into
+    ``acquireTime`` and ``renewTime`` and never used to judge expiry (see the module
+    docstring), so candidates with skewed clocks agree.
     """
 
     def __init__(
@@ -103,7 +134,7 @@ class LeaderElector:
         lease_duration: float = 15.0,
         renew_deadline: float = 10.0,
         retry_period: float = 2.0,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
         on_started_leading: Callable[[], None] | None = None,
         on_stopped_leading: Callable[[], None] | None = None,
     ) -> None:
@@ -143,7 +174,8 @@ class LeaderElector:
         self._stop_event: threading.Event | None = None
         self._release_on_stop = True
         self._thread: threading.Thread | None = None
-        # Used only by the thread that runs run():
+        self._runner: threading.Thread | None = None  # the thread inside run()
+        # Used only by the caller of step() (run() or a test driving the election):
         self._observed_record: dict[str, Any] | None = None
         self._observed_time = 0.0  # monotonic time the record was last seen to change
         self._observed_lease: Lease | None = None
@@ -163,7 +195,7 @@ class LeaderElector:
             return self._leading_now()
 
     def wait_for_leadership(self, timeout: float | None = None) -> bool:
-        """Block until this candidate leads (True) or ``timeout`` seconds pass (False)."""
+        """Block until this candidate leads (True) or ``timeout`` real seconds pass (False)."""
         with self._cond:
             return self._cond.wait_for(self._leading_now, timeout)
 
@@ -189,14 +221,17 @@ class LeaderElector:
         as if the process had been killed (kill -9); it still calls ``on_stopped_leading``.
         After :meth:`start`, returns once the thread has finished; when the caller runs
         :meth:`run` in a thread of its own, this only signals it (join that thread to wait).
+        When nothing runs (the election was driven by :meth:`step`), it steps down here.
         """
         with self._cond:
             event = self._stop_event
             thread = self._thread
             if event is not None:
                 self._release_on_stop = release
-        if event is not None:
-            event.set()
+        if event is None:
+            self._finish(release)
+            return
+        event.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
@@ -207,28 +242,43 @@ class LeaderElector:
             if self._running:
                 raise RuntimeError(f"leader elector {self.identity} is already running")
             self._running = True
+            self._runner = threading.current_thread()
             self._stop_event = stop
         try:
             while not stop.is_set():
-                delay = self._lead_once() if self._leading_flag() else self._acquire_once()
-                stop.wait(delay)
+                self._clock.wait(stop, self.step())
         finally:
             with self._cond:
                 release = self._release_on_stop
             try:
-                if self._step_down("stopped") and release:
-                    self._release()
+                self._finish(release)
             finally:
                 with self._cond:
                     self._running = False
+                    self._runner = None
                     self._stop_event = None
                     self._release_on_stop = True
+
+    def step(self) -> float:
+        """One attempt: renew the Lease while leading, otherwise try to acquire it. Returns
+        how many seconds to wait before the next attempt.
+
+        :meth:`run` calls it in a loop; a caller may drive the election itself instead (with
+        a clock it moves, a test decides exactly when each attempt happens), but not while
+        :meth:`run` is running in another thread.
+        """
+        with self._cond:
+            if self._running and self._runner is not threading.current_thread():
+                raise RuntimeError(
+                    f"leader elector {self.identity} runs in its own thread: do not step it"
+                )
+        return self._lead_once() if self._leading_flag() else self._acquire_once()
 
     # ----------------------------------------------------------------- state
 
     def _leading_now(self) -> bool:
         """Call with ``_cond`` held."""
-        return self._leading and time.monotonic() < self._valid_until
+        return self._leading and self._clock.monotonic() < self._valid_until
 
     def _leading_flag(self) -> bool:
         with self._cond:
@@ -268,6 +318,11 @@ class LeaderElector:
         self._call(self._on_stopped_leading, "on_stopped_leading")
         return True
 
+    def _finish(self, release: bool) -> None:
+        """The end of the election: step down and, if asked and it was leading, release."""
+        if self._step_down("stopped") and release:
+            self._release()
+
     def _call(self, callback: Callable[[], None] | None, what: str) -> None:
         if callback is None:
             return
@@ -280,7 +335,7 @@ class LeaderElector:
 
     def _acquire_once(self) -> float:
         """One attempt to take the Lease; returns how long to wait before the next step."""
-        started = time.monotonic()
+        started = self._clock.monotonic()
         try:
             acquired = self._try_acquire()
         except StoreError as exc:
@@ -289,7 +344,7 @@ class LeaderElector:
                 extra=self._log_fields(error=f"{type(exc).__name__}: {exc}"),
             )
             acquired = False
-        if acquired and time.monotonic() < started + self.renew_deadline:
+        if acquired and self._clock.monotonic() < started + self.renew_deadline:
             self._become_leader(started)
             return self.retry_period
         # (Acquired too slowly to act on it: the next attempt re-takes the Lease, still ours.)
@@ -297,7 +352,7 @@ class LeaderElector:
 
     def _lead_once(self) -> float:
         """One renewal while leading; returns how long to wait before the next step."""
-        started = time.monotonic()
+        started = self._clock.monotonic()
         with self._cond:
             valid_until = self._valid_until
         if started >= valid_until:
@@ -311,7 +366,7 @@ class LeaderElector:
                 extra=self._log_fields(error=f"{type(exc).__name__}: {exc}"),
             )
             # Try again, but wake up no later than the deadline to step down on time.
-            return max(0.0, min(self.retry_period, valid_until - time.monotonic()))
+            return max(0.0, min(self.retry_period, valid_until - self._clock.monotonic()))
         if lost is not None:
             self._step_down(lost)
             return 0.0
@@ -331,7 +386,7 @@ class LeaderElector:
         record = lease.body.get("spec") or {}
         if record != self._observed_record:
             self._observed_record = copy.deepcopy(record)
-            self._observed_time = time.monotonic()
+            self._observed_time = self._clock.monotonic()
         self._observed_lease = lease
 
     def _observed_expired(self) -> bool:
@@ -340,11 +395,11 @@ class LeaderElector:
             duration = float(record.get("leaseDurationSeconds") or self.lease_duration)
         except (TypeError, ValueError):
             duration = self.lease_duration
-        return time.monotonic() >= self._observed_time + duration
+        return self._clock.monotonic() >= self._observed_time + duration
 
     def _try_acquire(self) -> bool:
         """Create the Lease, or take it when free, expired or already ours."""
-        now = format_micro_time(self._clock())
+        now = format_micro_time(self._clock.wall())
         try:
             lease = self._store.get(Lease, self.name, self.namespace)
         except NotFound:
@@ -414,7 +469,7 @@ class LeaderElector:
             "spec": {
                 **spec,
                 "leaseDurationSeconds": self._lease_duration_seconds,
-                "renewTime": format_micro_time(self._clock()),
+                "renewTime": format_micro_time(self._clock.wall()),
             },
         }
         self._observe(self._store.update(lease))
@@ -430,7 +485,7 @@ class LeaderElector:
         spec = dict((lease.body.get("spec") or {}) if lease is not None else {})
         if lease is None or spec.get("holderIdentity") != self.identity:
             return
-        now = format_micro_time(self._clock())
+        now = format_micro_time(self._clock.wall())
         lease.body = {
             **lease.body,
             "spec": {

@@ -238,3 +238,8 @@ def test_objects_outside_the_selector_are_not_reviewed(cluster: Cluster, namespa
     outsider.metadata.labels = {}
     created = cluster.create(outsider)
     assert "nodeSelector" not in created.body["spec"]
+    # Admission is synchronous, so the answer to the create is the webhook's last word; and
+    # the same pod with the label is refused now: the webhook was live and would have caught
+    # the outsider had the selector let it through.
+    insider = pod(unique("pod"), namespace, {c.ANNOTATION_IP_FAMILY: "IPv5"})
+    assert "IPv5" in cluster.refused(insider)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from hybridnet.cni import versions
 from hybridnet.daemon.attachment import host_ifname
 from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
 from tests import daemon_harness
@@ -77,8 +78,12 @@ def test_add_check_del_through_the_real_plugin(
     (ip,) = result["ips"]
     assert ip["address"].startswith("198.19.50.") and pod.addresses("eth0") == [ip["address"]]
     assert {i["name"] for i in result["interfaces"]} == {"eth0", host_ifname(pod.name, "eth0")}
-    if version != "0.3.1":
+    if versions.allows(version, "CHECK"):
         cni.check(attachment)
+    else:  # 0.3.1 has no CHECK: the plugin refuses it as an incompatible version
+        with pytest.raises(CniPluginError) as refused:
+            cni.check(attachment)
+        assert refused.value.code == 1
     cni.delete(attachment)
     cni.delete(attachment)  # DEL again: still success
     assert host_ifname(pod.name, "eth0") not in node.links()
@@ -207,10 +212,9 @@ def test_pods_of_each_family_reach_each_other_and_the_node(
     assert families == expected and len(addresses[a.name]) == len(expected)
     for target in addresses[b.name]:
         assert testbed.ping(a, target), target
-    if 4 in families:
-        assert testbed.ping(a, node.ipv4)
-    if 6 in families:
-        assert testbed.ping(a, node.ipv6)
+    node_address = {4: node.ipv4, 6: node.ipv6}
+    for family in sorted(expected):
+        assert testbed.ping(a, node_address[family]), node_address[family]
     for pod in (a, b):
         cni.delete(pod_attachment(pod))
         assert pod.links() == ["lo"]

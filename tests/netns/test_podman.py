@@ -111,13 +111,17 @@ def podman(
 
 
 def host_state() -> tuple[list[str], list[str]]:
-    """What podman shares with the host: network namespace mounts and libcni's result cache."""
+    """What podman shares with the host: network namespace mounts and libcni's result cache.
+
+    Test-bed namespaces (``hnt…``) are left out: test beds of this and of other runs on the
+    machine make and remove them at any time, and podman never names one so."""
 
     def names(directory: str) -> list[str]:
         path = Path(directory)
         return sorted(p.name for p in path.iterdir()) if path.is_dir() else []
 
-    return names("/run/netns"), names("/var/lib/cni/results")
+    netns = [name for name in names("/run/netns") if not name.startswith(testbed.PREFIX_ROOT)]
+    return netns, names("/var/lib/cni/results")
 
 
 def instances(store_path: Path) -> list[IPInstance]:

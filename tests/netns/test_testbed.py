@@ -16,7 +16,11 @@ def test_two_nodes_ping_across_the_fabric_over_ipv4_and_ipv6(fabric: testbed.Fab
 
 
 def test_unreachable_address_does_not_ping(fabric: testbed.Fabric) -> None:
-    """The ping helper reports failure too, so the positive tests above mean something."""
+    """The ping helper reports failure too, so the positive tests above mean something.
+
+    A failure that proves absence by waiting would be worthless, but no wait decides this one:
+    198.18.0.250 is on the fabric's segment and nobody holds it (the gateway is .1, the nodes
+    .10 onwards), so no reply can come however long ping waited."""
     assert not testbed.ping(fabric.nodes[0], "198.18.0.250", count=1)
 
 

@@ -46,6 +46,7 @@ def daemon(short_dir: Path) -> Iterator[tuple[FakeDaemon, Path]]:
     socket_path = short_dir / "daemon.sock"
     server = serve(fake, socket_path)
     yield fake, socket_path
+    fake.release.set()
     server.stop(grace=None).wait()
 
 

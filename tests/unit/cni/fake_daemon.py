@@ -10,7 +10,7 @@ executable itself are all real.
 from __future__ import annotations
 
 import dataclasses
-import time
+import threading
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,10 @@ class FakeDaemon(pb_grpc.DaemonServicer):
     def __init__(self) -> None:
         self.requests: list[tuple[str, Any]] = []
         self.failures: dict[str, Failure] = {}
-        self.delay: dict[str, float] = {}
+        self.held: set[str] = set()
+        """Methods whose calls do not answer until :attr:`release` is set (a daemon that hangs:
+        a deadline must fire, however slow the machine)."""
+        self.release = threading.Event()
         self.add_reply: m.AddReply | None = None
         self.differences: list[str] = []
         self.status_reply = pb.StatusReply(ready=True)
@@ -68,7 +71,8 @@ class FakeDaemon(pb_grpc.DaemonServicer):
 
     def _script(self, method: str, request: Any, context: grpc.ServicerContext) -> None:
         self.requests.append((method, request))
-        time.sleep(self.delay.get(method, 0.0))
+        if method in self.held:
+            self.release.wait()
         failure = self.failures.get(method)
         if failure is not None:
             if failure.cni_code is not None:

@@ -170,7 +170,7 @@ def test_daemon_too_slow_is_try_again_later(
     daemon: Daemon, plugin_dir: Path, tmp_path: Path, netns_path: Path
 ) -> None:
     fake, socket_path = daemon
-    fake.delay["Add"] = 3.0
+    fake.held.add("Add")  # never answers while the plugin waits
     cni = runtime(conflist(socket_path, timeout=0.5), plugin_dir, tmp_path)
     with pytest.raises(CniPluginError) as late:
         cni.add(Attachment("pod1", str(netns_path)))

@@ -1,16 +1,23 @@
-"""Leader election over the embedded SQLite store.
+"""Leader election over the embedded SQLite store, on a clock the test moves by hand.
 
-Durations are short (lease 1 s, renew deadline 0.6 s, retry 0.1 s) so the suite is quick, and no
-assertion depends on the machine being fast: waits poll with generous timeouts, and the bounds
-that are asserted follow from the election's own guarantees (e.g. a takeover cannot come sooner
-than ``lease_duration - renew_deadline`` after the old leader was seen leading), never from how
-quickly something usually happens.
+Every candidate has its own SQLiteStore on one shared file (like separate processes) and its
+clock on one shared :class:`Timeline`, which moves only when the test says so. The tests drive
+each candidate one attempt at a time with ``LeaderElector.step()``, so they decide exactly when
+every renewal and every acquisition attempt happens, and assert unconditionally: who leads,
+the very instant a standby may take over, when a leader that cannot renew stops acting. Only
+the tests of the loop itself (``start``/``run``/``stop``) run a thread, still on fake time,
+and they wait for positive signals (leadership, a renewal written) with generous real-time
+bounds; one test runs on the system clock to show the default works.
+
+Durations are exact binary fractions (lease 4 s, renew deadline 3 s, retry 0.5 s of fake time)
+so that "exactly ``lease_duration`` later" is exact in floating point.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
+import math
 import re
 import threading
 import time
@@ -21,32 +28,40 @@ from typing import Any
 import pytest
 
 from hybridnet.api.builtin import Lease
-from hybridnet.manager.leader import LeaderElector
+from hybridnet.manager.leader import (
+    JITTER_FACTOR,
+    RELEASED_LEASE_DURATION_SECONDS,
+    LeaderElector,
+    format_micro_time,
+)
 from hybridnet.store.errors import Unavailable
-from hybridnet.store.interface import ListResult, R, Store, WatchEvent
+from hybridnet.store.interface import R
 from hybridnet.store.sqlite import SQLiteStore
 
 NAMESPACE = "kube-system"
 NAME = "hybridnet-manager"
-LEASE = 1.0
-RENEW = 0.6
-RETRY = 0.1
-WAIT = 20.0
-"""Generous timeout for anything that should happen within a second or two."""
-SNAPSHOT_SLACK = 0.1
-"""A sample of several electors' is_leader counts only if taken within this time: a handover
-that does not go through a release leaves a gap of at least LEASE - RENEW (0.4 s) with no
-leader, so a quick sample cannot see the old and the new leader at once by accident."""
+LEASE = 4.0
+RENEW = 3.0
+RETRY = 0.5
+WAIT = 30.0
+"""Real seconds to wait for what a thread should do at once (only the loop tests use it)."""
+EPOCH = 1_800_000_000.0
+"""Wall time when the timeline starts (2027-01-15): far from now, so a timestamp the system
+clock wrote would stand out."""
 MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
+def just_before(moment: float) -> float:
+    """The largest float below ``moment``: the last instant at which it has not come yet."""
+    return math.nextafter(moment, -math.inf)
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Poll (real time) for something a thread does at once; WAIT bounds a hang, not speed."""
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {WAIT} s waiting for {what}"
         time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def parse_micro_time(text: str) -> float:
@@ -61,74 +76,109 @@ def log_fields(record: logging.LogRecord) -> dict[str, Any]:
     return values
 
 
-class FlakyStore(Store):
-    """A stand-in for a store that becomes unreachable (API server down, network partition):
-    it forwards every call to a real store, except that while :attr:`broken` is set each call
-    raises :class:`Unavailable` instead."""
+# --------------------------------------------------------------------------- fake time
 
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.broken = threading.Event()
+
+class Timeline:
+    """Monotonic time shared by the candidates of one test; it moves only by :meth:`move_to`
+    and :meth:`advance`. Threads sleeping in :meth:`FakeClock.wait` wake when it passes their
+    deadline (or their event is set)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self._cond = threading.Condition()
+        self._sleepers = 0
+
+    def move_to(self, moment: float) -> None:
+        with self._cond:
+            assert moment >= self.now, "monotonic time does not go back"
+            self.now = moment
+            self._cond.notify_all()
+
+    def advance(self, seconds: float) -> None:
+        self.move_to(self.now + seconds)
+
+    def clock(self, wall_offset: float = 0.0) -> FakeClock:
+        return FakeClock(self, wall_offset)
+
+    def wait_for_sleepers(self, count: int) -> None:
+        """Until ``count`` threads sleep on this timeline (so moving it now wakes them)."""
+        with self._cond:
+            assert self._cond.wait_for(lambda: self._sleepers >= count, WAIT), "nobody sleeps"
+
+    def sleep(self, event: threading.Event, seconds: float) -> bool:
+        with self._cond:
+            deadline = self.now + seconds
+            self._sleepers += 1
+            self._cond.notify_all()
+            try:
+                while not event.is_set() and self.now < deadline:
+                    # Setting an Event wakes no Condition: look at it again every 10 ms.
+                    self._cond.wait(0.01)
+            finally:
+                self._sleepers -= 1
+        return event.is_set()
+
+
+class FakeClock:
+    """A candidate's clock on a :class:`Timeline` (the elector's Clock protocol); its wall
+    time is the timeline's plus ``wall_offset`` (a machine whose clock is off)."""
+
+    def __init__(self, timeline: Timeline, wall_offset: float) -> None:
+        self.timeline = timeline
+        self.wall_offset = wall_offset
+
+    def monotonic(self) -> float:
+        return self.timeline.now
+
+    def wall(self) -> float:
+        return EPOCH + self.timeline.now + self.wall_offset
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        return self.timeline.sleep(event, seconds)
+
+
+# --------------------------------------------------------------------------- candidates
+
+
+class StandInStore(SQLiteStore):
+    """A stand-in for an API server that fails or answers slowly: the real SQLite store,
+    except that while :attr:`broken` each call raises :class:`Unavailable`, and that
+    :attr:`while_writing` (if set) runs inside each create and update, before the write."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, poll_interval=0.01)
+        self.broken = False
         self.failures = 0
+        self.while_writing: Callable[[], None] | None = None
 
-    def _check(self) -> None:
-        if self.broken.is_set():
+    def _enter(self, writing: bool) -> None:
+        if self.broken:
             self.failures += 1
             raise Unavailable("stand-in store: unreachable on purpose")
+        if writing and self.while_writing is not None:
+            self.while_writing()
 
     def get(self, kind: type[R], name: str, namespace: str | None = None) -> R:
-        self._check()
-        return self.inner.get(kind, name, namespace)
-
-    def list(
-        self, kind: type[R], namespace: str | None = None, label_selector: str | None = None
-    ) -> ListResult[R]:
-        self._check()
-        return self.inner.list(kind, namespace, label_selector)
+        self._enter(writing=False)
+        return super().get(kind, name, namespace)
 
     def create(self, obj: R) -> R:
-        self._check()
-        return self.inner.create(obj)
+        self._enter(writing=True)
+        return super().create(obj)
 
     def update(self, obj: R) -> R:
-        self._check()
-        return self.inner.update(obj)
-
-    def update_status(self, obj: R) -> R:
-        self._check()
-        return self.inner.update_status(obj)
-
-    def delete(
-        self,
-        kind: type[R],
-        name: str,
-        namespace: str | None = None,
-        resource_version: str | None = None,
-        grace_period_seconds: int | None = None,
-    ) -> None:
-        self._check()
-        self.inner.delete(kind, name, namespace, resource_version, grace_period_seconds)
-
-    def watch(
-        self,
-        kind: type[R],
-        resource_version: str,
-        namespace: str | None = None,
-        label_selector: str | None = None,
-        timeout_seconds: float | None = None,
-    ) -> Iterator[WatchEvent[R]]:
-        self._check()
-        return self.inner.watch(kind, resource_version, namespace, label_selector, timeout_seconds)
-
-    def close(self) -> None:
-        self.inner.close()
+        self._enter(writing=True)
+        return super().update(obj)
 
 
 class Candidate:
-    """One replica: an elector and a record of its callbacks (monotonic times)."""
+    """One replica: its store, its elector, and what its callbacks saw (fake monotonic time
+    of each call; whether ``is_leader`` was already False when told to stop)."""
 
-    def __init__(self, store: Store, identity: str, **options: Any) -> None:
+    def __init__(self, store: StandInStore, clock: FakeClock, identity: str, **options: Any):
         self.store = store
+        self.clock = clock
         self.identity = identity
         self.started: list[float] = []
         self.stopped: list[float] = []
@@ -143,17 +193,21 @@ class Candidate:
             namespace=NAMESPACE,
             name=NAME,
             identity=identity,
+            clock=clock,
             on_started_leading=self._on_started,
             on_stopped_leading=self._on_stopped,
             **{**durations, **options},
         )
 
     def _on_started(self) -> None:
-        self.started.append(time.monotonic())
+        self.started.append(self.clock.monotonic())
 
     def _on_stopped(self) -> None:
         self.leader_when_stopped.append(self.elector.is_leader)
-        self.stopped.append(time.monotonic())
+        self.stopped.append(self.clock.monotonic())
+
+    def step(self) -> float:
+        return self.elector.step()
 
     def leads(self) -> bool:
         """``elector.is_leader`` (a call, so type checkers do not pin its value)."""
@@ -177,294 +231,454 @@ def store(db: Path) -> Iterator[SQLiteStore]:
 
 
 @pytest.fixture
-def candidate(db: Path) -> Iterator[CandidateFactory]:
-    """Make candidates, each with its own SQLiteStore on the shared file (optionally behind a
-    FlakyStore); all are stopped and their stores closed when the test ends."""
-    made: list[Candidate] = []
-    stores: list[Store] = []
+def timeline() -> Timeline:
+    return Timeline()
 
-    def make(identity: str, *, flaky: bool = False, **options: Any) -> Candidate:
-        inner = SQLiteStore(db, poll_interval=0.01)
-        stores.append(inner)
-        own: Store = FlakyStore(inner) if flaky else inner
-        made.append(Candidate(own, identity, **options))
+
+@pytest.fixture
+def candidate(db: Path, timeline: Timeline) -> Iterator[CandidateFactory]:
+    """Make candidates on the shared file and timeline; all are stopped (without releasing)
+    and their stores closed when the test ends."""
+    made: list[Candidate] = []
+
+    def make(identity: str, *, wall_offset: float = 0.0, **options: Any) -> Candidate:
+        made.append(Candidate(StandInStore(db), timeline.clock(wall_offset), identity, **options))
         return made[-1]
 
     yield make
     for each in made:
+        each.store.broken = False
         each.elector.stop(release=False)
-    for each_store in stores:
-        each_store.close()
+        each.store.close()
 
 
-def lease_spec(store: Store) -> dict[str, Any]:
+def lease_spec(store: SQLiteStore) -> dict[str, Any]:
     spec: dict[str, Any] = store.get(Lease, NAME, NAMESPACE).body["spec"]
     return spec
 
 
-def leaders(candidates: list[Candidate]) -> list[str] | None:
-    """Who leads now; None when the sample took too long to count (see SNAPSHOT_SLACK)."""
-    began = time.monotonic()
-    names = [c.identity for c in candidates if c.leads()]
-    return names if time.monotonic() - began < SNAPSHOT_SLACK else None
+def leaders(candidates: list[Candidate]) -> list[str]:
+    """Who leads now. Fake time stands still while the test looks, so this is exact."""
+    return [c.identity for c in candidates if c.leads()]
 
 
-def the_leader(candidates: list[Candidate]) -> Candidate | None:
-    current = [c for c in candidates if c.leads()]
-    return current[0] if len(current) == 1 else None
+def lost_records(caplog: pytest.LogCaptureFixture, identity: str) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.getMessage() == "lost leadership" and log_fields(r)["identity"] == identity
+    ]
 
 
 # --------------------------------------------------------------------------- the Lease
 
 
 def test_a_lone_candidate_creates_a_valid_lease_and_renews_it(
-    candidate: CandidateFactory, store: SQLiteStore
+    candidate: CandidateFactory, store: SQLiteStore, timeline: Timeline
 ) -> None:
     a = candidate("a")
-    assert a.elector.start() is a.elector
-    assert a.elector.wait_for_leadership(WAIT)
-    wait_until(lambda: bool(a.started), "on_started_leading")  # runs just after the flag
+    assert a.step() == RETRY
+    assert a.leads()
+    assert a.started == [timeline.now]
 
     lease = store.get(Lease, NAME, NAMESPACE)
-    assert lease.metadata.name == NAME
-    assert lease.metadata.namespace == NAMESPACE
+    assert (lease.metadata.name, lease.metadata.namespace) == (NAME, NAMESPACE)
     spec = lease.body["spec"]
-    assert spec["holderIdentity"] == "a"
+    acquired_at = format_micro_time(a.clock.wall())
+    assert spec == {
+        "holderIdentity": "a",
+        "leaseDurationSeconds": 4,
+        "acquireTime": acquired_at,
+        "renewTime": acquired_at,
+        "leaseTransitions": 0,
+    }
     assert type(spec["leaseDurationSeconds"]) is int
-    assert spec["leaseDurationSeconds"] == 1
-    assert spec["leaseTransitions"] == 0
-    acquired = parse_micro_time(spec["acquireTime"])
-    renewed = parse_micro_time(spec["renewTime"])
-    assert renewed >= acquired
-    assert abs(acquired - time.time()) < 3600  # written from the wall clock
 
-    wait_until(lambda: lease_spec(store)["renewTime"] != spec["renewTime"], "a renewal")
+    timeline.advance(RETRY)
+    assert a.step() == RETRY
     later = lease_spec(store)
-    assert later["holderIdentity"] == "a"
-    assert later["acquireTime"] == spec["acquireTime"]
-    assert parse_micro_time(later["renewTime"]) > renewed
+    assert later["renewTime"] == format_micro_time(a.clock.wall())
+    assert parse_micro_time(later["renewTime"]) == pytest.approx(
+        parse_micro_time(acquired_at) + RETRY
+    )
+    assert (later["holderIdentity"], later["acquireTime"]) == ("a", acquired_at)
     assert later["leaseTransitions"] == 0
+    assert (a.started, a.stopped) == ([timeline.now - RETRY], [])
 
 
-def test_timestamps_come_from_the_clock_but_skew_does_not_decide_expiry(
-    candidate: CandidateFactory, store: SQLiteStore, caplog: pytest.LogCaptureFixture
+def test_a_fractional_lease_duration_is_written_rounded_up(
+    candidate: CandidateFactory, store: SQLiteStore
+) -> None:
+    candidate("a", lease_duration=4.5).step()
+    assert lease_spec(store)["leaseDurationSeconds"] == 5
+
+
+def test_skewed_wall_clocks_fill_timestamps_but_do_not_decide_expiry(
+    candidate: CandidateFactory, store: SQLiteStore, timeline: Timeline
 ) -> None:
     """``a``'s clock is an hour slow, ``b``'s an hour fast: judged by timestamps, ``b`` would
-    see ``a``'s lease as expired long ago. Judged by local observation, it waits."""
-    caplog.set_level(logging.INFO, logger="hybridnet.manager.leader")
-    a = candidate("a", clock=lambda: time.time() - 3600)
-    b = candidate("b", clock=lambda: time.time() + 3600)
-    a.elector.start()
-    assert a.elector.wait_for_leadership(WAIT)
-    renew_time = parse_micro_time(lease_spec(store)["renewTime"])
-    assert abs(renew_time - (time.time() - 3600)) < 600
+    see ``a``'s lease as expired long ago. Judged by its own observation, it waits."""
+    a = candidate("a", wall_offset=-3600.0)
+    b = candidate("b", wall_offset=+3600.0)
+    a.step()
+    assert lease_spec(store)["renewTime"] == format_micro_time(EPOCH + timeline.now - 3600)
 
-    b.elector.start()
-    time.sleep(3 * LEASE)  # well past a lease duration; a keeps renewing meanwhile
-    # b may have taken over only if a itself gave up first (renew deadline on a slow machine),
-    # never because a's timestamps looked old to b.
-    lost_to_others = [
-        r
-        for r in caplog.records
-        if r.getMessage() == "lost leadership"
-        and log_fields(r)["identity"] == "a"
-        and "held by" in log_fields(r)["reason"]
-    ]
-    assert not lost_to_others
-    if not a.stopped:
-        assert a.leads()
-        assert not b.started
+    for _ in range(int(10 * LEASE / RETRY)):  # ten lease durations of renewals
+        timeline.advance(RETRY)
+        a.step()
+        b.step()
+        assert leaders([a, b]) == ["a"]
+    assert (len(a.started), a.stopped, b.started) == (1, [], [])
 
-    t0 = time.monotonic()
-    if a.leads():  # (always, unless this machine stalled a past its renew deadline)
-        a.elector.stop(release=False)
-        assert b.elector.wait_for_leadership(WAIT)
-        wait_until(lambda: bool(b.started), "b's on_started_leading")
-        assert b.started[0] > t0 + (LEASE - RENEW)  # after expiry, not an hour later either
-        assert parse_micro_time(lease_spec(store)["renewTime"]) > time.time() + 3000
+    a.elector.stop(release=False)  # kill -9: the Lease stays a's
+    seen_last_renewal = timeline.now  # b's last step saw a's last renewal
+    timeline.move_to(just_before(seen_last_renewal + LEASE))
+    b.step()
+    assert not b.leads()
+    timeline.move_to(seen_last_renewal + LEASE)
+    b.step()
+    assert b.leads()
+    spec = lease_spec(store)
+    assert spec["holderIdentity"] == "b"
+    assert spec["renewTime"] == spec["acquireTime"] == format_micro_time(b.clock.wall())
+    assert parse_micro_time(spec["renewTime"]) == pytest.approx(EPOCH + timeline.now + 3600)
 
 
 # --------------------------------------------------------------------------- one at a time
 
 
-def test_exactly_one_of_three_leads_at_a_time(candidate: CandidateFactory) -> None:
+def test_exactly_one_of_three_leads_while_the_leader_renews(
+    candidate: CandidateFactory, store: SQLiteStore, timeline: Timeline
+) -> None:
     trio = [candidate(name) for name in ("a", "b", "c")]
     for each in trio:
-        each.elector.start()
-    wait_until(lambda: any(c.leads() for c in trio), "a leader")
+        each.step()
+    assert leaders(trio) == ["a"]  # the first to try created the Lease
 
-    samples: list[list[str]] = []
-    end = time.monotonic() + 3.0
-    while time.monotonic() < end:
-        sample = leaders(trio)
-        if sample is not None:
-            samples.append(sample)
-        time.sleep(0.002)
-    assert len(samples) > 100
-    assert max(len(s) for s in samples) == 1, [s for s in samples if len(s) > 1][:5]
-    assert sum(len(s) == 1 for s in samples) > len(samples) // 2
-    for each in trio:
-        assert not any(each.leader_when_stopped)
+    for _ in range(40):  # 20 s of fake time, five lease durations
+        timeline.advance(RETRY)
+        for each in trio:
+            delay = each.step()
+            if each.identity == "a":
+                assert delay == RETRY  # the leader renews on the dot
+            else:  # followers jitter, so that candidates started together drift apart
+                assert RETRY <= delay <= RETRY * (1 + JITTER_FACTOR)
+            assert leaders(trio) == ["a"]
+    assert lease_spec(store)["leaseTransitions"] == 0
+    assert [(len(c.started), len(c.stopped)) for c in trio] == [(1, 0), (0, 0), (0, 0)]
 
 
-def test_a_stopped_leader_releases_and_another_takes_over_before_expiry(
-    candidate: CandidateFactory, store: SQLiteStore
+def test_a_stopped_leader_releases_and_another_takes_over_at_once(
+    candidate: CandidateFactory, store: SQLiteStore, timeline: Timeline
 ) -> None:
-    """With a 60 s lease, a takeover within the wait can only come from the release."""
-    options = {"lease_duration": 60.0, "renew_deadline": 40.0}
-    a = candidate("a", **options)
-    a.elector.start()
-    assert a.elector.wait_for_leadership(WAIT)
-    others = [candidate("b", **options), candidate("c", **options)]
-    for each in others:
-        each.elector.start()
-    time.sleep(5 * RETRY)
-    assert a.leads()
-    assert not any(c.leads() for c in others)
+    """Fake time stands still from the release on: the takeover can only come from it."""
+    a, b, c = (candidate(name) for name in ("a", "b", "c"))
+    a.step()
+    b.step()
+    c.step()
+    assert leaders([a, b, c]) == ["a"]
 
     a.elector.stop()
     assert not a.leads()
-    assert a.leader_when_stopped == [False]
-    assert lease_spec(store)["holderIdentity"] != "a"
+    assert a.leader_when_stopped == [False]  # is_leader was False before the callback ran
+    released = lease_spec(store)
+    assert released["holderIdentity"] == ""
+    assert released["leaseDurationSeconds"] == RELEASED_LEASE_DURATION_SECONDS
+    assert released["renewTime"] == format_micro_time(a.clock.wall())
 
-    wait_until(lambda: the_leader(others) is not None, "b or c to take over", timeout=30.0)
-    new = the_leader(others)
-    assert new is not None
+    b.step()
+    assert leaders([a, b, c]) == ["b"]
     spec = lease_spec(store)
-    assert spec["holderIdentity"] == new.identity
-    assert spec["leaseTransitions"] == 1
-    assert spec["leaseDurationSeconds"] == 60
+    assert (spec["holderIdentity"], spec["leaseTransitions"]) == ("b", 1)
+    assert spec["leaseDurationSeconds"] == 4
+    c.step()
+    assert leaders([a, b, c]) == ["b"]
 
-    follower = next(c for c in others if c is not new)
-    follower.elector.stop()
-    follower.elector.stop()  # twice is harmless
-    assert not follower.stopped  # it never led: no callback, nothing released
-    assert lease_spec(store)["holderIdentity"] == new.identity
-    assert new.leads()
+    c.elector.stop()
+    c.elector.stop()  # twice is harmless
+    assert (c.started, c.stopped) == ([], [])  # it never led: no callback, nothing released
+    assert lease_spec(store) == spec
+    assert b.leads()
 
 
-def test_an_abandoned_lease_is_taken_only_after_it_expires(
-    candidate: CandidateFactory, store: SQLiteStore
+def test_an_abandoned_lease_is_taken_exactly_a_lease_duration_after_the_last_renewal_seen(
+    candidate: CandidateFactory, store: SQLiteStore, timeline: Timeline
 ) -> None:
-    """``stop(release=False)`` models kill -9: the Lease stays ``a``'s until it expires."""
-    a = candidate("a", lease_duration=2.0, renew_deadline=1.0)
-    b = candidate("b", lease_duration=2.0, renew_deadline=1.0)
-    a.elector.start()
-    assert a.elector.wait_for_leadership(WAIT)
-    b.elector.start()
-
-    t0 = time.monotonic()
-    if not a.leads():
-        pytest.fail("a lost leadership without any competition")
+    """``stop(release=False)`` models kill -9. ``b`` measures expiry from the moment *it saw*
+    the record change, on its own clock, not from the timestamps in the Lease."""
+    a = candidate("a")
+    b = candidate("b")
+    a.step()
+    b.step()
+    timeline.advance(RETRY)
+    a.step()  # the last renewal
+    timeline.advance(0.25)
+    b.step()  # b sees it a quarter second after it was written
+    seen = timeline.now
     a.elector.stop(release=False)
-    assert not a.leads()
-    assert a.leader_when_stopped == [False]
-    assert lease_spec(store)["holderIdentity"] in {"a", "b"}  # not released
+    assert a.stopped == [seen] and a.leader_when_stopped == [False]
+    assert lease_spec(store)["holderIdentity"] == "a"  # not released
 
-    assert b.elector.wait_for_leadership(WAIT)
-    # a was leading at t0, so its last renewal was at most renew_deadline earlier; b must see
-    # that renewal unchanged for a whole lease duration before it may take over.
-    wait_until(lambda: bool(b.started), "b's on_started_leading")
-    assert b.started[0] > t0 + (2.0 - 1.0)
+    for moment in (seen + 1.0, seen + 2.0, seen + 3.0, just_before(seen + LEASE)):
+        timeline.move_to(moment)
+        b.step()
+        assert not b.leads(), moment - seen
+    assert lease_spec(store)["holderIdentity"] == "a"
+
+    timeline.move_to(seen + LEASE)
+    b.step()
+    assert b.leads()
+    assert b.started == [seen + LEASE]
     spec = lease_spec(store)
-    assert spec["holderIdentity"] == "b"
-    assert spec["leaseTransitions"] == 1
-    assert spec["leaseDurationSeconds"] == 2
+    assert (spec["holderIdentity"], spec["leaseTransitions"]) == ("b", 1)
+
+
+def test_a_candidate_that_starts_late_waits_a_whole_lease_duration_from_its_first_look(
+    candidate: CandidateFactory, timeline: Timeline
+) -> None:
+    """A newcomer cannot know when the record last changed: it counts from its first look,
+    however old the Lease's timestamps are."""
+    a = candidate("a")
+    a.step()
+    a.elector.stop(release=False)
+    timeline.advance(100 * LEASE)
+    b = candidate("b")
+    b.step()
+    first_look = timeline.now
+    timeline.move_to(just_before(first_look + LEASE))
+    b.step()
+    assert not b.leads()
+    timeline.move_to(first_look + LEASE)
+    b.step()
+    assert b.leads()
 
 
 # --------------------------------------------------------------------------- failures
 
 
-def test_a_leader_whose_store_fails_steps_down_within_the_renew_deadline(
-    candidate: CandidateFactory, store: SQLiteStore
+def test_a_leader_that_cannot_renew_steps_down_at_its_renew_deadline(
+    candidate: CandidateFactory,
+    store: SQLiteStore,
+    timeline: Timeline,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    a = candidate("a", flaky=True)
+    caplog.set_level(logging.INFO, logger="hybridnet.manager.leader")
+    a = candidate("a")
     b = candidate("b")
-    a.elector.start()
-    assert a.elector.wait_for_leadership(WAIT)
-    b.elector.start()
-    flaky = a.store
-    assert isinstance(flaky, FlakyStore)
+    a.step()
+    timeline.advance(RETRY)
+    renewed = timeline.now
+    a.step()  # the last successful renewal began at `renewed`
+    b.step()
+    seen = timeline.now
 
-    flaky.broken.set()
-    broken_at = time.monotonic()
-    # Its last successful renewal began before the store broke, so by broken_at + RENEW it no
-    # longer acts as leader, however slow this machine is.
-    time.sleep(max(0.0, broken_at + RENEW - time.monotonic()) + 0.01)
+    a.store.broken = True  # API server unreachable from a (but not from b)
+    timeline.advance(RETRY)
+    assert a.step() == RETRY  # failed: try again in a retry period...
+    timeline.move_to(renewed + RENEW - 0.25)
+    assert a.step() == 0.25  # ...but wake up no later than the deadline
+    assert a.store.failures == 2
+    timeline.move_to(just_before(renewed + RENEW))
+    assert a.leads() and a.stopped == []
+
+    timeline.move_to(renewed + RENEW)
+    # is_leader turned False by itself, before a's loop noticed: the work stops on time even
+    # when the elector's thread is stuck.
     assert not a.leads()
-    wait_until(lambda: bool(a.stopped), "a's on_stopped_leading")
+    assert a.stopped == []
+    assert a.step() == 0.0  # noticed: step down, and try to acquire straight away
+    assert a.stopped == [renewed + RENEW]
     assert a.leader_when_stopped == [False]
-    assert flaky.failures > 0
+    (lost,) = lost_records(caplog, "a")
+    assert lost.levelno == logging.WARNING
+    assert "renew_deadline" in log_fields(lost)["reason"]
 
-    assert b.elector.wait_for_leadership(WAIT)
+    # The margin: a stopped at renewed + RENEW; b may start only at seen + LEASE, later.
+    timeline.move_to(just_before(seen + LEASE))
+    b.step()
+    assert leaders([a, b]) == []
+    timeline.move_to(seen + LEASE)
+    b.step()
+    assert leaders([a, b]) == ["b"]
     spec = lease_spec(store)
-    assert spec["holderIdentity"] == "b"
-    assert spec["leaseTransitions"] == 1
+    assert (spec["holderIdentity"], spec["leaseTransitions"]) == ("b", 1)
 
-    flaky.broken.clear()  # a comes back and stays a follower
-    samples = []
-    end = time.monotonic() + 1.5
-    while time.monotonic() < end:
-        sample = leaders([a, b])
-        if sample is not None:
-            samples.append(sample)
-        time.sleep(0.005)
-    assert samples
-    assert max(len(s) for s in samples) <= 1
-    if not b.stopped:  # b kept the lease (unless this machine stalled it past its deadline)
-        assert len(a.started) == 1
+    a.store.broken = False  # a comes back and stays a follower
+    for _ in range(4 * int(LEASE / RETRY)):
+        timeline.advance(RETRY)
+        a.step()
+        b.step()
+        assert leaders([a, b]) == ["b"]
+    assert (len(a.started), len(b.started), b.stopped) == (1, 1, [])
+
+
+def test_a_renewal_that_returns_after_the_deadline_ends_leadership(
+    candidate: CandidateFactory, store: SQLiteStore, timeline: Timeline
+) -> None:
+    """The store call itself takes longer than the renew deadline: ``is_leader`` is False
+    already during the call, and the late success does not bring leadership back."""
+    a = candidate("a")
+    a.step()
+    timeline.advance(RETRY)
+    started = timeline.now
+    inside: list[bool] = []
+
+    def slow_write() -> None:
+        timeline.move_to(started + RENEW)
+        inside.append(a.leads())
+
+    a.store.while_writing = slow_write
+    renew_time = format_micro_time(a.clock.wall())  # taken before the call
+    assert a.step() == 0.0
+    assert inside == [False]
+    assert not a.leads()
+    assert a.stopped == [started + RENEW] and a.leader_when_stopped == [False]
+    assert lease_spec(store)["renewTime"] == renew_time  # the renewal was written, too late
+
+    a.store.while_writing = None
+    a.step()  # the Lease is still a's: it re-takes it, as a new term with the callbacks
+    assert a.leads()
+    assert len(a.started) == 2
+    assert lease_spec(store)["leaseTransitions"] == 0
+
+
+def test_an_acquisition_that_returns_after_the_deadline_is_not_acted_on(
+    candidate: CandidateFactory, store: SQLiteStore, timeline: Timeline
+) -> None:
+    a = candidate("a")
+    started = timeline.now
+    a.store.while_writing = lambda: timeline.move_to(started + RENEW)
+    delay = a.step()
+    assert RETRY <= delay <= RETRY * (1 + JITTER_FACTOR)
+    assert not a.leads() and a.started == []
+    assert lease_spec(store)["holderIdentity"] == "a"  # written, but too late to lead on
+
+    a.store.while_writing = None
+    assert a.step() == RETRY
+    assert a.leads() and a.started == [timeline.now]
+    assert lease_spec(store)["leaseTransitions"] == 0  # still a's own: no transition
+
+
+def test_a_leader_steps_down_at_once_when_the_lease_is_taken_or_deleted(
+    candidate: CandidateFactory, store: SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hybridnet.manager.leader")
+    a = candidate("a")
+    a.step()
+    lease = store.get(Lease, NAME, NAMESPACE)
+    lease.body["spec"]["holderIdentity"] = "intruder"
+    store.update(lease)
+    assert a.step() == 0.0  # fake time did not move: no deadline involved
+    assert not a.leads() and len(a.stopped) == 1
+    assert log_fields(lost_records(caplog, "a")[-1])["reason"] == "the lease is held by 'intruder'"
+
+    store.delete(Lease, NAME, NAMESPACE)
+    a.step()  # re-creates it
+    assert a.leads()
+    store.delete(Lease, NAME, NAMESPACE)
+    a.step()
+    assert not a.leads() and len(a.stopped) == 2
+    assert log_fields(lost_records(caplog, "a")[-1])["reason"] == "the lease was deleted"
 
 
 def test_lease_transitions_count_changes_of_holder_only(
-    candidate: CandidateFactory, store: SQLiteStore
+    candidate: CandidateFactory, store: SQLiteStore, timeline: Timeline
 ) -> None:
     a = candidate("a")
-    a.elector.start()
-    assert a.elector.wait_for_leadership(WAIT)
+    a.step()
     assert lease_spec(store)["leaseTransitions"] == 0
 
     b = candidate("b")
-    b.elector.start()
-    a.elector.stop()  # released: b takes it
-    assert b.elector.wait_for_leadership(WAIT)
+    b.step()
+    a.elector.stop()  # released: b takes it at its next attempt
+    b.step()
     assert lease_spec(store)["leaseTransitions"] == 1
 
-    c = candidate("c", flaky=True)
-    c.elector.start()
+    c = candidate("c")
+    c.step()
     b.elector.stop(release=False)  # abandoned: c takes it after expiry
-    assert c.elector.wait_for_leadership(WAIT)
+    timeline.advance(LEASE)
+    c.step()
+    assert c.leads()
     spec = lease_spec(store)
     assert (spec["holderIdentity"], spec["leaseTransitions"]) == ("c", 2)
 
     # c loses its store, steps down, comes back and takes its own lease again: the holder did
     # not change, so neither do leaseTransitions and acquireTime.
-    flaky = c.store
-    assert isinstance(flaky, FlakyStore)
-    flaky.broken.set()
-    wait_until(lambda: bool(c.stopped), "c to step down")
-    flaky.broken.clear()
-    assert c.elector.wait_for_leadership(WAIT)
-    wait_until(lambda: len(c.started) == 2, "c's second on_started_leading")
+    c.store.broken = True
+    timeline.advance(RENEW)
+    c.step()
+    assert not c.leads() and len(c.stopped) == 1
+    c.store.broken = False
+    c.step()
+    assert c.leads() and len(c.started) == 2
     later = lease_spec(store)
-    assert later["holderIdentity"] == "c"
-    assert later["leaseTransitions"] == 2
+    assert (later["holderIdentity"], later["leaseTransitions"]) == ("c", 2)
     assert later["acquireTime"] == spec["acquireTime"]
 
 
-# --------------------------------------------------------------------------- API
+# --------------------------------------------------------------------------- the loop
 
 
 def test_wait_for_leadership(candidate: CandidateFactory) -> None:
-    options = {"lease_duration": 60.0, "renew_deadline": 40.0}
-    a = candidate("a", **options)
-    b = candidate("b", **options)
+    a = candidate("a")
+    b = candidate("b")
+    a.step()
+    b.step()
+    assert not b.elector.wait_for_leadership(0)  # b looked and declined: it is a follower
+
+    result: list[bool] = []
+    waiter = threading.Thread(target=lambda: result.append(b.elector.wait_for_leadership(WAIT)))
+    waiter.start()
+    a.elector.stop()
+    b.step()
+    waiter.join(WAIT)
+    assert result == [True]
+    assert not a.elector.wait_for_leadership(0)
+
+
+def test_the_loop_renews_on_its_clock_and_releases_on_stop(
+    candidate: CandidateFactory, store: SQLiteStore, timeline: Timeline
+) -> None:
+    """``start`` runs :meth:`step` in a thread and sleeps on the elector's clock between
+    attempts; the test moves the clock and waits for the positive signal each time."""
+    a = candidate("a")
+    b = candidate("b")
+    assert a.elector.start() is a.elector
+    with pytest.raises(RuntimeError, match="already running"):
+        a.elector.start()
+    assert a.elector.wait_for_leadership(WAIT)
+    first = lease_spec(store)["renewTime"]
+    with pytest.raises(RuntimeError, match="do not step it"):
+        a.step()
+
+    timeline.wait_for_sleepers(1)  # a sleeps a retry period of fake time...
+    assert lease_spec(store)["renewTime"] == first  # ...and has not renewed: time stood still
+    timeline.advance(RETRY)
+    wait_until(lambda: lease_spec(store)["renewTime"] != first, "the renewal")
+    assert lease_spec(store)["renewTime"] == format_micro_time(EPOCH + timeline.now)
+
+    b.step()
+    assert not b.leads()
+    a.elector.stop()  # returns once the thread has released the Lease
+    assert a.leader_when_stopped == [False]
+    assert lease_spec(store)["holderIdentity"] == ""
+    b.step()  # fake time did not move: only the release lets b in
+    assert leaders([a, b]) == ["b"]
+    assert lease_spec(store)["leaseTransitions"] == 1
+
+
+def test_stop_without_release_leaves_the_lease_to_expire(
+    candidate: CandidateFactory, store: SQLiteStore, timeline: Timeline
+) -> None:
+    a = candidate("a")
     a.elector.start()
     assert a.elector.wait_for_leadership(WAIT)
-    b.elector.start()
-    assert not b.elector.wait_for_leadership(0.3)
-    a.elector.stop()
-    assert not a.elector.wait_for_leadership(0)
-    assert b.elector.wait_for_leadership(WAIT)
+    held = lease_spec(store)
+    a.elector.stop(release=False)
+    assert not a.leads()
+    assert a.leader_when_stopped == [False]
+    assert lease_spec(store) == held
 
 
 def test_run_in_the_callers_thread_releases_when_its_event_is_set(
@@ -485,12 +699,32 @@ def test_run_in_the_callers_thread_releases_when_its_event_is_set(
     assert a.leader_when_stopped == [False]
     spec = lease_spec(store)
     assert spec["holderIdentity"] == ""
-    assert spec["leaseDurationSeconds"] == 1
-    assert MICRO_TIME.match(spec["renewTime"])
+    assert spec["leaseDurationSeconds"] == RELEASED_LEASE_DURATION_SECONDS
+    assert spec["renewTime"] == format_micro_time(a.clock.wall())
+
+
+def test_the_system_clock_is_the_default(db: Path, store: SQLiteStore) -> None:
+    """On real time: it leads, writes the system's wall time, releases on stop."""
+    own = SQLiteStore(db, poll_interval=0.01)
+    elector = LeaderElector(own, namespace=NAMESPACE, name=NAME, identity="a")
+    try:
+        before = datetime.datetime.now(datetime.UTC).timestamp()
+        elector.start()
+        assert elector.wait_for_leadership(WAIT)
+        after = datetime.datetime.now(datetime.UTC).timestamp()
+        written = parse_micro_time(lease_spec(store)["acquireTime"])
+        assert before - 1e-6 <= written <= after + 1e-6
+    finally:
+        elector.stop()
+        own.close()
+    assert lease_spec(store)["holderIdentity"] == ""
+
+
+# --------------------------------------------------------------------------- callbacks, logs
 
 
 def test_a_failing_callback_is_logged_and_does_not_stop_the_election(
-    db: Path, caplog: pytest.LogCaptureFixture
+    db: Path, store: SQLiteStore, timeline: Timeline, caplog: pytest.LogCaptureFixture
 ) -> None:
     def explode() -> None:
         raise RuntimeError("boom")
@@ -504,17 +738,18 @@ def test_a_failing_callback_is_logged_and_does_not_stop_the_election(
         lease_duration=LEASE,
         renew_deadline=RENEW,
         retry_period=RETRY,
+        clock=timeline.clock(),
         on_started_leading=explode,
     )
     try:
-        elector.start()
-        assert elector.wait_for_leadership(WAIT)
-        wait_until(
-            lambda: any(r.getMessage() == "on_started_leading failed" for r in caplog.records),
-            "the callback's failure to be logged",
-        )
-        first = lease_spec(own)["renewTime"]
-        wait_until(lambda: lease_spec(own)["renewTime"] != first, "renewals to go on")
+        elector.step()
+        assert elector.is_leader
+        (failed,) = [r for r in caplog.records if r.getMessage() == "on_started_leading failed"]
+        assert failed.exc_info is not None and "boom" in str(failed.exc_info[1])
+        first = lease_spec(store)["renewTime"]
+        timeline.advance(RETRY)
+        elector.step()
+        assert lease_spec(store)["renewTime"] != first
         assert elector.is_leader
     finally:
         elector.stop()
@@ -522,31 +757,40 @@ def test_a_failing_callback_is_logged_and_does_not_stop_the_election(
 
 
 def test_transitions_are_logged_with_identity_and_lease(
-    candidate: CandidateFactory, caplog: pytest.LogCaptureFixture
+    candidate: CandidateFactory, timeline: Timeline, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="hybridnet.manager.leader")
-    a = candidate("a", flaky=True)
-    a.elector.start()
-    assert a.elector.wait_for_leadership(WAIT)
-    flaky = a.store
-    assert isinstance(flaky, FlakyStore)
-    flaky.broken.set()
-    wait_until(lambda: bool(a.stopped), "a to step down")
-    flaky.broken.clear()
-    assert a.elector.wait_for_leadership(WAIT)
+    b = candidate("b")
+    b.step()
+    b.elector.stop(release=False)
+    a = candidate("a")
+    a.step()
+    timeline.advance(LEASE)
+    a.step()  # took over b's expired lease
+    a.store.broken = True
+    timeline.advance(RENEW)
+    a.step()  # lost it
+    a.store.broken = False
+    a.step()
     a.elector.stop()
 
-    ours = [r for r in caplog.records if r.name == "hybridnet.manager.leader"]
-    messages = [r.getMessage() for r in ours]
-    for expected in ("acquired leadership", "lost leadership", "released the lease"):
-        assert expected in messages, messages
+    ours = [
+        r
+        for r in caplog.records
+        if r.name == "hybridnet.manager.leader" and log_fields(r)["identity"] == "a"
+    ]
+    assert [r.getMessage() for r in ours] == [
+        "took over an expired lease",
+        "acquired leadership",
+        "lost leadership",
+        "acquired leadership",
+        "stopped leading",
+        "released the lease",
+    ]
     for record in ours:
-        if record.levelno >= logging.INFO:
-            assert log_fields(record)["identity"] == "a"
-            assert log_fields(record)["lease"] == f"{NAMESPACE}/{NAME}"
-    lost = next(r for r in ours if r.getMessage() == "lost leadership")
-    assert lost.levelno == logging.WARNING
-    assert "renew_deadline" in log_fields(lost)["reason"]
+        assert log_fields(record)["lease"] == f"{NAMESPACE}/{NAME}"
+    assert log_fields(ours[0])["previous_holder"] == "b"
+    assert ours[2].levelno == logging.WARNING
 
 
 @pytest.mark.parametrize(
