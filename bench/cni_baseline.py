@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import print_table, summarize_ms, write_json
-from tests.cni_runtime import Attachment, CniRuntime
-from tests.netns import testbed
+from hybridnet import lab as testbed
+from hybridnet.lab.cni_runtime import Attachment, CniRuntime
 
 REFERENCE_PLUGIN_DIRS = ["/usr/lib/cni", "/opt/cni/bin"]
 POD_RANGE = "198.19.0.0/16"

@@ -21,9 +21,9 @@ from typing import Any
 
 from bench import cni_baseline
 from bench.stats import print_table, summarize_ms, write_json
-from tests import daemon_harness
-from tests.cni_runtime import Attachment, CniRuntime
-from tests.netns import testbed
+from hybridnet import lab as testbed
+from hybridnet.lab import daemon as daemon_harness
+from hybridnet.lab.cni_runtime import Attachment, CniRuntime
 
 
 def _runtime(socket: Path, plugin_dir: Path, cache: Path) -> CniRuntime:

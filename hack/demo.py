@@ -12,9 +12,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests import daemon_harness
-from tests.cni_runtime import Attachment, CniRuntime
-from tests.netns import testbed
+from hybridnet import lab as testbed
+from hybridnet.lab import daemon as daemon_harness
+from hybridnet.lab.cni_runtime import Attachment, CniRuntime
 
 
 def main() -> int:

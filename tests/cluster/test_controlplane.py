@@ -18,9 +18,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.cluster import controlplane
-from tests.cluster.controlplane import ControlPlane
-from tests.netns import testbed
+from hack.controlplane import ControlPlane, controlplane
+from hybridnet import lab as testbed
 
 GO_MOD = controlplane.REPO_ROOT / "hack" / "controlplane" / "go.mod"
 CONTROLPLANE_SCRIPT = Path(controlplane.__file__)
@@ -402,7 +401,7 @@ STARTER = textwrap.dedent(
     """
     import sys, time
     sys.path.insert(0, {root!r})
-    from tests.cluster.controlplane import ControlPlane
+    from hack.controlplane import ControlPlane
     plane = ControlPlane(bin_dir=__import__("pathlib").Path({bin_dir!r}))
     plane.start()
     print(plane.work_dir, plane.pids["etcd"], plane.pids["kube-apiserver"], flush=True)

@@ -24,18 +24,18 @@ from pathlib import Path
 
 import pytest
 
+from hack.controlplane import REPO_ROOT, ControlPlane
+from hybridnet import lab as testbed
 from hybridnet.api.builtin import Node, Pod
 from hybridnet.api.resources import IPInstance, Network, Subnet
 from hybridnet.ipamstore import ipinstances
+from hybridnet.lab import daemon as daemon_harness
+from hybridnet.lab.cni_runtime import Attachment, CniPluginError, CniRuntime
+from hybridnet.lab.manager import Harness
 from hybridnet.store.errors import NotFound
 from hybridnet.store.kube import KubeStore
-from tests import daemon_harness
-from tests.cluster.controlplane import REPO_ROOT, ControlPlane
 from tests.cluster.manifests import apply, can_i, remove, render
-from tests.cni_runtime import Attachment, CniPluginError, CniRuntime
-from tests.manager_harness import Harness
 from tests.manager_scenarios import Manager
-from tests.netns import testbed
 
 MANIFESTS = REPO_ROOT / "deploy" / "daemon"
 ACCOUNT = "hybridnet-daemon"

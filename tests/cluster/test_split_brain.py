@@ -12,13 +12,13 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+from hack.controlplane import ControlPlane
 from hybridnet.api.builtin import Pod
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import IPInstance
 from hybridnet.ipamstore import ipinstances
+from hybridnet.lab.manager import IPAM_NAMESPACE, Harness
 from hybridnet.store.kube import KubeStore
-from tests.cluster.controlplane import ControlPlane
-from tests.manager_harness import IPAM_NAMESPACE, Harness
 from tests.manager_scenarios import Manager
 
 PODS = 500

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import testbed
+from hybridnet import lab as testbed
 
 MARKER = "requires_8021q"
 GUEST_ENV = "HYBRIDNET_UML_GUEST"

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from hybridnet.cni import versions
-from tests.cni_runtime import Attachment, CniPluginError, CniRuntime
+from hybridnet.lab.cni_runtime import Attachment, CniPluginError, CniRuntime
 from tests.unit.cni.conftest import plugin_executable
 from tests.unit.cni.fake_daemon import Failure, FakeDaemon
 

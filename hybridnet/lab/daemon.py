@@ -11,8 +11,8 @@ from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import AddressRange, Network, NetworkSpec, Subnet, SubnetSpec
 from hybridnet.daemon import bundle
 from hybridnet.daemon.install import install_plugin
+from hybridnet.lab import netns as testbed
 from hybridnet.store.sqlite import SQLiteStore
-from tests.netns import testbed
 
 POD_NETWORK = "pods"
 

@@ -148,8 +148,7 @@ class Process:
         )
 
     def _read_line(self, timeout: float) -> str | None:
-        stream = self._popen.stdout
-        assert stream is not None
+        stream = self._output()
         while b"\n" not in self._buffer:
             ready, _, _ = select.select([stream], [], [], max(timeout, 0))
             if not ready:
@@ -168,11 +167,14 @@ class Process:
 
     def read_remaining(self) -> str:
         """Drain whatever the (finished) process printed and return all of its output."""
-        stream = self._popen.stdout
-        assert stream is not None
         while self._read_line(0.05) is not None:
             pass
         return "\n".join(self.output_lines)
+
+    def _output(self) -> IO[bytes]:
+        if self._popen.stdout is None:
+            raise TestbedError(f"no output pipe from {' '.join(self.argv)}")
+        return self._popen.stdout
 
     def stop(self, timeout: float = 5.0) -> int:
         """SIGTERM the process group, SIGKILL it if it lingers; return the exit code."""
@@ -374,13 +376,16 @@ class Node(Namespace):
 
     @property
     def ipv4(self) -> str:
-        assert self.addresses_on_fabric is not None
-        return str(self.addresses_on_fabric.ipv4.ip)
+        return str(self._on_fabric().ipv4.ip)
 
     @property
     def ipv6(self) -> str:
-        assert self.addresses_on_fabric is not None
-        return str(self.addresses_on_fabric.ipv6.ip)
+        return str(self._on_fabric().ipv6.ip)
+
+    def _on_fabric(self) -> NodeAddresses:
+        if self.addresses_on_fabric is None:
+            raise TestbedError(f"node {self.name} is not attached to the fabric yet")
+        return self.addresses_on_fabric
 
 
 class Fabric:

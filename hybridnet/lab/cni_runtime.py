@@ -82,7 +82,8 @@ class CniRuntime:
         result: Json | None = None
         for plugin in self.conflist["plugins"]:
             result = self._exec("ADD", plugin, attachment, prev_result=result)
-        assert result is not None, "a conflist has at least one plugin"
+        if result is None:
+            raise ValueError(f"conflist {self.conflist['name']!r} has no plugins")
         self._cache_path(attachment).write_text(json.dumps(result))
         return result
 

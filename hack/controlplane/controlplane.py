@@ -791,7 +791,8 @@ class ControlPlane:
             if isinstance(credentials, str):
                 raise ControlPlaneError("a token kubeconfig needs a user name")
             user = credentials_user(credentials)
-        assert self._ca is not None
+        if self._ca is None:
+            raise ControlPlaneError("the control plane is not started")
         document = kubeconfig_document(server_url, self._ca.cert_pem, credentials, user)
         _write_private(path, yaml.safe_dump(document, sort_keys=False).encode())
         return path
@@ -904,7 +905,8 @@ class ControlPlane:
             shutil.rmtree(data_dir, ignore_errors=True)
 
     def _wait_etcd_healthy(self) -> bool:
-        assert self._etcd is not None
+        if self._etcd is None:
+            raise ControlPlaneError("etcd is not running")
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline and self._etcd.poll() is None:
             with (
@@ -1022,7 +1024,8 @@ class ControlPlane:
 
     def _wait_apiserver_ready(self) -> str | None:
         """None when ``/readyz`` answers ok, else why not (exit, or the last answer)."""
-        assert self._apiserver is not None
+        if self._apiserver is None:
+            raise ControlPlaneError("kube-apiserver is not running")
         context = self.ssl_context()
         deadline = time.monotonic() + self.startup_timeout
         last = "no answer"
