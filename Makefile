@@ -22,7 +22,7 @@ DEBIAN_PACKAGES := iproute2 iptables nftables kmod user-mode-linux bird2 \
 ## make test: install everything, then lint, type check and run every test tier.
 test: deps venv controlplane lint typecheck
 	$(BIN)/pytest
-	$(BIN)/python hybridnet/lab/netns.py leftovers
+	$(BIN)/python -m hybridnet.lab leftovers
 
 ## make demo: hybridnet on its embedded default: a node namespace running hybridnet-daemon on
 ## the SQLite store, two dual-stack pods attached by the real plugin, traffic, teardown.
@@ -89,4 +89,4 @@ proto: venv
 
 ## remove namespaces left by test runs that are no longer alive
 clean-testbed: venv
-	$(BIN)/python hybridnet/lab/netns.py clean
+	$(BIN)/python -m hybridnet.lab clean

@@ -10,33 +10,30 @@ their own modules: :mod:`hybridnet.lab.cni_runtime` (a container runtime's side 
 Nothing in hybridnet imports the lab; the lab uses only the package's runtime dependencies.
 """
 
+from hybridnet.lab.errors import TestbedError
+from hybridnet.lab.fabric import FABRIC_V4, FABRIC_V6, Fabric, Node, NodeAddresses
 from hybridnet.lab.netns import (
-    FABRIC_V4,
-    FABRIC_V6,
     PREFIX_ROOT,
-    CapturedPacket,
-    EchoReply,
-    Fabric,
     Namespace,
-    Node,
-    NodeAddresses,
-    Process,
-    TestbedError,
     TestbedRun,
-    capture_source,
     connect,
     create_namespace,
     delete_namespace,
     ip,
     leftovers,
     list_namespaces,
-    ping,
     remove_stale_runs,
     root_links,
-    run,
+    testbed_run,
+)
+from hybridnet.lab.processes import Process, run
+from hybridnet.lab.traffic import (
+    CapturedPacket,
+    EchoReply,
+    capture_source,
+    ping,
     start_tcp_echo_server,
     tcp_echo,
-    testbed_run,
 )
 
 __all__ = [

@@ -2,10 +2,10 @@
 
 The daemon runs in a node namespace with a kubeconfig holding nothing but a bound token of that
 ServiceAccount, reaching the API server through the test bed's gateway. The installed plugin,
-driven the way kubelet drives it (tests/cni_runtime.py), runs ADD, CHECK, STATUS and DEL for a
-pod the manager allocated, so every read the daemon makes and its IPInstance status write go
-through the shipped rules alone: a missing rule fails here, not for a user. Then the same
-identity is shown to be refused what the daemon has no business doing.
+driven the way kubelet drives it (hybridnet/lab/cni_runtime.py), runs ADD, CHECK, STATUS and
+DEL for a pod the manager allocated, so every read the daemon makes and its IPInstance status
+write go through the shipped rules alone: a missing rule fails here, not for a user. Then the
+same identity is shown to be refused what the daemon has no business doing.
 
 As in test_manager_rbac, the RBAC is rendered into a namespace of the test's own
 (``rbacd-<run>``) instead of ``kube-system``, which the shared API server fills with other

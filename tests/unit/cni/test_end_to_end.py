@@ -1,5 +1,5 @@
 """ADD, CHECK, DEL, STATUS and GC through the real plugin executable, driven the way a runtime
-drives it (tests/cni_runtime.py), against the fake daemon (a stand-in: see fake_daemon)."""
+drives it (hybridnet/lab/cni_runtime.py), against the fake daemon (a stand-in: see fake_daemon)."""
 
 from __future__ import annotations
 
