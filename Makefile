@@ -59,10 +59,10 @@ controlplane:
 CONTROLPLANE_DIR ?= /tmp/hybridnet-controlplane
 
 controlplane-up: venv controlplane
-	$(BIN)/python hack/controlplane/controlplane.py up --dir $(CONTROLPLANE_DIR)
+	$(BIN)/python -m hack.controlplane up --dir $(CONTROLPLANE_DIR)
 
 controlplane-down: venv controlplane
-	$(BIN)/python hack/controlplane/controlplane.py down --dir $(CONTROLPLANE_DIR)
+	$(BIN)/python -m hack.controlplane down --dir $(CONTROLPLANE_DIR)
 
 lint: venv
 	$(BIN)/ruff check .

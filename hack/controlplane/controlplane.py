@@ -1,278 +1,68 @@
 """A real kube-apiserver + etcd for tests, started the way controller-runtime's envtest does.
 
-The binaries come from ``hack/controlplane/build.sh`` (built once into a cache). A
-:class:`ControlPlane` makes a throwaway CA, a serving certificate, an admin client certificate
-(``admin`` in ``system:masters``) and a service-account signing key, starts etcd on loopback with
-a temporary data directory and kube-apiserver with RBAC, polls ``/readyz``, and writes an admin
-kubeconfig. Only these two processes run: no kubelet, scheduler or controller-manager.
+The binaries come from ``build.sh`` (:mod:`hack.controlplane.binaries`). A :class:`ControlPlane`
+makes a throwaway CA, a serving certificate, an admin client certificate (``admin`` in
+``system:masters``) and a service-account signing key (:mod:`hack.controlplane.pki`), starts etcd
+on loopback with a temporary data directory and kube-apiserver with RBAC, polls ``/readyz``, and
+writes an admin kubeconfig. Only these two processes run: no kubelet, scheduler or
+controller-manager.
 
-Every process it starts is stopped by its own PID. Each control plane's work directory holds a
-state file naming its PIDs and a lock held for the life of the owner; a later start ends the
-processes of an owner that died without stopping them (after checking that the PID still runs
-our binary with our work directory in its arguments) and removes its directory.
-
-The file is also a command-line tool for people::
-
-    python tests/cluster/controlplane.py up --dir /tmp/hybridnet-controlplane
-    python tests/cluster/controlplane.py down --dir /tmp/hybridnet-controlplane
+Both are started as :class:`hybridnet.lab.processes.Process` (the lab's, so there is one way
+to start and end a child) and stopped through their own process group. What a control plane
+records about itself, and the cleanup after an owner that died, are in
+:mod:`hack.controlplane.state`.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
-import ctypes
-import dataclasses
-import datetime
 import fcntl
 import ipaddress
 import json
 import os
 import re
-import select
 import shutil
-import signal
 import socket
 import ssl
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = REPO_ROOT / "hack" / "controlplane" / "build.sh"
-DEFAULT_CRD_DIR = REPO_ROOT / "deploy" / "crds"
+from hack.controlplane import crds
+from hack.controlplane.binaries import BINARIES, BUILD_SCRIPT, build_binaries
+from hack.controlplane.crds import DEFAULT_CRD_DIR
+from hack.controlplane.errors import ControlPlaneError
+from hack.controlplane.forwarder import Forwarder, listen_in_namespace
+from hack.controlplane.pki import (
+    CertificateAuthority,
+    KeyPair,
+    credentials_user,
+    kubeconfig_document,
+    signing_key_pems,
+    write_private,
+)
+from hack.controlplane.state import LOCK_FILE, STATE_FILE, TEMP_PREFIX, remove_stale_control_planes
+from hybridnet.lab.processes import Process
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 DEFAULT_SANS = ("127.0.0.1", "::1", "localhost", "198.18.0.1")
 """Names the serving certificate is valid for; 198.18.0.1 is the test bed's gateway address."""
 SERVICE_CLUSTER_IP_RANGE = "198.18.254.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
-CLUSTER_NAME = "hybridnet-test"
 ADMIN_USER = "admin"
 ADMIN_GROUPS = ("system:masters",)
-
-TEMP_PREFIX = "hybridnet-cp-"
-"""Work directories made by :class:`ControlPlane` itself: ``$TMPDIR/hybridnet-cp-XXXX``."""
-STATE_FILE = "controlplane.json"
-LOCK_FILE = "controlplane.lock"
-BINARIES = ("etcd", "kube-apiserver", "kubectl")
-CERT_VALIDITY = datetime.timedelta(days=365)
-
-if TYPE_CHECKING:
-    from kubernetes.client import ApiClient
-
-CLONE_NEWNET = 0x40000000
-
-
-class ControlPlaneError(RuntimeError):
-    """The control plane could not be built, started or used; the message says why."""
-
-
-# --------------------------------------------------------------------------- binaries
-
-
-def build_binaries(timeout: float | None = None) -> Path:
-    """Run ``build.sh`` (instant when the cache is complete) and return the binaries' directory."""
-    try:
-        done = subprocess.run(
-            [str(BUILD_SCRIPT)], capture_output=True, text=True, check=False, timeout=timeout
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise ControlPlaneError(f"{BUILD_SCRIPT} did not finish within {timeout}s") from exc
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        raise ControlPlaneError(
-            f"{BUILD_SCRIPT} failed (exit {done.returncode}):\n{done.stderr.strip()[-3000:]}"
-        )
-    bin_dir = Path(lines[-1])
-    missing = [name for name in BINARIES if not os.access(bin_dir / name, os.X_OK)]
-    if missing:
-        raise ControlPlaneError(f"{BUILD_SCRIPT} printed {bin_dir}, which lacks {missing}")
-    return bin_dir
-
-
-# --------------------------------------------------------------------------- certificates
-
-
-@dataclasses.dataclass(frozen=True)
-class KeyPair:
-    """A PEM certificate and its PEM private key."""
-
-    cert_pem: bytes
-    key_pem: bytes
-
-    def write(self, directory: Path, stem: str) -> tuple[Path, Path]:
-        """Write ``stem.crt`` and ``stem.key`` (mode 0600) and return their paths."""
-        cert_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
-        cert_path.write_bytes(self.cert_pem)
-        _write_private(key_path, self.key_pem)
-        return cert_path, key_path
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-
-
-def _general_name(san: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(san))
-    except ValueError:
-        return x509.DNSName(san)
-
-
-class CertificateAuthority:
-    """A throwaway CA (ECDSA P-256, fast to make) that issues serving and client certificates."""
-
-    def __init__(self, common_name: str = "hybridnet-test-ca") -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        now = datetime.datetime.now(datetime.UTC)
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + CERT_VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False
-            )
-            .sign(self.key, hashes.SHA256())
-        )
-
-    @property
-    def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
-
-    @property
-    def key_pair(self) -> KeyPair:
-        return KeyPair(self.cert_pem, _key_pem(self.key))
-
-    def issue(
-        self,
-        common_name: str,
-        *,
-        organizations: Iterable[str] = (),
-        sans: Iterable[str] = (),
-        server: bool = False,
-        client: bool = False,
-    ) -> KeyPair:
-        """A leaf certificate; for a client, CN is the user and each O one of its groups."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-        attributes += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
-        usages = [ExtendedKeyUsageOID.SERVER_AUTH] * server + [
-            ExtendedKeyUsageOID.CLIENT_AUTH
-        ] * client
-        now = datetime.datetime.now(datetime.UTC)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name(attributes))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + CERT_VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
-                critical=False,
-            )
-        )
-        names = [_general_name(san) for san in dict.fromkeys(sans)]
-        if names:
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        cert = builder.sign(self.key, hashes.SHA256())
-        return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
-
-
-def kubeconfig_document(
-    server_url: str, ca_pem: bytes, credentials: KeyPair | str, user: str
-) -> dict[str, Any]:
-    """A kubeconfig with everything inline: CA data, and client certificate data or a token."""
-
-    def b64(data: bytes) -> str:
-        return base64.b64encode(data).decode()
-
-    if isinstance(credentials, str):
-        user_entry = {"token": credentials}
-    else:
-        user_entry = {
-            "client-certificate-data": b64(credentials.cert_pem),
-            "client-key-data": b64(credentials.key_pem),
-        }
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": CLUSTER_NAME,
-                "cluster": {"server": server_url, "certificate-authority-data": b64(ca_pem)},
-            }
-        ],
-        "users": [{"name": user, "user": user_entry}],
-        "contexts": [{"name": CLUSTER_NAME, "context": {"cluster": CLUSTER_NAME, "user": user}}],
-        "current-context": CLUSTER_NAME,
-        "preferences": {},
-    }
-
-
-# --------------------------------------------------------------------------- processes
+STOP_TIMEOUT = 15.0
+"""Seconds etcd and kube-apiserver get to exit after SIGTERM before SIGKILL."""
 
 
 def free_port() -> int:
@@ -290,284 +80,6 @@ def tail(path: Path, lines: int = 40) -> str:
     except FileNotFoundError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
-
-
-class Child:
-    """A process we started, its output appended to a log file; ended by its own PID only."""
-
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path) -> None:
-        self.name = name
-        self.argv = list(argv)
-        self.log_path = log_path
-        self._log: IO[bytes] = log_path.open("ab")
-        self._popen = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            # Its own session: a Ctrl-C in the terminal of `controlplane.py up` or of pytest
-            # does not reach it; we end it ourselves.
-            start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self._popen.pid
-
-    def poll(self) -> int | None:
-        return self._popen.poll()
-
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM, then SIGKILL if it lingers; return the exit status."""
-        if self._popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._popen.pid, signal.SIGTERM)
-            try:
-                self._popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self._popen.pid, signal.SIGKILL)
-                self._popen.wait(timeout)
-        self._log.close()
-        return self._popen.returncode
-
-    def forget(self) -> None:
-        """Leave the process running (``controlplane.py up``): only close our end of the log."""
-        self._log.close()
-        # Keep Popen from warning that a process it started is still running.
-        self._popen.returncode = 0
-
-
-def _process_argv(pid: int) -> list[str] | None:
-    """The command line of a live (non-zombie) process, or None."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    if stat.rpartition(")")[2].split()[0] == "Z":
-        return None
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
-def _is_ours(pid: int, binary: str, work_dir: Path) -> bool:
-    """True when ``pid`` still runs ``binary`` with an argument inside ``work_dir``.
-
-    Guards against a recycled PID: a recorded PID is only ever signalled when it checks out.
-    """
-    argv = _process_argv(pid)
-    if not argv:
-        return False
-    return argv[0] == binary and any(str(work_dir) in arg for arg in argv[1:])
-
-
-def stop_recorded(work_dir: Path, timeout: float = 15.0) -> list[str]:
-    """Stop the processes named in ``work_dir``'s state file; return what was stopped."""
-    try:
-        state = json.loads((work_dir / STATE_FILE).read_text())
-    except (FileNotFoundError, ValueError):
-        return []
-    stopped = []
-    processes: dict[str, Any] = state.get("processes", {})
-    # kube-apiserver first: without etcd its graceful shutdown waits on etcd until it times out.
-    for name in sorted(processes, key=lambda n: n != "kube-apiserver"):
-        pid, binary = int(processes[name]["pid"]), str(processes[name]["binary"])
-        if not _is_ours(pid, binary, work_dir):
-            continue
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _is_ours(pid, binary, work_dir) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _is_ours(pid, binary, work_dir):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        stopped.append(f"{name} (pid {pid})")
-    return stopped
-
-
-def _lock_is_free(lock_path: Path) -> bool:
-    with lock_path.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return True
-
-
-def remove_stale_control_planes(grace: float = 60.0) -> list[Path]:
-    """Stop and remove control planes in ``$TMPDIR/hybridnet-cp-*`` whose owner has died.
-
-    The owner holds an exclusive flock on the lock file while it lives; the kernel drops it
-    however the owner dies. Detached control planes (``controlplane.py up``) are skipped.
-    Directories without a lock file younger than ``grace`` seconds are being set up.
-    """
-    removed = []
-    for work_dir in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
-        lock_path = work_dir / LOCK_FILE
-        try:
-            if not lock_path.exists():
-                if time.time() - work_dir.stat().st_mtime < grace:
-                    continue
-            elif not _lock_is_free(lock_path):
-                continue
-            state_path = work_dir / STATE_FILE
-            if state_path.exists() and json.loads(state_path.read_text()).get("detached"):
-                continue
-        except (OSError, ValueError):
-            continue
-        stop_recorded(work_dir)
-        shutil.rmtree(work_dir, ignore_errors=True)
-        removed.append(work_dir)
-    return removed
-
-
-# --------------------------------------------------------------------------- forwarding
-
-
-def _setns(fd: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"setns: {os.strerror(errno)}")
-
-
-def listen_in_namespace(netns: str, address: str, port: int = 0) -> socket.socket:
-    """A listening TCP socket created inside network namespace ``netns``.
-
-    ``netns`` is a name under ``/run/netns`` or a path to a namespace file. ``setns`` moves only
-    the calling thread, so a short-lived thread enters the namespace, makes and binds the socket
-    (which keeps the namespace it was created in), and switches back; nothing else of the
-    process, and nothing in the root namespace, changes.
-    """
-    path = netns if "/" in netns else f"/run/netns/{netns}"
-    if not Path(path).exists():
-        raise ControlPlaneError(f"no network namespace at {path}")
-    made: list[socket.socket] = []
-    failed: list[BaseException] = []
-
-    def enter_and_listen() -> None:
-        try:
-            own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    _setns(target)
-                finally:
-                    os.close(target)
-                try:
-                    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-                    listener = socket.socket(family, socket.SOCK_STREAM)
-                    try:
-                        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                        listener.bind((address, port))
-                        listener.listen(128)
-                    except BaseException:
-                        listener.close()
-                        raise
-                    made.append(listener)
-                finally:
-                    # If even this failed, the thread ends here and takes the namespace along.
-                    _setns(own)
-            finally:
-                os.close(own)
-        except BaseException as exc:  # handed to the caller's thread below
-            failed.append(exc)
-
-    worker = threading.Thread(target=enter_and_listen, name=f"setns-{netns}")
-    worker.start()
-    worker.join()
-    if failed:
-        for listener in made:
-            listener.close()
-        raise ControlPlaneError(
-            f"cannot listen on {address}:{port} in namespace {netns}: {failed[0]}"
-        ) from failed[0]
-    return made[0]
-
-
-class Forwarder:
-    """Relays every connection accepted on ``listener`` to ``target`` (from our own namespace).
-
-    Threads: one accepts, one per connection copies bytes both ways (half-closes are passed on).
-    :meth:`close` wakes all of them through a pipe and closes every socket.
-    """
-
-    def __init__(self, listener: socket.socket, target: tuple[str, int]) -> None:
-        self.listener = listener
-        self.target = target
-        # A socket pair rather than a pipe: select() then sees sockets only.
-        self._wake_read, self._wake_write = socket.socketpair()
-        self._closed = False
-        self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
-        host, port = listener.getsockname()[:2]
-        self.address: tuple[str, int] = (host, port)
-        self._acceptor = threading.Thread(
-            target=self._accept_loop, name=f"forward-{host}:{port}", daemon=True
-        )
-        self._acceptor.start()
-
-    def _accept_loop(self) -> None:
-        while True:
-            ready, _, _ = select.select([self.listener, self._wake_read], [], [])
-            if self._wake_read in ready:
-                return
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                continue
-            relay = threading.Thread(target=self._relay, args=(conn,), daemon=True)
-            with self._lock:
-                if self._closed:
-                    conn.close()
-                    return
-                self._threads = [t for t in self._threads if t.is_alive()]
-                self._threads.append(relay)
-            relay.start()
-
-    def _relay(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                upstream = socket.create_connection(self.target, timeout=10)
-            except OSError:
-                return
-            with upstream:
-                upstream.settimeout(None)
-                peers = {conn: upstream, upstream: conn}
-                reading = [conn, upstream]
-                try:
-                    while reading:
-                        ready, _, _ = select.select([*reading, self._wake_read], [], [])
-                        if self._wake_read in ready:
-                            return
-                        for source in ready:
-                            data = source.recv(65536)
-                            if data:
-                                peers[source].sendall(data)
-                            else:
-                                reading.remove(source)
-                                with contextlib.suppress(OSError):
-                                    peers[source].shutdown(socket.SHUT_WR)
-                except OSError:
-                    return
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            threads = [*self._threads, self._acceptor]
-        self._wake_write.send(b"x")
-        for thread in threads:
-            thread.join(5)
-        self.listener.close()
-        self._wake_read.close()
-        self._wake_write.close()
-
-
-# --------------------------------------------------------------------------- the control plane
 
 
 def _urlopen(
@@ -617,8 +129,8 @@ class ControlPlane:
         self._lock_handle: IO[str] | None = None
         self._ca: CertificateAuthority | None = None
         self._admin_pair: KeyPair | None = None
-        self._etcd: Child | None = None
-        self._apiserver: Child | None = None
+        self._etcd: Process | None = None
+        self._apiserver: Process | None = None
         self._etcd_port = 0
         self._secure_port = 0
         self._forwarders: dict[str, Forwarder] = {}
@@ -726,7 +238,7 @@ class ControlPlane:
             return
         for child in (self._apiserver, self._etcd):
             if child is not None:
-                child.stop()
+                child.stop(STOP_TIMEOUT)
         self._apiserver = self._etcd = None
         self._secure_port = self._etcd_port = 0
         if self._lock_handle is not None:
@@ -754,7 +266,7 @@ class ControlPlane:
         """Stop kube-apiserver and start it again on the same port and etcd; wait until ready."""
         if self._apiserver is None:
             raise ControlPlaneError("kube-apiserver is not running")
-        self._apiserver.stop()
+        self._apiserver.stop(STOP_TIMEOUT)
         self._apiserver = None
         self._write_state()
         port = self._secure_port
@@ -770,13 +282,9 @@ class ControlPlane:
         self._ca.issue("kube-apiserver", sans=self.sans, server=True).write(pki, "apiserver")
         self._admin_pair = self._ca.issue(ADMIN_USER, organizations=ADMIN_GROUPS, client=True)
         self._admin_pair.write(pki, "admin")
-        signing_key = ec.generate_private_key(ec.SECP256R1())
-        _write_private(pki / "sa.key", _key_pem(signing_key))
-        (pki / "sa.pub").write_bytes(
-            signing_key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-        )
+        signing_key, verifying_key = signing_key_pems()
+        write_private(pki / "sa.key", signing_key)
+        (pki / "sa.pub").write_bytes(verifying_key)
 
     @property
     def _admin(self) -> KeyPair:
@@ -794,7 +302,7 @@ class ControlPlane:
         if self._ca is None:
             raise ControlPlaneError("the control plane is not started")
         document = kubeconfig_document(server_url, self._ca.cert_pem, credentials, user)
-        _write_private(path, yaml.safe_dump(document, sort_keys=False).encode())
+        write_private(path, yaml.safe_dump(document, sort_keys=False).encode())
         return path
 
     def kubeconfig_for(self, server_url: str, path: Path | None = None) -> Path:
@@ -892,12 +400,12 @@ class ControlPlane:
                 "--unsafe-no-fsync",
                 "--log-level=warn",
             ]
-            self._etcd = Child("etcd", argv, self.log_paths["etcd"])
+            self._etcd = Process(argv, log_path=self.log_paths["etcd"])
             self._etcd_port = client_port
             self._write_state()
             if self._wait_etcd_healthy():
                 return
-            self._etcd.stop()
+            self._etcd.stop(STOP_TIMEOUT)
             self._etcd = None
             log = tail(self.log_paths["etcd"])
             if "address already in use" not in log or attempt == 2:
@@ -1005,13 +513,13 @@ class ControlPlane:
             flags = self._apiserver_flags()
             argv = [str(self.bin_dir / "kube-apiserver")]
             argv += [f"--{name}={value}" for name, value in flags.items() if value is not None]
-            self._apiserver = Child("kube-apiserver", argv, self.log_paths["kube-apiserver"])
+            self._apiserver = Process(argv, log_path=self.log_paths["kube-apiserver"])
             self._write_state()
             failure = self._wait_apiserver_ready()
             if failure is None:
                 return
             exited = self._apiserver.poll()
-            self._apiserver.stop()
+            self._apiserver.stop(STOP_TIMEOUT)
             self._apiserver = None
             self._write_state()
             log = tail(self.log_paths["kube-apiserver"])
@@ -1068,28 +576,14 @@ class ControlPlane:
         Waits until each is Established and its resources are in discovery. Documents of other
         kinds (a kustomization, say) are skipped. Returns the CRD names.
         """
-        from kubernetes import client  # noqa: PLC0415
-
-        directory = directory or DEFAULT_CRD_DIR
-        documents = []
-        for path in sorted(directory.glob("*.yaml")) if directory.is_dir() else []:
-            for document in yaml.safe_load_all(path.read_text()):
-                if isinstance(document, dict) and document.get("kind") == (
-                    "CustomResourceDefinition"
-                ):
-                    documents.append(document)
+        documents = crds.crd_documents(directory or DEFAULT_CRD_DIR)
         if not documents:
             return []
         api_client = self.api_client()
         try:
-            extensions = client.ApiextensionsV1Api(api_client)
-            names = [_apply_crd(extensions, document) for document in documents]
-            deadline = time.monotonic() + timeout
-            for document in documents:
-                _wait_crd_served(api_client, extensions, document, deadline)
+            return crds.install_crds(api_client, documents, timeout)
         finally:
             close_api_client(api_client)
-        return names
 
     # ----------------------------------------------------------------- reach from namespaces
 
@@ -1143,142 +637,3 @@ def close_api_client(api_client: ApiClient) -> None:
     """Close a client's connection pool (``ApiClient.close`` is untyped)."""
     close: Any = api_client.close
     close()
-
-
-def credentials_user(credentials: KeyPair) -> str:
-    """The user name (certificate CN) of a client key pair."""
-    cert = x509.load_pem_x509_certificate(credentials.cert_pem)
-    value = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
-    return value if isinstance(value, str) else value.decode()
-
-
-def _apply_crd(extensions: Any, document: dict[str, Any]) -> str:
-    """Create the CRD, or replace the existing one of that name; return its name."""
-    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
-
-    name = str(document["metadata"]["name"])
-    # _preload_content=False throughout: the client's model of CRD status rejects the
-    # condition-less status a just-created CRD has.
-    try:
-        extensions.create_custom_resource_definition(document, _preload_content=False)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise ControlPlaneError(f"creating CRD {name}: {exc.status} {exc.body}") from exc
-        current = json.loads(
-            extensions.read_custom_resource_definition(name, _preload_content=False).data
-        )
-        body = json.loads(json.dumps(document))
-        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        extensions.replace_custom_resource_definition(name, body, _preload_content=False)
-    return name
-
-
-def _discovered(api_client: Any, group: str, version: str) -> set[str]:
-    """The resource names that discovery lists for ``group/version`` (empty when unknown)."""
-    request = api_client.param_serialize(
-        "GET", f"/apis/{group}/{version}", auth_settings=["BearerToken"]
-    )
-    response = api_client.call_api(*request, _request_timeout=10)
-    data = response.read()
-    if response.status != 200:
-        return set()
-    return {str(r.get("name")) for r in json.loads(data).get("resources", [])}
-
-
-def _wait_crd_served(
-    api_client: Any, extensions: Any, document: dict[str, Any], deadline: float
-) -> None:
-    name = str(document["metadata"]["name"])
-    group = document["spec"]["group"]
-    plural = document["spec"]["names"]["plural"]
-    versions = [v["name"] for v in document["spec"]["versions"] if v.get("served", True)]
-    conditions: list[dict[str, Any]] = []
-    while True:
-        crd = json.loads(
-            extensions.read_custom_resource_definition(name, _preload_content=False).data
-        )
-        conditions = crd.get("status", {}).get("conditions") or []
-        by_type = {c["type"]: c for c in conditions}
-        names_accepted = by_type.get("NamesAccepted", {})
-        if names_accepted.get("status") == "False":
-            raise ControlPlaneError(f"CRD {name}: names not accepted: {names_accepted}")
-        established = by_type.get("Established", {}).get("status") == "True"
-        if established and all(plural in _discovered(api_client, group, v) for v in versions):
-            return
-        if time.monotonic() > deadline:
-            raise ControlPlaneError(f"CRD {name} not established/served in time: {conditions}")
-        time.sleep(0.1)
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def _up(work_dir: Path, crd_dir: Path | None, install: bool) -> int:
-    work_dir = work_dir.resolve()
-    state_path = work_dir / STATE_FILE
-    if state_path.exists():
-        state = json.loads(state_path.read_text())
-        alive = [
-            name
-            for name, entry in state.get("processes", {}).items()
-            if _is_ours(int(entry["pid"]), str(entry["binary"]), work_dir)
-        ]
-        if alive:
-            print(f"already running in {work_dir}: {', '.join(alive)}; run `down` first")
-            return 1
-        shutil.rmtree(work_dir)
-    elif work_dir.exists() and any(work_dir.iterdir()):
-        print(f"{work_dir} exists and is not a control plane's directory; pick another --dir")
-        return 1
-    started = time.monotonic()
-    control_plane = ControlPlane(work_dir=work_dir)
-    control_plane.start()
-    try:
-        crds = control_plane.install_crds(crd_dir) if install else []
-    except BaseException:
-        control_plane.stop()
-        raise
-    pids = control_plane.pids
-    control_plane.detach()
-    print(f"control plane up in {time.monotonic() - started:.1f}s: {control_plane.server_url}")
-    print(f"pids: {pids}; logs in {work_dir}")
-    if crds:
-        print(f"CRDs installed: {', '.join(crds)}")
-    print(f"kubectl: {control_plane.kubectl}")
-    print(f"kubeconfig: {control_plane.kubeconfig_path}")
-    print(f"export KUBECONFIG={control_plane.kubeconfig_path}")
-    return 0
-
-
-def _down(work_dir: Path) -> int:
-    work_dir = work_dir.resolve()
-    if not (work_dir / STATE_FILE).exists():
-        print(f"no control plane in {work_dir}")
-        return 0
-    stopped = stop_recorded(work_dir)
-    print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
-    shutil.rmtree(work_dir, ignore_errors=True)
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="controlplane", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    up = commands.add_parser("up", help="start etcd + kube-apiserver and leave them running")
-    up.add_argument("--dir", type=Path, required=True, help="work dir (kubeconfig, logs, pids)")
-    up.add_argument("--crds", type=Path, default=None, help=f"CRD dir (default {DEFAULT_CRD_DIR})")
-    up.add_argument("--no-crds", action="store_true", help="do not install CRDs")
-    down = commands.add_parser("down", help="stop what `up` started in --dir and remove it")
-    down.add_argument("--dir", type=Path, required=True)
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "up":
-            return _up(args.dir, args.crds, not args.no_crds)
-        return _down(args.dir)
-    except ControlPlaneError as exc:
-        print(f"controlplane: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
