@@ -22,7 +22,7 @@ DEBIAN_PACKAGES := iproute2 iptables nftables kmod user-mode-linux bird2 \
 ## make test: install everything, then lint, type check and run every test tier.
 test: deps venv controlplane lint typecheck
 	$(BIN)/pytest
-	$(BIN)/python tests/netns/testbed.py leftovers
+	$(BIN)/python -m hybridnet.lab leftovers
 
 ## make demo: hybridnet on its embedded default: a node namespace running hybridnet-daemon on
 ## the SQLite store, two dual-stack pods attached by the real plugin, traffic, teardown.
@@ -59,10 +59,10 @@ controlplane:
 CONTROLPLANE_DIR ?= /tmp/hybridnet-controlplane
 
 controlplane-up: venv controlplane
-	$(BIN)/python tests/cluster/controlplane.py up --dir $(CONTROLPLANE_DIR)
+	$(BIN)/python -m hack.controlplane up --dir $(CONTROLPLANE_DIR)
 
 controlplane-down: venv controlplane
-	$(BIN)/python tests/cluster/controlplane.py down --dir $(CONTROLPLANE_DIR)
+	$(BIN)/python -m hack.controlplane down --dir $(CONTROLPLANE_DIR)
 
 lint: venv
 	$(BIN)/ruff check .
@@ -89,4 +89,4 @@ proto: venv
 
 ## remove namespaces left by test runs that are no longer alive
 clean-testbed: venv
-	$(BIN)/python tests/netns/testbed.py clean
+	$(BIN)/python -m hybridnet.lab clean

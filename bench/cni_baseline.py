@@ -2,9 +2,9 @@
 
 The baseline later benchmarks print hybridnet's figures beside. A node namespace plays the host
 (the bridge lives there, never in the root namespace); each pod gets a fresh namespace; the
-plugins are executed by tests/cni_runtime.py exactly as libcni would (env, stdin, cached result
-as prevResult on DEL). The measuring loop itself runs inside the node namespace so that the
-figures contain the plugin's work and not ``ip netns exec``.
+plugins are executed by hybridnet/lab/cni_runtime.py exactly as libcni would (env, stdin,
+cached result as prevResult on DEL). The measuring loop itself runs inside the node namespace
+so that the figures contain the plugin's work and not ``ip netns exec``.
 
     python -m bench.cni_baseline --runs 50 [--json bench/results/cni_baseline.json]
 """
@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import print_table, summarize_ms, write_json
-from tests.cni_runtime import Attachment, CniRuntime
-from tests.netns import testbed
+from hybridnet import lab
+from hybridnet.lab.cni_runtime import Attachment, CniRuntime
 
 REFERENCE_PLUGIN_DIRS = ["/usr/lib/cni", "/opt/cni/bin"]
 POD_RANGE = "198.19.0.0/16"
@@ -67,9 +67,9 @@ def measure(pod_namespaces: list[str], work: Path) -> dict[str, list[float]]:
 
 
 def run(runs: int) -> dict[str, Any]:
-    with testbed.testbed_run() as bed, tempfile.TemporaryDirectory(prefix="hnt-bench-") as tmp:
-        node = testbed.create_namespace(bed.name("node1"))
-        pods = [testbed.create_namespace(bed.unique("pod")) for _ in range(runs + WARMUP_RUNS)]
+    with lab.testbed_run() as bed, tempfile.TemporaryDirectory(prefix="hnt-bench-") as tmp:
+        node = lab.create_namespace(bed.name("node1"))
+        pods = [lab.create_namespace(bed.unique("pod")) for _ in range(runs + WARMUP_RUNS)]
         print(
             f"driving bridge + host-local: {runs} ADDs then {runs} DELs (+{WARMUP_RUNS} warm-up)",
             file=sys.stderr,

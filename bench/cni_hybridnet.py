@@ -1,10 +1,10 @@
 """hybridnet's CNI ADD/DEL latency beside the reference bridge + host-local, and a 100-pod burst.
 
 A node namespace runs ``hybridnet-daemon`` on the embedded store; the real ``hybridnet-cni`` is
-executed the way a runtime executes it (tests/cni_runtime.py), into fresh pod namespaces. The
-reference chain is measured in the same run (bench/cni_baseline.py) and the ratio printed.
-Targets on the 2-core reference machine: ADD median <= 150 ms and within 8x the reference; 100
-concurrent ADDs done in <= 10 s with no failure.
+executed the way a runtime executes it (hybridnet/lab/cni_runtime.py), into fresh pod
+namespaces. The reference chain is measured in the same run (bench/cni_baseline.py) and the
+ratio printed. Targets on the 2-core reference machine: ADD median <= 150 ms and within 8x the
+reference; 100 concurrent ADDs done in <= 10 s with no failure.
 
     python -m bench.cni_hybridnet [--runs 30] [--burst 100] [--json FILE]
 """
@@ -21,9 +21,9 @@ from typing import Any
 
 from bench import cni_baseline
 from bench.stats import print_table, summarize_ms, write_json
-from tests import daemon_harness
-from tests.cni_runtime import Attachment, CniRuntime
-from tests.netns import testbed
+from hybridnet import lab
+from hybridnet.lab import daemon as lab_daemon
+from hybridnet.lab.cni_runtime import Attachment, CniRuntime
 
 
 def _runtime(socket: Path, plugin_dir: Path, cache: Path) -> CniRuntime:
@@ -35,7 +35,7 @@ def _runtime(socket: Path, plugin_dir: Path, cache: Path) -> CniRuntime:
     return CniRuntime(conflist, [str(plugin_dir)], cache)
 
 
-def _attachment(pod: testbed.Namespace) -> Attachment:
+def _attachment(pod: lab.Namespace) -> Attachment:
     return Attachment(
         container_id=pod.name,
         netns=pod.path,
@@ -45,16 +45,16 @@ def _attachment(pod: testbed.Namespace) -> Attachment:
 
 
 def measure(runs: int, burst: int) -> dict[str, Any]:
-    with testbed.testbed_run() as bed, tempfile.TemporaryDirectory(prefix="hnt-bench-") as tmp:
+    with lab.testbed_run() as bed, tempfile.TemporaryDirectory(prefix="hnt-bench-") as tmp:
         work = Path(tmp)
-        node = testbed.create_namespace(bed.name("node1"))
+        node = lab.create_namespace(bed.name("node1"))
         node.sysctl("net.ipv4.ip_forward", "1")
-        daemon, socket = daemon_harness.start_embedded_daemon(
+        daemon, socket = lab_daemon.start_embedded_daemon(
             node, work, "198.19.0.0/16", None, "--log-level", "warning"
         )
-        plugin_dir = daemon_harness.plugin_dir(work / "bin")
+        plugin_dir = lab_daemon.plugin_dir(work / "bin")
         runtime = _runtime(socket, plugin_dir, work / "cache")
-        pods = [testbed.create_namespace(bed.unique("pod")) for _ in range(runs + 3)]
+        pods = [lab.create_namespace(bed.unique("pod")) for _ in range(runs + 3)]
         print(f"hybridnet: {runs} ADDs then DELs (+3 warm-up)", file=sys.stderr)
         for pod in pods:
             runtime.add(_attachment(pod))
@@ -62,7 +62,7 @@ def measure(runs: int, burst: int) -> dict[str, Any]:
             runtime.delete(_attachment(pod))
         add = [c.seconds for c in runtime.calls if c.command == "ADD"][3:]
         delete = [c.seconds for c in runtime.calls if c.command == "DEL"][3:]
-        burst_pods = [testbed.create_namespace(bed.unique("burst")) for _ in range(burst)]
+        burst_pods = [lab.create_namespace(bed.unique("burst")) for _ in range(burst)]
         print(
             f"hybridnet: {burst} concurrent ADDs (8 at a time, as a busy kubelet)", file=sys.stderr
         )
@@ -84,7 +84,7 @@ def measure(runs: int, burst: int) -> dict[str, Any]:
     }
 
 
-def _try_add(runtime: CniRuntime, pod: testbed.Namespace) -> bool:
+def _try_add(runtime: CniRuntime, pod: lab.Namespace) -> bool:
     try:
         runtime.add(_attachment(pod))
     except Exception:

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import write_json
+from hack.controlplane import ControlPlane
 from hybridnet.api.builtin import Pod
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import IPInstance
+from hybridnet.lab.manager import Harness
 from hybridnet.store.kube import KubeStore
-from tests.cluster.controlplane import ControlPlane
-from tests.manager_harness import Harness
 
 IPAM_NAMESPACE = "bench-ipam"
 

@@ -12,26 +12,26 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests import daemon_harness
-from tests.cni_runtime import Attachment, CniRuntime
-from tests.netns import testbed
+from hybridnet import lab
+from hybridnet.lab import daemon as lab_daemon
+from hybridnet.lab.cni_runtime import Attachment, CniRuntime
 
 
 def main() -> int:
     failures = 0
-    with testbed.testbed_run() as bed, tempfile.TemporaryDirectory(prefix="hybridnet-demo-") as tmp:
+    with lab.testbed_run() as bed, tempfile.TemporaryDirectory(prefix="hybridnet-demo-") as tmp:
         work = Path(tmp)
-        fabric = testbed.Fabric(bed)
+        fabric = lab.Fabric(bed)
         try:
             node = fabric.add_node()
             node.sysctl("net.ipv4.ip_forward", "1")
             node.sysctl("net.ipv6.conf.all.forwarding", "1")
-            _, socket = daemon_harness.start_embedded_daemon(
+            _, socket = lab_daemon.start_embedded_daemon(
                 node, work, "198.19.60.0/24", "2001:db8:60::/64",
                 "--ip-family", "DualStack", "--log-level", "warning",
             )  # fmt: skip
             print(f"hybridnet-daemon serving on {socket} in {node.name} (embedded store)")
-            plugins = daemon_harness.plugin_dir(work / "bin")
+            plugins = lab_daemon.plugin_dir(work / "bin")
             conflist = {
                 "cniVersion": "1.1.0",
                 "name": "hybridnet",
@@ -54,7 +54,7 @@ def main() -> int:
             web, db = pods
             targets = [a.split("/")[0] for a in addresses[db.name]] + [node.ipv4, node.ipv6]
             for target in targets:
-                ok = testbed.ping(web, target)
+                ok = lab.ping(web, target)
                 failures += not ok
                 print(f"ping {web.name} -> {target}: {'ok' if ok else 'FAILED'}")
             for pod in pods:
@@ -69,7 +69,7 @@ def main() -> int:
                 print(f"CNI DEL {pod.name}: done")
         finally:
             fabric.teardown()
-    print("torn down; leftovers:", ", ".join(testbed.leftovers()) or "none")
+    print("torn down; leftovers:", ", ".join(lab.leftovers()) or "none")
     return 1 if failures else 0
 
 

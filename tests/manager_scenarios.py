@@ -19,11 +19,11 @@ from hybridnet.api.resources import IPInstance, Network, Subnet
 from hybridnet.ipamcore.allocator import Allocation, Allocator
 from hybridnet.ipamstore import ipinstances
 from hybridnet.ipamstore.service import IPAMService
+from hybridnet.lab.manager import IPAM_NAMESPACE, Harness
 from hybridnet.manager.nodes import NodeLabeler
 from hybridnet.manager.pods import PodController
 from hybridnet.manager.status import StatusWriter
 from hybridnet.store.interface import Store
-from tests.manager_harness import IPAM_NAMESPACE, Harness
 from tests.store_contract import wait_until
 
 

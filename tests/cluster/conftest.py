@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from tests.cluster.controlplane import (
+from hack.controlplane import (
     DEFAULT_CRD_DIR,
     ControlPlane,
     ControlPlaneError,

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from tests.cluster.controlplane import ControlPlane
+from hack.controlplane import ControlPlane
 
 SHIPPED_NAMESPACE = "kube-system"
 

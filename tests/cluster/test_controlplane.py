@@ -18,12 +18,14 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.cluster import controlplane
-from tests.cluster.controlplane import ControlPlane
-from tests.netns import testbed
+from hack import controlplane
+from hack.controlplane import ControlPlane
+from hack.controlplane.state import STATE_FILE, process_argv, remove_stale_control_planes
+from hybridnet import lab as testbed
 
 GO_MOD = controlplane.REPO_ROOT / "hack" / "controlplane" / "go.mod"
-CONTROLPLANE_SCRIPT = Path(controlplane.__file__)
+CONTROLPLANE_CLI = [sys.executable, "-m", "hack.controlplane"]
+"""Run from the repository root (``hack`` is not an installed package)."""
 
 
 def pinned_kubernetes_version() -> str:
@@ -352,10 +354,11 @@ def test_expose_refuses_an_address_the_certificate_does_not_name(
 def test_up_and_down_command_line_leave_nothing_running(
     control_plane: ControlPlane, tmp_path: Path
 ) -> None:
-    """``controlplane.py up`` leaves the processes running after it exits; ``down`` ends them."""
+    """``python -m hack.controlplane up`` leaves the processes running; ``down`` ends them."""
     work_dir = tmp_path / "cp"
     up = subprocess.run(
-        [sys.executable, str(CONTROLPLANE_SCRIPT), "up", "--dir", str(work_dir), "--no-crds"],
+        [*CONTROLPLANE_CLI, "up", "--dir", str(work_dir), "--no-crds"],
+        cwd=controlplane.REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=120,
@@ -363,7 +366,7 @@ def test_up_and_down_command_line_leave_nothing_running(
     )
     assert up.returncode == 0, up.stdout + up.stderr
     assert f"export KUBECONFIG={work_dir / 'kubeconfig'}" in up.stdout
-    state = json.loads((work_dir / controlplane.STATE_FILE).read_text())
+    state = json.loads((work_dir / STATE_FILE).read_text())
     pids = [entry["pid"] for entry in state["processes"].values()]
     assert len(pids) == 2 and all(process_alive(pid) for pid in pids)
 
@@ -378,7 +381,8 @@ def test_up_and_down_command_line_leave_nothing_running(
     assert done.stdout == "ok", done.stderr
 
     again = subprocess.run(
-        [sys.executable, str(CONTROLPLANE_SCRIPT), "up", "--dir", str(work_dir)],
+        [*CONTROLPLANE_CLI, "up", "--dir", str(work_dir)],
+        cwd=controlplane.REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=120,
@@ -387,7 +391,8 @@ def test_up_and_down_command_line_leave_nothing_running(
     assert again.returncode == 1 and "already running" in again.stdout
 
     down = subprocess.run(
-        [sys.executable, str(CONTROLPLANE_SCRIPT), "down", "--dir", str(work_dir)],
+        [*CONTROLPLANE_CLI, "down", "--dir", str(work_dir)],
+        cwd=controlplane.REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=60,
@@ -402,7 +407,7 @@ STARTER = textwrap.dedent(
     """
     import sys, time
     sys.path.insert(0, {root!r})
-    from tests.cluster.controlplane import ControlPlane
+    from hack.controlplane import ControlPlane
     plane = ControlPlane(bin_dir=__import__("pathlib").Path({bin_dir!r}))
     plane.start()
     print(plane.work_dir, plane.pids["etcd"], plane.pids["kube-apiserver"], flush=True)
@@ -435,7 +440,7 @@ def test_processes_of_a_crashed_owner_are_stopped_by_the_next_start(
     assert Path(work_dir).is_dir()
     assert all(process_alive(int(pid)) for pid in pids)
 
-    removed = controlplane.remove_stale_control_planes()
+    removed = remove_stale_control_planes()
 
     assert Path(work_dir) in removed
     assert not Path(work_dir).exists()
@@ -462,7 +467,7 @@ def test_a_failed_start_says_why_and_leaves_nothing_running(
     running_in_work_dir = [
         pid
         for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
-        if str(work_dir) in " ".join(controlplane._process_argv(pid) or [])
+        if str(work_dir) in " ".join(process_argv(pid) or [])
     ]
     assert running_in_work_dir == []
     assert "unknown flag" in (work_dir / "kube-apiserver.log").read_text()

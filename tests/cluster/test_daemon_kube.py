@@ -10,17 +10,17 @@ from pathlib import Path
 import grpc
 import pytest
 
+from hack.controlplane import ControlPlane
+from hybridnet import lab as testbed
 from hybridnet.api import constants as c
 from hybridnet.api.resources import IPInstance
 from hybridnet.daemon.attachment import host_ifname
+from hybridnet.lab.daemon import start_daemon
+from hybridnet.lab.manager import IPAM_NAMESPACE, Harness
 from hybridnet.rpc import daemon_pb2 as pb
 from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
 from hybridnet.store.kube import KubeStore
-from tests.cluster.controlplane import ControlPlane
-from tests.daemon_harness import start_daemon
-from tests.manager_harness import IPAM_NAMESPACE, Harness
 from tests.manager_scenarios import Manager
-from tests.netns import testbed
 
 
 @pytest.fixture

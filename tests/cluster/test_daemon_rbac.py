@@ -2,10 +2,10 @@
 
 The daemon runs in a node namespace with a kubeconfig holding nothing but a bound token of that
 ServiceAccount, reaching the API server through the test bed's gateway. The installed plugin,
-driven the way kubelet drives it (tests/cni_runtime.py), runs ADD, CHECK, STATUS and DEL for a
-pod the manager allocated, so every read the daemon makes and its IPInstance status write go
-through the shipped rules alone: a missing rule fails here, not for a user. Then the same
-identity is shown to be refused what the daemon has no business doing.
+driven the way kubelet drives it (hybridnet/lab/cni_runtime.py), runs ADD, CHECK, STATUS and
+DEL for a pod the manager allocated, so every read the daemon makes and its IPInstance status
+write go through the shipped rules alone: a missing rule fails here, not for a user. Then the
+same identity is shown to be refused what the daemon has no business doing.
 
 As in test_manager_rbac, the RBAC is rendered into a namespace of the test's own
 (``rbacd-<run>``) instead of ``kube-system``, which the shared API server fills with other
@@ -24,18 +24,18 @@ from pathlib import Path
 
 import pytest
 
+from hack.controlplane import REPO_ROOT, ControlPlane
+from hybridnet import lab as testbed
 from hybridnet.api.builtin import Node, Pod
 from hybridnet.api.resources import IPInstance, Network, Subnet
 from hybridnet.ipamstore import ipinstances
+from hybridnet.lab import daemon as daemon_harness
+from hybridnet.lab.cni_runtime import Attachment, CniPluginError, CniRuntime
+from hybridnet.lab.manager import Harness
 from hybridnet.store.errors import NotFound
 from hybridnet.store.kube import KubeStore
-from tests import daemon_harness
-from tests.cluster.controlplane import REPO_ROOT, ControlPlane
 from tests.cluster.manifests import apply, can_i, remove, render
-from tests.cni_runtime import Attachment, CniPluginError, CniRuntime
-from tests.manager_harness import Harness
 from tests.manager_scenarios import Manager
-from tests.netns import testbed
 
 MANIFESTS = REPO_ROOT / "deploy" / "daemon"
 ACCOUNT = "hybridnet-daemon"

@@ -13,6 +13,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from hack.controlplane import ControlPlane
 from hybridnet.api.builtin import Namespace
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import Subnet
@@ -20,7 +21,6 @@ from hybridnet.store.errors import Unavailable
 from hybridnet.store.informer import Backoff, Informer
 from hybridnet.store.interface import WatchEvent
 from hybridnet.store.kube import KubeStore
-from tests.cluster.controlplane import ControlPlane
 from tests.store_contract import StoreContract, make_subnet, wait_until
 
 

@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 
+from hack.controlplane import ControlPlane
 from hybridnet.api.builtin import Lease, Namespace
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.manager.leader import LeaderElector, SystemClock, format_micro_time
 from hybridnet.store.errors import Invalid
 from hybridnet.store.kube import KubeStore
-from tests.cluster.controlplane import ControlPlane
 
 LEASE = 8.0
 RENEW = 6.0

@@ -11,15 +11,15 @@ import time
 import uuid
 from pathlib import Path
 
+from hack.controlplane import ControlPlane
 from hybridnet.api import constants as c
 from hybridnet.api.builtin import Lease, Pod
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import IPInstance, Subnet
+from hybridnet.lab.manager import IPAM_NAMESPACE, Harness, manager_argv
 from hybridnet.store.errors import NotFound
 from hybridnet.store.kube import KubeStore
-from tests.cluster.controlplane import ControlPlane
 from tests.cluster.ipam_invariants import stored_problems
-from tests.manager_harness import IPAM_NAMESPACE, Harness, manager_argv
 from tests.store_contract import wait_until
 
 PODS = 200

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from hack.controlplane import ControlPlane
 from hybridnet.store.kube import KubeStore
-from tests.cluster.controlplane import ControlPlane
 from tests.manager_scenarios import ManagerScenarios
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from hack.controlplane import CertificateAuthority, ControlPlane, free_port
 from hybridnet.api.builtin import Lease
 from hybridnet.api.resources import IPInstance, Subnet
+from hybridnet.lab.manager import Harness, manager_argv
 from hybridnet.manager.webhook import registration
 from hybridnet.store.errors import Forbidden, Invalid, NotFound
 from hybridnet.store.kube import KubeStore
-from tests.cluster.controlplane import CertificateAuthority, ControlPlane, free_port
-from tests.manager_harness import Harness, manager_argv
 from tests.store_contract import wait_until
 
 

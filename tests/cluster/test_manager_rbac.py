@@ -41,14 +41,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from hybridnet.api import constants as c
-from hybridnet.api.builtin import Lease, Node, Pod
-from hybridnet.api.resources import IPInstance, Network, Subnet
-from hybridnet.ipamstore import ipinstances
-from hybridnet.manager.webhook import registration
-from hybridnet.store.errors import Forbidden, Invalid, NotFound, StoreError
-from hybridnet.store.kube import KubeStore
-from tests.cluster.controlplane import (
+from hack.controlplane import (
     REPO_ROOT,
     CertificateAuthority,
     ControlPlane,
@@ -56,8 +49,15 @@ from tests.cluster.controlplane import (
     free_port,
     tail,
 )
+from hybridnet.api import constants as c
+from hybridnet.api.builtin import Lease, Node, Pod
+from hybridnet.api.resources import IPInstance, Network, Subnet
+from hybridnet.ipamstore import ipinstances
+from hybridnet.lab.manager import Harness, manager_argv
+from hybridnet.manager.webhook import registration
+from hybridnet.store.errors import Forbidden, Invalid, NotFound, StoreError
+from hybridnet.store.kube import KubeStore
 from tests.cluster.manifests import apply, can_i, remove, render
-from tests.manager_harness import Harness, manager_argv
 from tests.manager_scenarios import events_for
 
 MANIFESTS = REPO_ROOT / "deploy" / "manager"

@@ -24,18 +24,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 import kubernetes
 
+from hack.controlplane import ControlPlane
 from hybridnet.api import constants as c
 from hybridnet.api.builtin import Pod
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import IPInstance
 from hybridnet.ipamcore.allocator import Allocation
 from hybridnet.ipamstore import ipinstances
+from hybridnet.lab.manager import IPAM_NAMESPACE, Harness
 from hybridnet.store.errors import AlreadyExists
 from hybridnet.store.interface import R
 from hybridnet.store.kube import KubeStore
-from tests.cluster.controlplane import ControlPlane
 from tests.cluster.ipam_invariants import allocator_problems, stored_problems
-from tests.manager_harness import IPAM_NAMESPACE, Harness
 from tests.manager_scenarios import Manager
 
 PODS = 500

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import pytest
 
+from hack.controlplane import CertificateAuthority, ControlPlane
 from hybridnet.api import constants as c
 from hybridnet.api.builtin import Namespace, Pod
 from hybridnet.api.meta import ObjectMeta, Resource
@@ -37,7 +38,6 @@ from hybridnet.manager.webhook.server import WebhookServer
 from hybridnet.manager.webhook.view import StoreView
 from hybridnet.store.errors import Forbidden, Invalid, NotFound
 from hybridnet.store.kube import KubeStore
-from tests.cluster.controlplane import CertificateAuthority, ControlPlane
 
 R = TypeVar("R", bound=Resource)
 

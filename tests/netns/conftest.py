@@ -8,9 +8,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from hybridnet import lab as testbed
+from hybridnet.lab.daemon import start_embedded_daemon
 from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
-from tests.daemon_harness import start_embedded_daemon
-from tests.netns import testbed
 
 
 @pytest.fixture(params=["IPv4"])

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.netns import testbed
+from hybridnet import lab as testbed
 
 RUNNER = str(Path(__file__).with_name("attach_runner.py"))
 MTU = 1400

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from hybridnet import lab as testbed
 from hybridnet.cni import versions
 from hybridnet.daemon.attachment import host_ifname
+from hybridnet.lab import daemon as daemon_harness
+from hybridnet.lab.cni_runtime import Attachment, CniPluginError, CniRuntime
 from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
-from tests import daemon_harness
-from tests.cni_runtime import Attachment, CniPluginError, CniRuntime
-from tests.netns import testbed
 
 REFERENCE_PLUGINS = "/usr/lib/cni"
 

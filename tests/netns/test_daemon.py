@@ -15,10 +15,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from hybridnet import lab as testbed
 from hybridnet.daemon.attachment import host_ifname
 from hybridnet.rpc import daemon_pb2 as pb
 from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
-from tests.netns import testbed
 
 
 def attachment(pod: testbed.Namespace) -> pb.Attachment:

@@ -25,13 +25,13 @@ from pathlib import Path
 
 import pytest
 
+from hybridnet import lab as testbed
 from hybridnet.api import constants
 from hybridnet.api.naming import LABEL_POD_NAMESPACE
 from hybridnet.api.resources import IPInstance
 from hybridnet.daemon.attachment import host_ifname
 from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
 from hybridnet.store.sqlite import SQLiteStore
-from tests.netns import testbed
 
 IMAGE = "localhost/hybridnet-test:latest"
 BUSYBOX = Path("/bin/busybox")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.netns import testbed
+from hybridnet import lab as testbed
 
 
 def test_two_nodes_ping_across_the_fabric_over_ipv4_and_ipv6(fabric: testbed.Fabric) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.netns import testbed
+from hybridnet import lab as testbed
 
 
 @pytest.mark.requires_8021q

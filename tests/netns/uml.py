@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import native, testbed, uml_xstate
+from hybridnet import lab as testbed
+from tests.netns import native, uml_xstate
 
 MARKER = "requires_8021q"
 GUEST_ENV = "HYBRIDNET_UML_GUEST"

@@ -1,5 +1,5 @@
 """ADD, CHECK, DEL, STATUS and GC through the real plugin executable, driven the way a runtime
-drives it (tests/cni_runtime.py), against the fake daemon (a stand-in: see fake_daemon)."""
+drives it (hybridnet/lab/cni_runtime.py), against the fake daemon (a stand-in: see fake_daemon)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from hybridnet.cni import versions
-from tests.cni_runtime import Attachment, CniPluginError, CniRuntime
+from hybridnet.lab.cni_runtime import Attachment, CniPluginError, CniRuntime
 from tests.unit.cni.conftest import plugin_executable
 from tests.unit.cni.fake_daemon import Failure, FakeDaemon
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from hack.controlplane import CertificateAuthority
 from hybridnet.manager.webhook.server import WebhookServer
-from tests.cluster.controlplane import CertificateAuthority
 
 
 class Recorder:

@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hybridnet.lab.processes import in_namespace
+
 Json = dict[str, Any]
 
 
@@ -82,7 +84,8 @@ class CniRuntime:
         result: Json | None = None
         for plugin in self.conflist["plugins"]:
             result = self._exec("ADD", plugin, attachment, prev_result=result)
-        assert result is not None, "a conflist has at least one plugin"
+        if result is None:
+            raise ValueError(f"conflist {self.conflist['name']!r} has no plugins")
         self._cache_path(attachment).write_text(json.dumps(result))
         return result
 
@@ -177,7 +180,7 @@ class CniRuntime:
         # DEL and GC carry no prevResult semantics beyond the cached result; CHECK/DEL use it.
         stdin = json.dumps(self.plugin_config(plugin, attachment, prev_result, extra))
         executable = self.find_plugin(plugin["type"])
-        argv = [*(["ip", "netns", "exec", self.exec_netns] if self.exec_netns else []), executable]
+        argv = in_namespace([executable], self.exec_netns)
         started = time.perf_counter()
         done = subprocess.run(
             argv,

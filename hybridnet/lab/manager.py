@@ -1,4 +1,4 @@
-"""Plays kubelet and the scheduler for manager tests, on any Store backend.
+"""Plays kubelet and the scheduler for the manager (tests, benchmarks), on any Store backend.
 
 No kubelet or scheduler runs in the test control plane (nor with the SQLite store), so the
 harness creates Node objects, binds pods to nodes, sets their phase, and finishes deletions.

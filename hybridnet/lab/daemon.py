@@ -11,8 +11,10 @@ from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import AddressRange, Network, NetworkSpec, Subnet, SubnetSpec
 from hybridnet.daemon import bundle
 from hybridnet.daemon.install import install_plugin
+from hybridnet.lab.errors import TestbedError
+from hybridnet.lab.netns import Namespace
+from hybridnet.lab.processes import Process
 from hybridnet.store.sqlite import SQLiteStore
-from tests.netns import testbed
 
 POD_NETWORK = "pods"
 
@@ -31,7 +33,7 @@ def embedded_store(path: Path, cidr_v4: str, cidr_v6: str | None = None) -> Path
     return path
 
 
-def start_daemon(node: testbed.Namespace, socket: Path, *args: str) -> testbed.Process:
+def start_daemon(node: Namespace, socket: Path, *args: str) -> Process:
     """Run ``hybridnet-daemon ARGS`` inside ``node`` and wait until its socket exists."""
     argv = [sys.executable, "-m", "hybridnet.daemon.main", "--socket", str(socket), *args]
     process = node.spawn(argv)
@@ -41,17 +43,17 @@ def start_daemon(node: testbed.Namespace, socket: Path, *args: str) -> testbed.P
             break
         time.sleep(0.05)
     if not socket.exists():
-        raise testbed.TestbedError(f"daemon did not start:\n{process.read_remaining()}")
+        raise TestbedError(f"daemon did not start:\n{process.read_remaining()}")
     return process
 
 
 def start_embedded_daemon(
-    node: testbed.Namespace,
+    node: Namespace,
     directory: Path,
     cidr_v4: str,
     cidr_v6: str | None = None,
     *args: str,
-) -> tuple[testbed.Process, Path]:
+) -> tuple[Process, Path]:
     """The daemon of node ``node1`` on a fresh embedded store (network ``pods`` with the given
     subnets) kept in ``directory``; ``args`` are more daemon flags. Returns it and its socket."""
     store = embedded_store(directory / "store.db", cidr_v4, cidr_v6)
