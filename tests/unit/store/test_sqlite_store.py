@@ -17,7 +17,7 @@ from tests.store_contract import StoreContract, make_subnet
 
 @pytest.fixture
 def sqlite_store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "store.db", poll_interval=0.01)
+    store = SQLiteStore(tmp_path / "store.db")
     yield store
     store.close()
 
@@ -78,7 +78,7 @@ def test_processes_sharing_the_file_never_both_claim_a_name(tmp_path: Path) -> N
 
 def test_a_watcher_sees_writes_made_by_another_process(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
-    store = SQLiteStore(path, poll_interval=0.01)
+    store = SQLiteStore(path)
     start = store.list(Subnet).resource_version
     subprocess.run([sys.executable, "-c", WRITER, str(path), "3"], check=True, capture_output=True)
     names = []
