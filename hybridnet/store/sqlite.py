@@ -176,19 +176,19 @@ class SQLiteStore(Store):
                 conn.execute("BEGIN")
                 yield conn
         finally:
-            self._end_transaction(conn)
+            self._end_transaction(conn, "COMMIT")  # a read has nothing to commit: it ends
 
-    def _end_transaction(self, conn: sqlite3.Connection) -> None:
-        """Roll back whatever transaction ``conn`` still has (SQLite ends some by itself on
-        failure). Should even ROLLBACK fail, close the connection: closing rolls back what it
-        held and releases the write lock, and this thread connects afresh next time."""
+    def _end_transaction(self, conn: sqlite3.Connection, how: str = "ROLLBACK") -> None:
+        """End whatever transaction ``conn`` still has (SQLite ends some by itself on
+        failure). Should even that fail, close the connection: closing rolls back what it held
+        and releases the write lock, and this thread connects afresh next time."""
         try:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                conn.execute(how)
         except sqlite3.Error as exc:
             if not self._closed.is_set():
                 log.warning(
-                    "rollback failed; discarding the connection",
+                    "ending a transaction failed; discarding the connection",
                     extra=fields(path=str(self.path), reason=str(exc)),
                 )
             self._discard(conn)
@@ -487,19 +487,17 @@ class SQLiteStore(Store):
                 event = _selected_event(kind, selector, event_type, text, previous)
                 if event is not None:
                     yield event
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
+            if len(rows) < WATCH_BATCH:  # caught up: sleep until a commit or the re-check
+                self.notifier.wait(seen, self._wait_seconds(deadline))
+                if self._closed.is_set():
+                    raise self._closed_error()
+            if deadline is not None and time.monotonic() >= deadline:
                 return
-            if len(rows) == WATCH_BATCH:
-                continue  # more is waiting in the log
-            wait = (
-                self.recheck_interval
-                if remaining is None
-                else min(self.recheck_interval, remaining)
-            )
-            self.notifier.wait(seen, wait)
-            if self._closed.is_set():
-                raise self._closed_error()
+
+    def _wait_seconds(self, deadline: float | None) -> float:
+        if deadline is None:
+            return self.recheck_interval
+        return max(0.0, min(self.recheck_interval, deadline - time.monotonic()))
 
     def _check_not_compacted(self, after: int) -> None:
         with self._read() as conn:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hybridnet.api.resources import Subnet
-from hybridnet.store.errors import Unavailable
+from hybridnet.store.errors import Gone, Unavailable
 from hybridnet.store.sqlite import SQLiteStore
 from tests.store_contract import StoreContract, make_subnet
 
@@ -107,7 +107,7 @@ def test_history_is_compacted_automatically(tmp_path: Path) -> None:
     first = store.create(make_subnet("s0")).metadata.resource_version
     for i in range(1, 1000):
         store.create(make_subnet(f"s{i}"))
-    with pytest.raises(Exception, match="compacted"):
+    with pytest.raises(Gone, match="compacted"):
         next(iter(store.watch(Subnet, first or "", timeout_seconds=1)))
     store.close()
 
