@@ -72,7 +72,7 @@ class CommitNotifier:
                 return
             try:
                 self._listener = _Listener(self.directory, self._bump)
-            except OSError as exc:
+            except (OSError, RuntimeError) as exc:
                 self._listen_failed = True
                 log.warning(
                     "cannot listen for other processes' writes; watchers will only re-check",
@@ -158,15 +158,17 @@ class _Listener:
         self._on_datagram = on_datagram
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._stop_reader, self._stop_writer = socket.socketpair()
+        self._thread = threading.Thread(target=self._run, name="sqlite-wakeup", daemon=True)
         try:
             with _addresses(directory) as address:
                 self._socket.bind(address(self.path.name))
             self._socket.setblocking(False)
-        except OSError:
+            self._thread.start()
+        except (OSError, RuntimeError):  # RuntimeError: no thread could be started
             self._close_sockets()
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
             raise
-        self._thread = threading.Thread(target=self._run, name="sqlite-wakeup", daemon=True)
-        self._thread.start()
 
     def _run(self) -> None:
         try:
