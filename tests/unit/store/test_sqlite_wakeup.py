@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import selectors
+import shutil
 import socket
 import subprocess
 import sys
@@ -73,11 +75,33 @@ def read_line(process: subprocess.Popen[str], timeout: float) -> str:
     return process.stdout.readline().strip()
 
 
-def test_a_watcher_in_another_process_wakes_on_a_write(store: SQLiteStore, path: Path) -> None:
+def own_network_namespace() -> list[str]:
+    """A command prefix that runs the child in a network namespace of its own (gone when it
+    exits; the host's is not touched): plain ``unshare --net`` as root, inside a user
+    namespace otherwise. Skips when this machine can make neither."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("util-linux unshare is not installed")
+    prefix = (
+        [unshare, "--net"] if os.geteuid() == 0 else [unshare, "--user", "--map-root-user", "--net"]
+    )
+    probe = subprocess.run([*prefix, "true"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot create a network namespace here: {probe.stderr.strip()}")
+    return prefix
+
+
+@pytest.mark.parametrize("namespace", ["same network namespace", "own network namespace"])
+def test_a_watcher_in_another_process_wakes_on_a_write(
+    store: SQLiteStore, path: Path, namespace: str
+) -> None:
+    """Also from another network namespace, as a daemon in a node's namespace is: the socket
+    is a file, found by its path, not an address in a network namespace."""
+    prefix = own_network_namespace() if namespace == "own network namespace" else []
     start = store.list(Subnet).resource_version
     store.create(make_subnet("first"))
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD_WATCHER, str(path), start],
+        [*prefix, sys.executable, "-c", CHILD_WATCHER, str(path), start],
         stdout=subprocess.PIPE,
         text=True,
     )
