@@ -171,7 +171,7 @@ def db(tmp_path: Path) -> Path:
 @pytest.fixture
 def store(db: Path) -> Iterator[SQLiteStore]:
     """The test's own view of the store (each candidate has its own, like a process)."""
-    own = SQLiteStore(db)
+    own = SQLiteStore(db, poll_interval=0.01)
     yield own
     own.close()
 
@@ -184,7 +184,7 @@ def candidate(db: Path) -> Iterator[CandidateFactory]:
     stores: list[Store] = []
 
     def make(identity: str, *, flaky: bool = False, **options: Any) -> Candidate:
-        inner = SQLiteStore(db)
+        inner = SQLiteStore(db, poll_interval=0.01)
         stores.append(inner)
         own: Store = FlakyStore(inner) if flaky else inner
         made.append(Candidate(own, identity, **options))
@@ -495,7 +495,7 @@ def test_a_failing_callback_is_logged_and_does_not_stop_the_election(
     def explode() -> None:
         raise RuntimeError("boom")
 
-    own = SQLiteStore(db)
+    own = SQLiteStore(db, poll_interval=0.01)
     elector = LeaderElector(
         own,
         namespace=NAMESPACE,
