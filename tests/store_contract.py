@@ -61,6 +61,30 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def watch_until_added(
+    store: Store, start: str, last: str, label_selector: str | None = None
+) -> list[WatchEvent[Subnet]]:
+    """The Subnet events after ``start`` up to and including the ADDED of ``last``.
+
+    ``last`` is a marker the test writes after everything it wants to see or not see: a watch
+    delivers events in order, so an event missing before the marker was never sent (no sleeping
+    to prove absence).
+    """
+    seen: list[WatchEvent[Subnet]] = []
+    events = store.watch(Subnet, start, label_selector=label_selector, timeout_seconds=WAIT_SECONDS)
+    for event in events:
+        if event.type == "BOOKMARK":
+            continue
+        seen.append(event)
+        if event.type == "ADDED" and event.object.metadata.name == last:
+            return seen
+    raise AssertionError(f"the watch ended before {last} arrived; it saw {summary(seen)}")
+
+
+def summary(events: list[WatchEvent[Subnet]]) -> list[tuple[str, str]]:
+    return [(event.type, event.object.metadata.name) for event in events]
+
+
 class StoreContract:
     """Behaviour every Store backend shares with the Kubernetes API server."""
 
@@ -255,20 +279,76 @@ class StoreContract:
         updated = store.update(created)
         store.delete(Subnet, f"w-{unique}")
         store.create(make_subnet(f"other-{unique}", "198.19.7.0/24", run="someone-else"))
-        seen: list[tuple[str, str]] = []
-        for event in store.watch(Subnet, start, label_selector=selector, timeout_seconds=10):
-            if event.type == "BOOKMARK":
-                continue
-            seen.append((event.type, event.object.metadata.name))
-            if event.type == "MODIFIED":
-                assert event.object.metadata.resource_version == updated.metadata.resource_version
-            if len(seen) == 3:
-                break
-        assert seen == [
+        store.create(make_subnet(f"last-{unique}", "198.19.8.0/24", run=unique))
+        events = watch_until_added(store, start, f"last-{unique}", selector)
+        assert summary(events) == [
             ("ADDED", f"w-{unique}"),
             ("MODIFIED", f"w-{unique}"),
             ("DELETED", f"w-{unique}"),
+            ("ADDED", f"last-{unique}"),
+        ], "the object outside the selector must not appear"
+        assert events[1].object.metadata.resource_version == updated.metadata.resource_version
+        assert events[1].object.spec.range.reserved_ips == ["198.19.0.9"]
+
+    def test_watch_with_a_selector_sees_objects_leave_and_enter_it(
+        self, store: Store, unique: str
+    ) -> None:
+        """Like the API server: an object changed so that it stops matching arrives as DELETED
+        (carrying its last matching state, at the version of the change that made it leave), one
+        that starts matching as ADDED, and changes outside the selector not at all."""
+        selector = f"run={unique}"
+        start = store.list(Subnet, label_selector=selector).resource_version
+        member = store.create(make_subnet(f"m-{unique}", "198.19.1.0/24", run=unique, tier="a"))
+        outsider = store.create(make_subnet(f"o-{unique}", "198.19.2.0/24", run="elsewhere"))
+        member.metadata.labels = {"run": "elsewhere", "tier": "a"}
+        left = store.update(member)
+        left.spec.range.reserved_ips = ["198.19.1.9"]
+        store.update(left)  # changed while outside: not seen
+        outsider.spec.range.reserved_ips = ["198.19.2.9"]
+        outsider = store.update(outsider)  # changed while outside: not seen
+        outsider.metadata.labels = {"run": unique}
+        entered = store.update(outsider)
+        entered.spec.range.reserved_ips = []
+        modified = store.update(entered)
+        store.delete(Subnet, member.name)  # deleted while outside: not seen
+        store.create(make_subnet(f"z-{unique}", "198.19.3.0/24", run=unique))
+
+        events = watch_until_added(store, start, f"z-{unique}", selector)
+        assert summary(events) == [
+            ("ADDED", member.name),
+            ("DELETED", member.name),
+            ("ADDED", outsider.name),
+            ("MODIFIED", outsider.name),
+            ("ADDED", f"z-{unique}"),
         ]
+        gone, came, changed = events[1].object, events[2].object, events[3].object
+        assert gone.metadata.labels == {"run": unique, "tier": "a"}, "its last matching state"
+        assert gone.metadata.resource_version == left.metadata.resource_version
+        assert came.metadata.labels == {"run": unique}
+        assert came.spec.range.reserved_ips == ["198.19.2.9"]
+        assert came.metadata.resource_version == entered.metadata.resource_version
+        assert changed.metadata.resource_version == modified.metadata.resource_version
+
+    def test_watch_without_a_selector_sees_label_changes_as_modified(
+        self, store: Store, unique: str
+    ) -> None:
+        start = store.list(Subnet).resource_version
+        created = store.create(make_subnet(f"m-{unique}", run=unique))
+        created.metadata.labels = {"run": "elsewhere"}
+        relabelled = store.update(created)
+        store.create(make_subnet(f"z-{unique}", "198.19.3.0/24"))
+        events = [
+            e
+            for e in watch_until_added(store, start, f"z-{unique}")
+            if e.object.metadata.name in (created.name, f"z-{unique}")
+        ]
+        assert summary(events) == [
+            ("ADDED", created.name),
+            ("MODIFIED", created.name),
+            ("ADDED", f"z-{unique}"),
+        ]
+        assert events[1].object.metadata.labels == {"run": "elsewhere"}
+        assert events[1].object.metadata.resource_version == relabelled.metadata.resource_version
 
     def test_watch_from_compacted_history_is_gone(
         self, store: Store, unique: str, compact: Callable[[], None]
@@ -338,5 +418,44 @@ class StoreContract:
                 f"live-{unique}",
                 f"new-{unique}",
             }
+        finally:
+            informer.stop(timeout=10)
+
+    def test_informer_drops_an_object_that_stops_matching_and_takes_it_back(
+        self, store: Store, unique: str
+    ) -> None:
+        selector = f"run={unique}"
+        member = store.create(make_subnet(f"m-{unique}", "198.19.1.0/24", run=unique))
+        heard: list[tuple[str, str, dict[str, str]]] = []
+
+        def handler(event: WatchEvent[Subnet]) -> None:
+            heard.append((event.type, event.object.metadata.name, event.object.metadata.labels))
+
+        informer = Informer(
+            store,
+            Subnet,
+            handler,
+            label_selector=selector,
+            watch_timeout=2,
+            backoff=Backoff(initial=0.05, maximum=0.2),
+        ).start()
+        try:
+            assert informer.synced.wait(WAIT_SECONDS)
+            assert {k[1] for k in informer.cache} == {member.name}
+            member.metadata.labels = {"run": "elsewhere"}
+            left = store.update(member)
+            wait_until(lambda: ("DELETED", member.name) in [h[:2] for h in heard], "DELETED")
+            assert informer.cache == {}
+            assert heard[-1] == ("DELETED", member.name, {"run": unique})
+            left.metadata.labels = {"run": unique}
+            back = store.update(left)
+            wait_until(lambda: heard[-1][:2] == ("ADDED", member.name), "ADDED on return")
+            cached = informer.cache[("", member.name)]
+            assert cached.metadata.resource_version == back.metadata.resource_version
+            assert [h[:2] for h in heard] == [
+                ("ADDED", member.name),
+                ("DELETED", member.name),
+                ("ADDED", member.name),
+            ]
         finally:
             informer.stop(timeout=10)

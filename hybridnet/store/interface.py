@@ -89,7 +89,12 @@ class Store(abc.ABC):
         timeout_seconds: float | None = None,
     ) -> Iterator[WatchEvent[R]]:
         """Changes after ``resource_version``, in order, until ``timeout_seconds`` pass (the
-        iterator then ends and the caller resumes from the last version it saw)."""
+        iterator then ends and the caller resumes from the last version it saw).
+
+        With ``label_selector``, as the API server does: an object changed so that it stops
+        matching arrives as DELETED, carrying its last matching state at the version of that
+        change; one changed so that it starts matching arrives as ADDED; changes to objects
+        that match neither before nor after are not sent."""
 
     @abc.abstractmethod
     def close(self) -> None:

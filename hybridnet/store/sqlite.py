@@ -3,9 +3,12 @@
 It behaves like the API server where components can tell the difference: one global revision
 counter (like etcd's) gives every write a new resourceVersion; create-only names; optimistic
 concurrency; status subresource semantics; watches from a revision, with ``Gone`` once that
-history is compacted. Several processes on one host may share the file: every write is one
-``BEGIN IMMEDIATE`` transaction (SQLite's write lock) in WAL mode, and watchers poll the event
-log, so a watcher in one process sees writes made by another.
+history is compacted; with a label selector, an object that stops matching arrives as DELETED
+and one that starts matching as ADDED. Several processes on one host may share the file: every
+write is one ``BEGIN IMMEDIATE`` transaction (SQLite's write lock) in WAL mode, and a watcher
+sleeps until a commit wakes it, in this process or another (hybridnet.store.sqlite_wakeup).
+Every sqlite3 failure reaches callers as a typed StoreError (hybridnet.store.sqlite_errors),
+and a write that fails leaves the file as it was.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import logging
 import secrets
 import sqlite3
 import threading
@@ -20,11 +24,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hybridnet.api import validation
 from hybridnet.api.meta import ObjectMeta, Resource, ResourceKind
-from hybridnet.store import selectors
+from hybridnet.logs import fields
+from hybridnet.store import selectors, sqlite_schema
 from hybridnet.store.errors import (
     AlreadyExists,
     Conflict,
@@ -34,28 +39,24 @@ from hybridnet.store.errors import (
     StoreError,
     Unavailable,
 )
-from hybridnet.store.interface import ListResult, R, Store, WatchEvent
+from hybridnet.store.interface import EventType, ListResult, R, Store, WatchEvent
+from hybridnet.store.sqlite_errors import translate
+from hybridnet.store.sqlite_wakeup import CommitNotifier
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS objects (
-    kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
-    revision INTEGER NOT NULL, body TEXT NOT NULL,
-    PRIMARY KEY (kind, namespace, name)
-);
-CREATE TABLE IF NOT EXISTS events (
-    revision INTEGER PRIMARY KEY, kind TEXT NOT NULL, namespace TEXT NOT NULL,
-    type TEXT NOT NULL, body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_kind ON events (kind, revision);
-CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
--- Versions start at 1: "0" means "any version" to a watch, as it does to the API server.
-INSERT OR IGNORE INTO counters VALUES ('revision', 1), ('compacted', 0);
-"""
+log = logging.getLogger(__name__)
 
 DEFAULT_HISTORY = 10_000
 """Events kept for watchers; older ones are compacted (a watcher that far behind relists)."""
 COMPACT_EVERY = 1_000
 BUSY_TIMEOUT_SECONDS = 10.0
+SAFETY_POLL_SECONDS = 5.0
+"""The default ``poll_interval``: how long a watcher that nothing wakes sleeps before it looks
+at the file anyway. Commits wake watchers at once; this only bounds the delay for writes whose
+notification cannot arrive: a writer of an older hybridnet, one without permission on the
+watchers' directory, one killed between its commit and its notification, a listener that
+could not bind. Seconds keep an idle watcher at one indexed query per period (it used to poll
+twenty times a second)."""
+WATCH_BATCH = 500
 
 
 def _kind_key(kind: ResourceKind) -> str:
@@ -73,81 +74,150 @@ class SQLiteStore(Store):
         self,
         path: str | Path,
         *,
-        poll_interval: float = 0.05,
+        poll_interval: float = SAFETY_POLL_SECONDS,
         history: int = DEFAULT_HISTORY,
     ):
         self.path = Path(path)
         self.poll_interval = poll_interval
         self.history = history
+        self.notifier = CommitNotifier(self.path.with_name(self.path.name + "-watchers"))
+        """Wakes this store's watchers after commits (public for tests and diagnostics)."""
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._closed = False
+        self._closed = threading.Event()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn().executescript(SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
+        except OSError as exc:
             raise Unavailable(f"cannot open the store at {self.path}: {exc}") from exc
+        try:
+            self._prepare_file()
+        except StoreError:
+            with contextlib.suppress(StoreError):
+                self.close()
+            raise
+
+    def _prepare_file(self) -> None:
+        """Create or migrate the tables; the write lock is taken only when there is work."""
+        what = f"cannot open the store at {self.path}"
+        with self._translated(what):
+            current = sqlite_schema.is_current(self._conn())
+        if not current:
+            with self._write(what) as conn:
+                sqlite_schema.prepare(conn)
 
     # ----------------------------------------------------------------- connections
 
     def _conn(self) -> sqlite3.Connection:
-        if self._closed:
-            raise Unavailable(f"the store at {self.path} is closed")
+        """This thread's connection, opened on first use."""
+        if self._closed.is_set():
+            raise self._closed_error()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is not None:
+            return conn
+        with self._translated(f"cannot open the store at {self.path}"):
+            conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,
+                check_same_thread=False,
+            )
             try:
-                conn = sqlite3.connect(
-                    self.path,
-                    timeout=BUSY_TIMEOUT_SECONDS,
-                    isolation_level=None,
-                    check_same_thread=False,
-                )
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
-            except sqlite3.Error as exc:
-                raise Unavailable(f"cannot open the store at {self.path}: {exc}") from exc
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
+            except sqlite3.Error:
+                conn.close()
+                raise
+        with self._lock:
+            if self._closed.is_set():  # closed while this thread was connecting
+                conn.close()
+                raise self._closed_error()
+            self._connections.append(conn)
+        self._local.conn = conn
         return conn
 
+    def _closed_error(self) -> Unavailable:
+        return Unavailable(f"the store at {self.path} is closed")
+
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction holding SQLite's write lock: the unit of atomicity."""
+    def _translated(self, what: str) -> Iterator[None]:
+        """sqlite3 errors as typed StoreErrors; any error after close() is "closed"."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            if self._closed.is_set():
+                raise self._closed_error() from exc
+            raise translate(exc, what) from exc
+
+    @contextlib.contextmanager
+    def _write(self, what: str | None = None) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding SQLite's write lock: the unit of atomicity. Whatever
+        fails inside it, nothing of it stays in the file; watchers hear of a commit that
+        changed something."""
         conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except (sqlite3.OperationalError, sqlite3.ProgrammingError) as exc:
-            raise Unavailable(f"the store at {self.path} is busy or closed: {exc}") from exc
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        with self._translated(what or f"cannot write the store at {self.path}"):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                changes_before = conn.total_changes
+                yield conn
+                changed = conn.total_changes != changes_before
+                conn.execute("COMMIT")
+            except BaseException:
+                self._end_transaction(conn)
+                raise
+        if changed:
+            self.notifier.committed()
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: one consistent snapshot of the file."""
         conn = self._conn()
         try:
-            conn.execute("BEGIN")
-            yield conn
-        except (sqlite3.OperationalError, sqlite3.ProgrammingError) as exc:
-            raise Unavailable(f"cannot read the store at {self.path}: {exc}") from exc
+            with self._translated(f"cannot read the store at {self.path}"):
+                conn.execute("BEGIN")
+                yield conn
         finally:
-            with contextlib.suppress(sqlite3.ProgrammingError):  # closed meanwhile
-                if conn.in_transaction:
-                    conn.execute("COMMIT")
+            self._end_transaction(conn, "COMMIT")  # a read has nothing to commit: it ends
+
+    def _end_transaction(self, conn: sqlite3.Connection, how: str = "ROLLBACK") -> None:
+        """End whatever transaction ``conn`` still has (SQLite ends some by itself on
+        failure). Should even that fail, close the connection: closing rolls back what it held
+        and releases the write lock, and this thread connects afresh next time."""
+        try:
+            if conn.in_transaction:
+                conn.execute(how)
+        except sqlite3.Error as exc:
+            if not self._closed.is_set():
+                log.warning(
+                    "ending a transaction failed; discarding the connection",
+                    extra=fields(path=str(self.path), reason=str(exc)),
+                )
+            self._discard(conn)
+
+    def _discard(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
 
     def close(self) -> None:
-        self._closed = True
+        """Wake and end every watcher (they raise Unavailable), then close the connections."""
+        self._closed.set()
+        self.notifier.close()
         with self._lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
+            connections, self._connections = self._connections, []
         self._local = threading.local()
+        failures: list[sqlite3.Error] = []
+        for conn in connections:
+            try:
+                conn.close()
+            except sqlite3.Error as exc:
+                failures.append(exc)
+        if failures:
+            raise translate(failures[0], f"cannot close the store at {self.path}") from failures[0]
 
     # ----------------------------------------------------------------- helpers
 
@@ -180,9 +250,14 @@ class SQLiteStore(Store):
         namespace: str,
         event: str,
         body: dict[str, Any],
+        *,
+        previous: dict[str, Any] | None = None,
     ) -> None:
+        """Write the object and its event. ``previous`` is the object before a change of its
+        labels: what a label-selector watch needs to tell that it left or entered."""
         revision = int(body["metadata"]["resourceVersion"])
         text = json.dumps(body, separators=(",", ":"))
+        before = None if previous is None else json.dumps(previous, separators=(",", ":"))
         name = body["metadata"]["name"]
         if event == "DELETED":
             conn.execute(
@@ -195,8 +270,9 @@ class SQLiteStore(Store):
                 (_kind_key(kind), namespace, name, revision, text),
             )
         conn.execute(
-            "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
-            (revision, _kind_key(kind), namespace, event, text),
+            "INSERT INTO events (revision, kind, namespace, type, body, previous) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (revision, _kind_key(kind), namespace, event, text, before),
         )
         if revision % COMPACT_EVERY == 0 and revision > self.history:
             self._compact(conn, revision - self.history)
@@ -311,7 +387,8 @@ class SQLiteStore(Store):
             body["metadata"]["resourceVersion"] = str(revision)
             if body.get("spec") != current.get("spec"):
                 body["metadata"]["generation"] = int(current["metadata"].get("generation", 1)) + 1
-            self._record(conn, kind, ns, "MODIFIED", body)
+            relabelled = _labels(body) != _labels(current)
+            self._record(conn, kind, ns, "MODIFIED", body, previous=current if relabelled else None)
         return type(obj).from_json(body)
 
     @staticmethod
@@ -387,14 +464,17 @@ class SQLiteStore(Store):
     ) -> Iterator[WatchEvent[R]]:
         deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
         after = int(start.resource_version)
+        # Listen before the first look at the log: a commit it misses rings afterwards.
+        self.notifier.listen()
         self._check_not_compacted(after)
         for item in start.items:
             yield WatchEvent("ADDED", item)
-        query = "SELECT revision, type, body FROM events WHERE kind = ? AND revision > ?"
+        query = "SELECT revision, type, body, previous FROM events WHERE kind = ? AND revision > ?"
         if kind.KIND.namespaced and namespace:
             query += " AND namespace = ?"
-        query += " ORDER BY revision LIMIT 500"
-        while deadline is None or time.monotonic() < deadline:
+        query += f" ORDER BY revision LIMIT {WATCH_BATCH}"
+        while True:
+            seen = self.notifier.generation
             with self._read() as conn:
                 compacted = self._counter(conn, "compacted")
                 params: list[Any] = [_kind_key(kind.KIND), after]
@@ -403,13 +483,22 @@ class SQLiteStore(Store):
                 rows = conn.execute(query, params).fetchall()
             if compacted > after:
                 raise Gone(f"version {after} was compacted (oldest kept is {compacted})")
-            for revision, event_type, text in rows:
+            for revision, event_type, text, previous in rows:
                 after = revision
-                obj = kind.from_json(json.loads(text))
-                if selector.matches(obj.metadata.labels):
-                    yield WatchEvent(event_type, obj)
-            if not rows:
-                time.sleep(self.poll_interval)
+                event = _selected_event(kind, selector, event_type, text, previous)
+                if event is not None:
+                    yield event
+            if len(rows) < WATCH_BATCH:  # caught up: sleep until a commit or the re-check
+                self.notifier.wait(seen, self._wait_seconds(deadline))
+                if self._closed.is_set():
+                    raise self._closed_error()
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+
+    def _wait_seconds(self, deadline: float | None) -> float:
+        if deadline is None:
+            return self.poll_interval
+        return max(0.0, min(self.poll_interval, deadline - time.monotonic()))
 
     def _check_not_compacted(self, after: int) -> None:
         with self._read() as conn:
@@ -436,6 +525,36 @@ class SQLiteStore(Store):
         conn.execute(
             "UPDATE counters SET value = MAX(value, ?) WHERE key = 'compacted'", (revision,)
         )
+
+
+def _labels(body: dict[str, Any]) -> dict[str, str]:
+    labels: dict[str, str] = body["metadata"].get("labels") or {}
+    return labels
+
+
+def _selected_event(
+    kind: type[R],
+    selector: selectors.Selector,
+    event_type: str,
+    text: str,
+    previous: str | None,
+) -> WatchEvent[R] | None:
+    """What a watch with ``selector`` sees of one logged event, as the API server does it: a
+    change that makes the object match is ADDED, one that makes it stop matching is DELETED
+    with the object's last matching state at the change's version, and none at all when the
+    object matched neither before nor after."""
+    body = json.loads(text)
+    matches = selector.matches(_labels(body))
+    if event_type != "MODIFIED" or previous is None:  # created, deleted, or labels unchanged
+        return WatchEvent(cast(EventType, event_type), kind.from_json(body)) if matches else None
+    before = json.loads(previous)
+    matched = selector.matches(_labels(before))
+    if matches:
+        return WatchEvent("MODIFIED" if matched else "ADDED", kind.from_json(body))
+    if matched:
+        before["metadata"]["resourceVersion"] = body["metadata"]["resourceVersion"]
+        return WatchEvent("DELETED", kind.from_json(before))
+    return None
 
 
 __all__ = ["SQLiteStore", "StoreError"]
