@@ -50,7 +50,7 @@ DEFAULT_HISTORY = 10_000
 COMPACT_EVERY = 1_000
 BUSY_TIMEOUT_SECONDS = 10.0
 SAFETY_POLL_SECONDS = 5.0
-"""The default ``poll_interval``: how long a watcher that nothing wakes sleeps before it looks
+"""The default ``recheck_interval``: how long a watcher that nothing wakes sleeps before it looks
 at the file anyway. Commits wake watchers at once; this only bounds the delay for writes whose
 notification cannot arrive: a writer of an older hybridnet, one without permission on the
 watchers' directory, one killed between its commit and its notification, a listener that
@@ -74,11 +74,11 @@ class SQLiteStore(Store):
         self,
         path: str | Path,
         *,
-        poll_interval: float = SAFETY_POLL_SECONDS,
+        recheck_interval: float = SAFETY_POLL_SECONDS,
         history: int = DEFAULT_HISTORY,
     ):
         self.path = Path(path)
-        self.poll_interval = poll_interval
+        self.recheck_interval = recheck_interval
         self.history = history
         self.notifier = CommitNotifier(self.path.with_name(self.path.name + "-watchers"))
         """Wakes this store's watchers after commits (public for tests and diagnostics)."""
@@ -497,8 +497,8 @@ class SQLiteStore(Store):
 
     def _wait_seconds(self, deadline: float | None) -> float:
         if deadline is None:
-            return self.poll_interval
-        return max(0.0, min(self.poll_interval, deadline - time.monotonic()))
+            return self.recheck_interval
+        return max(0.0, min(self.recheck_interval, deadline - time.monotonic()))
 
     def _check_not_compacted(self, after: int) -> None:
         with self._read() as conn:

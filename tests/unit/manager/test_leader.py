@@ -147,7 +147,7 @@ class StandInStore(SQLiteStore):
     :attr:`while_writing` (if set) runs inside each create and update, before the write."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(path, poll_interval=0.01)
+        super().__init__(path)
         self.broken = False
         self.failures = 0
         self.while_writing: Callable[[], None] | None = None
@@ -225,7 +225,7 @@ def db(tmp_path: Path) -> Path:
 @pytest.fixture
 def store(db: Path) -> Iterator[SQLiteStore]:
     """The test's own view of the store (each candidate has its own, like a process)."""
-    own = SQLiteStore(db, poll_interval=0.01)
+    own = SQLiteStore(db)
     yield own
     own.close()
 
@@ -705,7 +705,7 @@ def test_run_in_the_callers_thread_releases_when_its_event_is_set(
 
 def test_the_system_clock_is_the_default(db: Path, store: SQLiteStore) -> None:
     """On real time: it leads, writes the system's wall time, releases on stop."""
-    own = SQLiteStore(db, poll_interval=0.01)
+    own = SQLiteStore(db)
     elector = LeaderElector(own, namespace=NAMESPACE, name=NAME, identity="a")
     try:
         before = datetime.datetime.now(datetime.UTC).timestamp()
@@ -729,7 +729,7 @@ def test_a_failing_callback_is_logged_and_does_not_stop_the_election(
     def explode() -> None:
         raise RuntimeError("boom")
 
-    own = SQLiteStore(db, poll_interval=0.01)
+    own = SQLiteStore(db)
     elector = LeaderElector(
         own,
         namespace=NAMESPACE,

@@ -14,6 +14,6 @@ from tests.manager_scenarios import ManagerScenarios
 class TestManagerOnSQLite(ManagerScenarios):
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[SQLiteStore]:
-        store = SQLiteStore(tmp_path / "store.db", poll_interval=0.01)
+        store = SQLiteStore(tmp_path / "store.db")
         yield store
         store.close()

@@ -39,7 +39,7 @@ def path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store(path: Path) -> Iterator[SQLiteStore]:
-    opened = SQLiteStore(path, poll_interval=AN_HOUR)
+    opened = SQLiteStore(path, recheck_interval=AN_HOUR)
     yield opened
     opened.close()
 
@@ -47,7 +47,7 @@ def store(path: Path) -> Iterator[SQLiteStore]:
 @pytest.fixture
 def other(path: Path) -> Iterator[SQLiteStore]:
     """A second store on the same file: as far as waking goes, another process."""
-    opened = SQLiteStore(path, poll_interval=AN_HOUR)
+    opened = SQLiteStore(path, recheck_interval=AN_HOUR)
     yield opened
     opened.close()
 
@@ -57,7 +57,7 @@ import sys
 from hybridnet.api.resources import Subnet
 from hybridnet.store.sqlite import SQLiteStore
 
-store = SQLiteStore(sys.argv[1], poll_interval=3600)
+store = SQLiteStore(sys.argv[1], recheck_interval=3600)
 for event in store.watch(Subnet, sys.argv[2]):
     print(event.type, event.object.metadata.name, flush=True)
     if event.object.metadata.name == "second":
@@ -197,8 +197,8 @@ def test_a_store_deep_in_the_filesystem_wakes_the_others_too(tmp_path: Path) -> 
     """Its socket's path is longer than a unix socket address may be (108 bytes)."""
     deep = tmp_path / ("d" * 60) / ("e" * 60) / "store.db"
     assert len(str(deep.with_name("store.db-watchers"))) > 108
-    watcher = SQLiteStore(deep, poll_interval=AN_HOUR)
-    writer = SQLiteStore(deep, poll_interval=AN_HOUR)
+    watcher = SQLiteStore(deep, recheck_interval=AN_HOUR)
+    writer = SQLiteStore(deep, recheck_interval=AN_HOUR)
     try:
         start = watcher.list(Subnet).resource_version
         events = iter(watcher.watch(Subnet, start, timeout_seconds=WAIT_SECONDS))
@@ -227,7 +227,7 @@ def test_a_write_that_wakes_no_one_is_seen_at_the_next_recheck(
     path: Path, other: SQLiteStore
 ) -> None:
     """Like a write by an older hybridnet: no datagram comes, and the watcher re-checks."""
-    watcher = SQLiteStore(path, poll_interval=0.2)
+    watcher = SQLiteStore(path, recheck_interval=0.2)
     try:
         start = watcher.list(Subnet).resource_version
         events = iter(watcher.watch(Subnet, start, timeout_seconds=WAIT_SECONDS))
@@ -246,7 +246,7 @@ def test_a_watcher_that_cannot_listen_says_so_and_rechecks(
     path: Path, other: SQLiteStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     path.with_name("store.db-watchers").write_text("in the way of the directory")
-    watcher = SQLiteStore(path, poll_interval=0.2)
+    watcher = SQLiteStore(path, recheck_interval=0.2)
     try:
         start = watcher.list(Subnet).resource_version
         with caplog.at_level(logging.WARNING, logger="hybridnet.store.sqlite_wakeup"):
