@@ -321,7 +321,7 @@ class DaemonService(pb_grpc.DaemonServicer):
                 owner = ipinstances.owner_key(attach.pod_namespace, attach.pod_name)
                 found = self.cache.pod_instances(owner)
             else:
-                _abort(context, CNI_TRY_AGAIN_LATER, f"not ready: {self.cache.problem()}")
+                _abort(context, CNI_TRY_AGAIN_LATER, "the daemon has not listed IPInstances yet")
         except StoreError as exc:
             _abort(context, CNI_TRY_AGAIN_LATER, f"store: {exc}")
         if not found:

@@ -205,6 +205,23 @@ def test_del_after_the_store_lost_the_pod_lets_go_of_its_address(
         assert stored_sandboxes(tmp_path)[refused.name] == [reply.ips[0].address]
 
 
+def test_add_after_the_store_lost_the_pod_allocates_afresh(
+    fabric: testbed.Fabric, daemon: tuple[testbed.Node, pb_grpc.DaemonStub, Path], tmp_path: Path
+) -> None:
+    """The pod's IPInstances vanished from the store (no DEL came) while the daemon's allocator
+    still holds its address: the pod's next sandbox gets an address that is stored again."""
+    _, stub, _ = daemon
+    first, second = fabric.add_pod("lost"), fabric.add_pod("again")
+    stub.Add(pb.AddRequest(attachment=attachment(first, pod_name="web")))
+    store = SQLiteStore(tmp_path / "store.db")
+    for instance in store.list(IPInstance, "kube-system").items:
+        store.delete(IPInstance, instance.name, "kube-system")
+    store.close()
+    reply = stub.Add(pb.AddRequest(attachment=attachment(second, pod_name="web")))
+    assert stored_sandboxes(tmp_path) == {second.name: [reply.ips[0].address]}
+    assert second.addresses("eth0") == [reply.ips[0].address]
+
+
 def test_check_reports_a_host_end_that_lost_our_mark(
     fabric: testbed.Fabric, daemon: tuple[testbed.Node, pb_grpc.DaemonStub, Path]
 ) -> None:
