@@ -62,7 +62,8 @@ def create_veth_into(
     end exists.
 
     The kernel ignores an alias in the request that creates a link, so it is set right after;
-    if that fails the pair is deleted again. ``alias`` must fit in MAX_ALIAS_BYTES."""
+    if that fails the pair is deleted again (a process killed in between leaves a pair without
+    the alias, which a delete by name still removes). ``alias`` must fit in MAX_ALIAS_BYTES."""
     if len(alias.encode()) > MAX_ALIAS_BYTES:
         raise ValueError(f"link alias {alias!r} is longer than {MAX_ALIAS_BYTES} bytes")
     try:
