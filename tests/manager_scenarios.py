@@ -329,6 +329,7 @@ class ManagerScenarios:
                 pod_uid=None,
                 node_name=f"node-{run}",
                 ordinal=None,
+                families=[4, 6],
             )
         )
         manager = Manager(store).start()

@@ -9,6 +9,10 @@ gateway (169.254.1.1, fe80::1) that the host end of the veth answers for (proxy 
 the address itself for IPv6), so every packet leaves the pod through the node, whatever the
 subnet. The node reaches the pod through a /32 (/128) in the local-pod table, consulted by a
 policy rule ahead of ``main``.
+
+Every host end carries the alias ``hybridnet:<container id>/<ifname>`` (its mark): garbage
+collection removes only links with a mark, so a link someone else named ``hyb...`` survives,
+and CHECK reports a host end whose mark is not the attachment's.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ GATEWAY_V6 = "fe80::1"
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
 """Every host end has this MAC: pods' neighbour entries for the gateway never go stale."""
 HOST_PREFIX = "hyb"
+MARK_PREFIX = "hybridnet:"
 AF_INET, AF_INET6 = 2, 10
 
 
@@ -67,6 +72,13 @@ def host_ifname(container_id: str, ifname: str) -> str:
     return HOST_PREFIX + digest[:11]
 
 
+def mark(container_id: str, ifname: str) -> str:
+    """The alias that marks a host end as this attachment's. Cut to the kernel's limit for
+    (unusually) long container ids: the name, a hash of both, stays the identity."""
+    alias = f"{MARK_PREFIX}{container_id}/{ifname}".encode()[: links.MAX_ALIAS_BYTES]
+    return alias.decode(errors="ignore")
+
+
 def plan_attachment(
     *, container_id: str, netns: str, pod_ifname: str, mac: str, mtu: int, cidrs: Sequence[str]
 ) -> AttachmentPlan:
@@ -86,7 +98,14 @@ def attach(plan: AttachmentPlan, config: DatapathConfig | None = None) -> None:
     config = config or DatapathConfig()
     with ns.node() as host:
         links.delete(host, plan.host_ifname)  # a leftover of a crashed ADD: start clean
-        links.create_veth_into(host, plan.host_ifname, plan.pod_ifname, plan.netns, plan.mtu)
+        links.create_veth_into(
+            host,
+            plan.host_ifname,
+            plan.pod_ifname,
+            plan.netns,
+            plan.mtu,
+            alias=mark(plan.container_id, plan.pod_ifname),
+        )
         try:
             _build_host_side(host, plan, config)
             _build_pod_side(plan)
@@ -133,6 +152,19 @@ def detach(container_id: str, pod_ifname: str) -> bool:
         return links.delete(host, host_ifname(container_id, pod_ifname))
 
 
+def collect_garbage(valid: set[tuple[str, str]]) -> list[str]:
+    """Remove every host end of ours (it carries a mark) whose attachment is not in ``valid``
+    (container id, ifname); returns the names removed. Links without our mark are never
+    touched, whatever their name."""
+    keep = {host_ifname(container_id, ifname) for container_id, ifname in valid}
+    removed = []
+    with ns.node() as host:
+        for name, alias in sorted(links.aliases(host).items()):
+            if alias.startswith(MARK_PREFIX) and name not in keep and links.delete(host, name):
+                removed.append(name)
+    return removed
+
+
 def check(plan: AttachmentPlan, config: DatapathConfig | None = None) -> list[str]:
     """What differs between the plan and the kernel, one readable line each."""
     config = config or DatapathConfig()
@@ -150,6 +182,11 @@ def _check_host(host: ns.Socket, plan: AttachmentPlan, config: DatapathConfig) -
     if found is None:
         return [f"host interface {plan.host_ifname} is missing"]
     problems = [] if found.up else [f"host interface {plan.host_ifname} is down"]
+    expected = mark(plan.container_id, plan.pod_ifname)
+    if found.alias != expected:
+        problems.append(
+            f"host interface {plan.host_ifname} has alias {found.alias!r}, expected {expected!r}"
+        )
     tables = {
         version: routes.in_table(host, config.local_pod_table, family)
         for version, family in ((4, AF_INET), (6, AF_INET6))

@@ -47,7 +47,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     check = commands.add_parser(
         "probe", help="exit 0 if the daemon on --socket serves (for Kubernetes exec probes)"
     )
-    check.add_argument("--ready", action="store_true", help="also require a reachable store")
+    check.add_argument(
+        "--ready", action="store_true", help="also require the daemon's caches to be current"
+    )
     check.add_argument("--timeout", type=float, default=3.0)
     for sub in (parser, run):
         sub.add_argument("--node-name")
@@ -134,12 +136,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     registry = Registry()
     metrics = serve_metrics(registry, args.metrics_address)
-    server = serve(DaemonService(store, config, registry), args.socket)
+    service = DaemonService(store, config, registry).start()
+    server = serve(service, args.socket)
     done = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: done.set())
     done.wait()
     server.stop(grace=5).wait()
+    service.stop()
     if metrics is not None:
         metrics.stop()
     store.close()

@@ -2,8 +2,9 @@
 which cannot speak gRPC over a unix socket themselves.
 
 Liveness asks gRPC health (the process serves its socket); readiness (``--ready``) asks the
-daemon's CNI STATUS, which also needs its store: a daemon whose API server is unreachable is not
-ready, but restarting it would not help, so it stays live.
+daemon's CNI STATUS, answered from its informers: ready once they have listed and while the
+store answers their watches (no request to the store per probe). A daemon whose API server is
+unreachable is not ready, but restarting it would not help, so it stays live.
 """
 
 from __future__ import annotations

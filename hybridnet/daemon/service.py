@@ -1,13 +1,19 @@
 """The Daemon gRPC service: one method per CNI command, each turning into datapath work.
 
-Where addresses come from depends on the store: with Kubernetes the manager allocates and the
-daemon waits for the pod's IPInstances on a watch; with the embedded store the daemon allocates
-itself through the same IPAM core. Failures carry their CNI error code in the trailing metadata
-key ``cni-code``, so the plugin can answer the runtime with the right one.
+Where addresses come from depends on the store. With Kubernetes the manager allocates, and the
+daemon takes the pod's IPInstances from its cache of this node's IPInstances (hybridnet.daemon.
+cache), waiting there when ADD comes first: an ADD costs one API request per address, the
+status write that records the sandbox. With the embedded store the daemon allocates itself
+through the same IPAM core; an address then belongs to the sandbox recorded in its
+IPInstance's status, and DEL and GC free only addresses whose sandbox is gone. Failures carry
+their CNI error code in the trailing metadata key ``cni-code``, so the plugin can answer the
+runtime with the right one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import functools
 import ipaddress
@@ -19,20 +25,21 @@ from typing import Any, NoReturn
 
 import grpc
 
-from hybridnet.api.annotations import AnnotationError, ClusterDefaults, parse_pod_request
-from hybridnet.api.builtin import Namespace, Pod
-from hybridnet.api.resources import IPInstance, Network
+from hybridnet.api.annotations import ClusterDefaults, parse_pod_request
+from hybridnet.api.naming import pod_selector
+from hybridnet.api.resources import IPInstance
 from hybridnet.daemon import attachment
-from hybridnet.daemon.wait import AllocationTimeout, wait_for_instances
+from hybridnet.daemon.cache import AllocationTimeout, NodeCache, node_selector, one_per_family
 from hybridnet.ipamcore.allocator import Allocator
-from hybridnet.ipamcore.errors import IPAMError
+from hybridnet.ipamcore.errors import IPAMError, NoSuchNetwork
+from hybridnet.ipamstore import ipinstances
 from hybridnet.ipamstore.service import IPAMService, PodRef
 from hybridnet.logs import fields
 from hybridnet.metrics import Registry
-from hybridnet.netlink import links, ns
+from hybridnet.netlink import ns
 from hybridnet.rpc import daemon_pb2 as pb
 from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
-from hybridnet.store.errors import Conflict, NotFound, StoreError, Unavailable
+from hybridnet.store.errors import Conflict, StoreError, Unavailable
 from hybridnet.store.interface import Store
 
 log = logging.getLogger(__name__)
@@ -44,6 +51,8 @@ CNI_TRY_AGAIN_LATER = 11
 CNI_INTERNAL = 999
 SANDBOX_WRITE_ATTEMPTS = 5
 """Writes of an IPInstance's status that may meet a newer version (the manager writes it too)."""
+POD_LOCK_STRIPES = 64
+"""Embedded store: ADD, DEL and GC of one pod never overlap (a pod maps to one of these locks)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +65,8 @@ class DaemonConfig:
     """With the embedded store: the network this daemon allocates from itself."""
     embedded_ip_family: str = "IPv4"
     """With the embedded store: IPv4, IPv6 or DualStack for every pod."""
+    watch_timeout: float = 30.0
+    """How long each of the daemon's watches lasts before its informer renews it."""
     datapath: attachment.DatapathConfig = dataclasses.field(
         default_factory=attachment.DatapathConfig
     )
@@ -110,6 +121,22 @@ class DaemonService(pb_grpc.DaemonServicer):
         )
         self._ipam: IPAMService | None = None
         self._ipam_lock = threading.Lock()
+        self._pod_locks = [threading.Lock() for _ in range(POD_LOCK_STRIPES)]
+        self.cache = NodeCache(
+            store, config.node_name, config.ipam_namespace, watch_timeout=config.watch_timeout
+        )
+
+    def start(self) -> DaemonService:
+        """Start the informers; CNI calls wait for their first list (STATUS says not ready)."""
+        self.cache.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.cache.stop(timeout)
+
+    @property
+    def embedded(self) -> bool:
+        return self.config.embedded_network is not None
 
     # ----------------------------------------------------------------- addresses
 
@@ -122,51 +149,48 @@ class DaemonService(pb_grpc.DaemonServicer):
                 self._ipam = service
             return self._ipam
 
-    def _wanted_versions(self, attach: pb.Attachment) -> set[str] | None:
-        """The IP versions the pod asked for (its annotations, then its namespace's)."""
-        try:
-            pod = self.store.get(Pod, attach.pod_name, attach.pod_namespace)
-        except NotFound:
-            return None  # not a Kubernetes pod we can read: take what the manager wrote
-        try:
-            namespace = self.store.get(Namespace, attach.pod_namespace).metadata.annotations
-        except NotFound:
-            namespace = {}
-        try:
-            request = parse_pod_request(
-                attach.pod_name, pod.metadata.annotations, namespace, pod.metadata.owner_references
-            )
-        except AnnotationError:
-            return None
-        return {str(v) for v in request.versions}
+    def _pod_lock(self, owner: str) -> contextlib.AbstractContextManager[Any]:
+        """Embedded store: one pod's ADD (allocate to record), DEL and GC run one at a time,
+        so an IPInstance without a sandbox recorded is never one an ADD is still building."""
+        if not self.embedded:
+            return contextlib.nullcontext()
+        return self._pod_locks[hash(owner) % POD_LOCK_STRIPES]
+
+    def _stored(self, selector: str) -> list[IPInstance]:
+        """IPInstances read from the embedded store itself: the daemon writes them there and
+        must see its own writes at once (its cache follows a moment later)."""
+        return self.store.list(IPInstance, self.config.ipam_namespace, selector).items
+
+    def _allocate_embedded(self, attach: pb.Attachment) -> list[IPInstance]:
+        service = self._embedded_ipam()
+        name = self.config.embedded_network or ""
+        network = self.cache.network(name, self.config.allocation_timeout)
+        if network is None:
+            raise NoSuchNetwork(f"network {name} does not exist")
+        service.apply_network(network)
+        defaults = ClusterDefaults(ip_family=self.config.embedded_ip_family)
+        request = parse_pod_request(attach.pod_name, {}, {}, (), defaults)
+        ref = PodRef(
+            attach.pod_namespace, attach.pod_name, attach.pod_uid or None, self.config.node_name
+        )
+        service.ensure_allocated(ref, request, name)
+        selector = pod_selector(attach.pod_namespace, attach.pod_name)
+        found = self._stored(selector)
+        if not found:
+            # The store lost the pod's IPInstances while the allocator still holds them: no
+            # sandbox can own what is not stored, so allocate afresh.
+            service.release(ref.owner)
+            service.ensure_allocated(ref, request, name)
+            found = self._stored(selector)
+        return found
 
     def _instances(self, attach: pb.Attachment) -> list[IPInstance]:
-        versions: set[str] | None
-        if self.config.embedded_network:
-            service = self._embedded_ipam()
-            defaults = ClusterDefaults(ip_family=self.config.embedded_ip_family)
-            request = parse_pod_request(attach.pod_name, {}, {}, (), defaults)
-            network = self.store.get(Network, self.config.embedded_network)
-            service.apply_network(network)
-            ref = PodRef(
-                attach.pod_namespace, attach.pod_name, attach.pod_uid or None, self.config.node_name
-            )
-            service.ensure_allocated(ref, request, self.config.embedded_network)
-            versions = {str(v) for v in request.versions}
+        if self.embedded:
+            found = self._allocate_embedded(attach)
         else:
-            versions = self._wanted_versions(attach)
-        found = wait_for_instances(
-            self.store,
-            self.config.ipam_namespace,
-            attach.pod_namespace,
-            attach.pod_name,
-            timeout=self.config.allocation_timeout,
-            versions=versions,
-        )
-        one_per_family: dict[str, IPInstance] = {}
-        for instance in sorted(found, key=lambda i: i.name):  # the manager keeps the lowest
-            one_per_family.setdefault(instance.spec.address.version, instance)
-        return list(one_per_family.values())
+            owner = ipinstances.owner_key(attach.pod_namespace, attach.pod_name)
+            found = self.cache.wait_for_pod(owner, self.config.allocation_timeout)
+        return one_per_family(found)
 
     def _plan(
         self, attach: pb.Attachment, mtu: int, instances: list[IPInstance]
@@ -181,37 +205,81 @@ class DaemonService(pb_grpc.DaemonServicer):
         )
 
     def _record_sandbox(self, instances: list[IPInstance], attach: pb.Attachment) -> None:
-        """Write the sandbox into each IPInstance's status (the daemon's part of it)."""
+        """Write the sandbox into each IPInstance's status (the daemon's part of it). After a
+        write meets a newer version, the retry waits for that version in the cache instead
+        of reading it from the store."""
+        deadline = time.monotonic() + self.config.allocation_timeout
         for stored in instances:
             current = stored
             for attempt in range(SANDBOX_WRITE_ATTEMPTS):
-                current.status.sandbox_id = attach.container_id
-                current.status.node_name = self.config.node_name
-                current.status.pod_name = attach.pod_name
-                current.status.pod_namespace = attach.pod_namespace
-                current.status.phase = "Using"
+                updated = copy.deepcopy(current)  # the cache's object stays as stored
+                updated.status.sandbox_id = attach.container_id
+                updated.status.node_name = self.config.node_name
+                updated.status.pod_name = attach.pod_name
+                updated.status.pod_namespace = attach.pod_namespace
+                updated.status.phase = "Using"
                 try:
-                    self.store.update_status(current)
+                    self.store.update_status(updated)
                     break
                 except Conflict:
-                    if attempt == SANDBOX_WRITE_ATTEMPTS - 1:
+                    remaining = deadline - time.monotonic()
+                    newer = self.cache.wait_for_newer(current, remaining)
+                    if attempt == SANDBOX_WRITE_ATTEMPTS - 1 or newer is None:
                         raise  # ADD fails ("try again later") and rolls back
-                    current = self.store.get(IPInstance, stored.name, self.config.ipam_namespace)
+                    current = newer
+
+    def _free_sandbox(self, attach: pb.Attachment) -> list[str]:
+        """Embedded store, at DEL: free the pod's addresses that belong to this sandbox (or to
+        none: an ADD that failed before recording), never those of its current sandbox."""
+        service = self._embedded_ipam()
+        owner = ipinstances.owner_key(attach.pod_namespace, attach.pod_name)
+        with self._pod_lock(owner):
+            stored = self._stored(pod_selector(attach.pod_namespace, attach.pod_name))
+            if not stored:
+                # Nothing stored can belong to any sandbox: let go of whatever the allocator
+                # still holds for the pod (the store lost it, or this DEL is a repeat).
+                service.release(owner)
+                return []
+            mine = [i for i in stored if i.status.sandbox_id in (attach.container_id, None)]
+            for instance in mine:
+                service.delete_instance(instance)
+            return [ipinstances.address_of(i) for i in mine]
+
+    def _free_stale(self, valid_sandboxes: set[str]) -> list[str]:
+        """Embedded store, at GC: free every address on this node whose sandbox is not valid,
+        whether or not its link still exists."""
+        service = self._embedded_ipam()
+        stale = {
+            ipinstances.owner_of(i)
+            for i in self._stored(node_selector(self.config.node_name))
+            if i.status.sandbox_id not in valid_sandboxes
+        }
+        freed = []
+        for owner in sorted(o for o in stale if o is not None):
+            pod_namespace, _, pod_name = owner.partition("/")
+            with self._pod_lock(owner):  # read again: an ADD may have recorded meanwhile
+                for instance in self._stored(pod_selector(pod_namespace, pod_name)):
+                    if instance.status.sandbox_id not in valid_sandboxes:
+                        service.delete_instance(instance)
+                        freed.append(ipinstances.address_of(instance))
+        return freed
 
     # ----------------------------------------------------------------- CNI commands
 
     @timed("ADD")
     def Add(self, request: pb.AddRequest, context: grpc.ServicerContext) -> pb.AddReply:
         attach = request.attachment
+        owner = ipinstances.owner_key(attach.pod_namespace, attach.pod_name)
         try:
-            instances = self._instances(attach)
-            plan = self._plan(attach, request.mtu, instances)
-            attachment.attach(plan, self.config.datapath)
-            try:
-                self._record_sandbox(instances, attach)
-            except BaseException:  # a failed ADD leaves nothing behind
-                attachment.detach(attach.container_id, attach.ifname)
-                raise
+            with self._pod_lock(owner):
+                instances = self._instances(attach)
+                plan = self._plan(attach, request.mtu, instances)
+                attachment.attach(plan, self.config.datapath)
+                try:
+                    self._record_sandbox(instances, attach)
+                except BaseException:  # a failed ADD leaves no attachment behind
+                    attachment.detach(attach.container_id, attach.ifname)
+                    raise
         except AllocationTimeout as exc:
             _abort(context, CNI_TRY_AGAIN_LATER, str(exc))
         except Unavailable as exc:
@@ -225,7 +293,7 @@ class DaemonService(pb_grpc.DaemonServicer):
         except StoreError as exc:
             _abort(context, CNI_INTERNAL, f"store: {exc}")
         log.info("pod attached", extra=fields(
-            pod=f"{attach.pod_namespace}/{attach.pod_name}", container=attach.container_id,
+            pod=owner, container=attach.container_id,
             addresses=list(plan.addresses), host_ifname=plan.host_ifname))  # fmt: skip
         return _reply(plan, instances)
 
@@ -233,32 +301,34 @@ class DaemonService(pb_grpc.DaemonServicer):
     def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext) -> pb.DeleteReply:
         attach = request.attachment
         removed = attachment.detach(attach.container_id, attach.ifname)
-        if self.config.embedded_network and attach.pod_name:
+        freed: list[str] = []
+        if self.embedded and attach.pod_name:
             try:
-                self._embedded_ipam().release(f"{attach.pod_namespace}/{attach.pod_name}")
+                freed = self._free_sandbox(attach)
             except StoreError as exc:
                 _abort(context, CNI_TRY_AGAIN_LATER, f"store: {exc}")
-        log.info("pod detached", extra=fields(container=attach.container_id, removed=removed))
+        log.info("pod detached", extra=fields(
+            container=attach.container_id, removed=removed, freed=freed))  # fmt: skip
         return pb.DeleteReply()
 
     @timed("CHECK")
     def Check(self, request: pb.CheckRequest, context: grpc.ServicerContext) -> pb.CheckReply:
         attach = request.attachment
         try:
-            found = wait_for_instances(
-                self.store,
-                self.config.ipam_namespace,
-                attach.pod_namespace,
-                attach.pod_name,
-                timeout=0,
-            )
-        except AllocationTimeout:
-            return pb.CheckReply(differences=["the pod has no address allocated"])
+            if self.embedded:
+                found = self._stored(pod_selector(attach.pod_namespace, attach.pod_name))
+            elif self.cache.instances.synced.is_set():
+                owner = ipinstances.owner_key(attach.pod_namespace, attach.pod_name)
+                found = self.cache.pod_instances(owner)
+            else:
+                _abort(context, CNI_TRY_AGAIN_LATER, "the daemon has not listed IPInstances yet")
         except StoreError as exc:
             _abort(context, CNI_TRY_AGAIN_LATER, f"store: {exc}")
+        if not found:
+            return pb.CheckReply(differences=["the pod has no address allocated"])
         pod_side = [i for i in request.expected.interfaces if i.sandbox]
         mtu = pod_side[0].mtu if pod_side else 0
-        plan = self._plan(attach, mtu, found)
+        plan = self._plan(attach, mtu, one_per_family(found))
         differences = attachment.check(plan, self.config.datapath)
         expected = sorted(ip.address for ip in request.expected.ips)
         if expected and expected != sorted(plan.addresses):
@@ -267,24 +337,25 @@ class DaemonService(pb_grpc.DaemonServicer):
 
     @timed("STATUS")
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusReply:
-        try:
-            self.store.list(Network)
-        except StoreError as exc:
-            return pb.StatusReply(ready=False, reason=f"store unavailable: {exc}")
+        problem = self.cache.problem()
+        if problem is not None:
+            return pb.StatusReply(ready=False, reason=problem)
         return pb.StatusReply(ready=True)
 
     @timed("GC")
     def GarbageCollect(
         self, request: pb.GarbageCollectRequest, context: grpc.ServicerContext
     ) -> pb.GarbageCollectReply:
-        valid = {attachment.host_ifname(v.container_id, v.ifname) for v in request.valid}
-        removed = []
-        with ns.node() as host:
-            for name in links.names(host):
-                if name.startswith(attachment.HOST_PREFIX) and name not in valid:
-                    links.delete(host, name)
-                    removed.append(name)
-        log.info("garbage collected", extra=fields(removed=removed, kept=len(valid)))
+        valid = {(v.container_id, v.ifname) for v in request.valid}
+        removed = attachment.collect_garbage(valid)
+        freed: list[str] = []
+        if self.embedded:
+            try:
+                freed = self._free_stale({container_id for container_id, _ in valid})
+            except StoreError as exc:
+                _abort(context, CNI_TRY_AGAIN_LATER, f"store: {exc}")
+        log.info("garbage collected", extra=fields(
+            removed=removed, freed=freed, kept=len(valid)))  # fmt: skip
         return pb.GarbageCollectReply(removed=removed)
 
 

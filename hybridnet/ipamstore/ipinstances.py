@@ -4,12 +4,17 @@ Every IPInstance lives in one namespace (the manager's IPAM namespace) and is na
 address, so the API server itself refuses a second claim of an address: two managers that both
 believe they lead (split brain) cannot both create ``198-19-0-5``. The pod's namespace and name
 are in the labels, the binding and the status, which is how the daemon and users find it.
+
+A dual-stack pod's two IPInstances are written one after the other, so each also says which
+families the pod's allocation has (``ANNOTATION_FAMILIES``): the daemon, which sees them appear
+one at a time, knows from the first whether to wait for the second without reading the pod.
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Iterable
 
 from hybridnet.api import constants as c
 from hybridnet.api.meta import ObjectMeta
@@ -30,10 +35,16 @@ from hybridnet.api.resources import (
 )
 from hybridnet.ipamcore.allocator import Allocation
 
+ANNOTATION_FAMILIES = f"{c.GROUP}/pod-ip-families"
+"""The IP versions of the pod's allocation, e.g. ``4,6`` on both IPInstances of a dual-stack
+pod (``spec.address.version`` values, comma-separated, ascending)."""
+
 __all__ = [
+    "ANNOTATION_FAMILIES",
     "LABEL_POD_NAMESPACE",
     "address_of",
     "build",
+    "families_of",
     "instance_name",
     "label_value",
     "now",
@@ -56,7 +67,10 @@ def build(
     pod_uid: str | None,
     node_name: str,
     ordinal: int | None,
+    families: Iterable[int | str],
 ) -> IPInstance:
+    """The IPInstance of one allocation; ``families`` are the IP versions of every allocation
+    the pod gets in the same write (recorded in ``ANNOTATION_FAMILIES``)."""
     labels = {
         c.LABEL_NETWORK: label_value(allocation.network),
         c.LABEL_SUBNET: label_value(allocation.subnet),
@@ -66,8 +80,15 @@ def build(
     }
     if pod_uid:
         labels[c.LABEL_POD_UID] = label_value(pod_uid)
+    annotations = {ANNOTATION_FAMILIES: ",".join(sorted({str(f) for f in families}))}
+    meta = ObjectMeta(
+        name=instance_name(allocation.address),
+        namespace=ipam_namespace,
+        labels=labels,
+        annotations=annotations,
+    )
     return IPInstance(
-        ObjectMeta(name=instance_name(allocation.address), namespace=ipam_namespace, labels=labels),
+        meta,
         IPInstanceSpec(
             network=allocation.network,
             subnet=allocation.subnet,
@@ -100,6 +121,16 @@ def owner_of(instance: IPInstance) -> str | None:
     if not pod_name or not pod_namespace:
         return None
     return owner_key(pod_namespace, pod_name)
+
+
+def families_of(instance: IPInstance) -> frozenset[str] | None:
+    """The IP versions the IPInstance says its pod's allocation has; None when it does not say
+    (written by an older manager) or says something unreadable."""
+    text = instance.metadata.annotations.get(ANNOTATION_FAMILIES)
+    if text is None:
+        return None
+    families = frozenset(text.split(","))
+    return families if families and families <= {c.IPV4, c.IPV6} else None
 
 
 def address_of(instance: IPInstance) -> str:

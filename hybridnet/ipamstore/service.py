@@ -178,6 +178,7 @@ class IPAMService:
                 pod_uid=pod.uid,
                 node_name=pod.node,
                 ordinal=pod.ordinal,
+                families=[a.version for a in allocations],
             )
             try:
                 created.append(self.store.create(instance))

@@ -14,6 +14,7 @@ from hybridnet.daemon.install import install_plugin
 from hybridnet.lab.errors import TestbedError
 from hybridnet.lab.netns import Namespace
 from hybridnet.lab.processes import Process
+from hybridnet.rpc.client import DaemonClient, DaemonError
 from hybridnet.store.sqlite import SQLiteStore
 
 POD_NETWORK = "pods"
@@ -33,18 +34,26 @@ def embedded_store(path: Path, cidr_v4: str, cidr_v6: str | None = None) -> Path
     return path
 
 
-def start_daemon(node: Namespace, socket: Path, *args: str) -> Process:
-    """Run ``hybridnet-daemon ARGS`` inside ``node`` and wait until its socket exists."""
-    argv = [sys.executable, "-m", "hybridnet.daemon.main", "--socket", str(socket), *args]
+def start_daemon(
+    node: Namespace, socket: Path, *args: str, module: str = "hybridnet.daemon.main"
+) -> Process:
+    """Run ``hybridnet-daemon ARGS`` (``python -m module``) inside ``node`` and wait until it
+    is ready: its socket exists and its CNI STATUS says its informers have listed."""
+    argv = [sys.executable, "-m", module, "--socket", str(socket), *args]
     process = node.spawn(argv)
     deadline = time.monotonic() + 20
-    while not socket.exists() and time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
+    why = "its socket did not appear"
+    while time.monotonic() < deadline and process.poll() is None:
+        if socket.exists():
+            try:
+                status = DaemonClient(str(socket), 2.0).status()
+            except DaemonError as exc:
+                status, why = None, str(exc)
+            if status is not None and status.ready:
+                return process
+            why = status.reason if status is not None else why
         time.sleep(0.05)
-    if not socket.exists():
-        raise TestbedError(f"daemon did not start:\n{process.read_remaining()}")
-    return process
+    raise TestbedError(f"daemon did not start ({why}):\n{process.read_remaining()}")
 
 
 def start_embedded_daemon(

@@ -3,9 +3,10 @@
 The daemon runs in a node namespace with a kubeconfig holding nothing but a bound token of that
 ServiceAccount, reaching the API server through the test bed's gateway. The installed plugin,
 driven the way kubelet drives it (hybridnet/lab/cni_runtime.py), runs ADD, CHECK, STATUS and
-DEL for a pod the manager allocated, so every read the daemon makes and its IPInstance status
-write go through the shipped rules alone: a missing rule fails here, not for a user. Then the
-same identity is shown to be refused what the daemon has no business doing.
+DEL for a pod the manager allocated, so the daemon's two informers (this node's IPInstances,
+the Networks) and its IPInstance status write go through the shipped rules alone: a missing
+rule fails here, not for a user. Then the same identity is shown to be refused what the daemon has
+no business doing.
 
 As in test_manager_rbac, the RBAC is rendered into a namespace of the test's own
 (``rbacd-<run>``) instead of ``kube-system``, which the shared API server fills with other
@@ -149,15 +150,17 @@ def test_the_shipped_rules_carry_a_pod_through_the_plugin(
 
 
 ALLOWED = [
-    ("get", "pods", "-n", "{pods}"),
-    ("get", "namespaces/{pods}"),
     ("list", "networks.networking.alibaba.com"),
+    ("watch", "networks.networking.alibaba.com"),
     ("list", IPINSTANCES, "-n", "{namespace}"),
     ("watch", IPINSTANCES, "-n", "{namespace}"),
-    ("get", IPINSTANCES, "-n", "{namespace}"),
     ("update", IPINSTANCES, "--subresource=status", "-n", "{namespace}"),
 ]
 REFUSED = [
+    ("get", "pods", "-n", "{pods}"),  # each IPInstance says its families: no pod read
+    ("get", "namespaces/{pods}"),
+    ("get", IPINSTANCES, "-n", "{namespace}"),  # a write conflict waits on the watch
+    ("get", "networks.networking.alibaba.com"),
     ("create", IPINSTANCES, "-n", "{namespace}"),
     ("update", IPINSTANCES, "-n", "{namespace}"),
     ("patch", IPINSTANCES, "-n", "{namespace}"),
@@ -167,6 +170,7 @@ REFUSED = [
     ("patch", "pods", "-n", "{pods}"),
     ("delete", IPINSTANCES, "-n", "{namespace}"),
     ("list", IPINSTANCES, "-n", "default"),
+    ("watch", IPINSTANCES, "-n", "default"),
     ("list", "pods", "-n", "{pods}"),
     ("update", "pods", "-n", "{pods}"),
     ("create", "pods", "-n", "{pods}"),

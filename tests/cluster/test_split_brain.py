@@ -186,6 +186,7 @@ def instance(owner: str, address: str, prefix: int, *, name: str | None = None) 
         pod_uid=None,
         node_name="n",
         ordinal=None,
+        families=[version],
     )
     if name is not None:
         built.metadata.name = name

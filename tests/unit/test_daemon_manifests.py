@@ -51,13 +51,13 @@ def test_rbac_is_explicit_commented_and_bound_to_one_account() -> None:
 
 
 def test_rights_are_exactly_what_the_code_does_in_the_right_scope() -> None:
-    """Read by name only (pods, namespaces), list Networks for STATUS; in the IPAM namespace
-    only, read IPInstances and write their status. The manager owns everything else."""
+    """Two informers and one write: list and watch Networks cluster-wide; in the IPAM
+    namespace only, list and watch IPInstances and write their status. No get of anything
+    (a CNI call reads only the informers' caches), no pods or namespaces; the manager owns
+    everything else."""
     assert granted(documents()) == {
-        ("ClusterRole", "", "pods"): {"get"},
-        ("ClusterRole", "", "namespaces"): {"get"},
-        ("ClusterRole", GROUP, "networks"): {"list"},
-        ("Role", GROUP, "ipinstances"): {"get", "list", "watch"},
+        ("ClusterRole", GROUP, "networks"): {"list", "watch"},
+        ("Role", GROUP, "ipinstances"): {"list", "watch"},
         ("Role", GROUP, "ipinstances/status"): {"update"},
     }
 

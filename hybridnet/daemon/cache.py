@@ -1,0 +1,190 @@
+"""The daemon's view of the store, kept current by informers instead of requests per CNI call.
+
+Two informers: this node's IPInstances (in the IPAM namespace, selected by the node label the
+allocation writes), indexed by pod, and the Networks. ADD waits here for the manager's
+allocation: a condition variable that the informer's handler wakes on every change, bounded by
+the allocation timeout. STATUS asks :meth:`NodeCache.problem`: ready means both caches have
+synced and the store answered each informer's latest list or watch (hybridnet.daemon.health).
+
+A dual-stack allocation is written as two IPInstances in two steps; each says which families
+the allocation has (``ipinstances.ANNOTATION_FAMILIES``), so the first one tells the daemon to
+wait for the second.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from hybridnet.api import constants as c
+from hybridnet.api.naming import label_value
+from hybridnet.api.resources import IPInstance, Network
+from hybridnet.daemon.health import WatchHealth
+from hybridnet.ipamstore import ipinstances
+from hybridnet.store.informer import Backoff, Informer
+from hybridnet.store.interface import Store, WatchEvent
+
+
+class AllocationTimeout(Exception):
+    """The pod's addresses did not appear in time; the runtime should retry."""
+
+
+def node_selector(node_name: str) -> str:
+    """The label selector of the IPInstances allocated to pods of ``node_name``."""
+    return f"{c.LABEL_NODE}={label_value(node_name)}"
+
+
+def allocation_complete(found: list[IPInstance]) -> bool:
+    """Whether ``found`` (one pod's IPInstances) holds every family its allocation has."""
+    have = {i.spec.address.version for i in found}
+    if not have:
+        return False
+    declared: set[str] = set()
+    for instance in found:
+        # An IPInstance without the annotation (written by an older manager) declares
+        # nothing; if none declares, any family present is enough, as it always was.
+        declared |= ipinstances.families_of(instance) or set()
+    return declared <= have
+
+
+def one_per_family(found: list[IPInstance]) -> list[IPInstance]:
+    """The pod's address of each family: the lowest name, the one every manager keeps when
+    split brain gave a pod two."""
+    chosen: dict[str, IPInstance] = {}
+    for instance in sorted(found, key=lambda i: i.name):
+        chosen.setdefault(instance.spec.address.version, instance)
+    return [chosen[v] for v in sorted(chosen)]
+
+
+class NodeCache:
+    """This node's IPInstances by pod and the Networks, from the store's watches."""
+
+    def __init__(
+        self,
+        store: Store,
+        node_name: str,
+        ipam_namespace: str,
+        *,
+        watch_timeout: float = 30.0,
+        backoff: Backoff | None = None,
+    ):
+        self._instance_health = WatchHealth(store)
+        self._network_health = WatchHealth(store)
+        self.instances = Informer(
+            self._instance_health,
+            IPInstance,
+            self._on_instance,
+            namespace=ipam_namespace,
+            label_selector=node_selector(node_name),
+            watch_timeout=watch_timeout,
+            backoff=backoff,
+        )
+        self.networks = Informer(
+            self._network_health,
+            Network,
+            lambda _: None,
+            watch_timeout=watch_timeout,
+            backoff=backoff,
+        )
+        self._changed = threading.Condition()
+        self._by_pod: dict[str, dict[str, IPInstance]] = {}
+        self._owner_of: dict[str, str] = {}
+        """IPInstance name -> the pod it was indexed under."""
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> NodeCache:
+        self.instances.start()
+        self.networks.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop both informers, waiting at most ``timeout`` seconds in all (a watch blocked on
+        a quiet stream ends only at its timeout; the threads are daemons)."""
+        deadline = time.monotonic() + timeout
+        for informer in (self.instances, self.networks):
+            informer.signal_stop()
+        for informer in (self.instances, self.networks):
+            informer.stop(timeout=max(deadline - time.monotonic(), 0))
+
+    def problem(self) -> str | None:
+        """None when the caches are current (ready), else why not."""
+        watched = ((self.instances, self._instance_health), (self.networks, self._network_health))
+        for informer, health in watched:
+            plural = informer.kind.KIND.plural
+            failure = health.problem
+            if not informer.synced.is_set():
+                return f"{plural} not listed yet" + (f": {failure}" if failure else "")
+            if failure is not None:
+                return f"watching {plural}: {failure}"
+        return None
+
+    # ----------------------------------------------------------------- reads
+
+    def pod_instances(self, owner: str) -> list[IPInstance]:
+        """The IPInstances of pod ``owner`` (``namespace/name``) on this node, as cached."""
+        with self._changed:
+            return list(self._by_pod.get(owner, {}).values())
+
+    def wait_for_pod(self, owner: str, timeout: float) -> list[IPInstance]:
+        """The pod's IPInstances once every family of its allocation is here, waiting up to
+        ``timeout`` seconds (AllocationTimeout after that)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = list(self._by_pod.get(owner, {}).values())
+                if allocation_complete(found):
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AllocationTimeout(self._missing(owner, found, timeout))
+                self._changed.wait(remaining)
+
+    def _missing(self, owner: str, found: list[IPInstance], timeout: float) -> str:
+        if found:
+            have = ",".join(sorted({i.spec.address.version for i in found}))
+            what = f"only IPv{have} of a dual-stack allocation for pod {owner}"
+        else:
+            what = f"no address for pod {owner}"
+        message = f"{what} after {timeout:.0f}s"
+        problem = self.problem()
+        return f"{message} (store unavailable: {problem})" if problem else message
+
+    def wait_for_newer(self, instance: IPInstance, timeout: float) -> IPInstance | None:
+        """A cached version of ``instance`` other than the one given (after a write met a
+        newer one), waiting up to ``timeout`` seconds; None if none arrives."""
+        owner = ipinstances.owner_of(instance)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                current = self._by_pod.get(owner or "", {}).get(instance.name)
+                version = instance.metadata.resource_version
+                if current is not None and current.metadata.resource_version != version:
+                    return current
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._changed.wait(remaining)
+
+    def network(self, name: str, timeout: float) -> Network | None:
+        """The Network called ``name``, waiting up to ``timeout`` seconds for the first list;
+        None when there is no such network (or the list did not come)."""
+        self.networks.synced.wait(timeout)
+        return self.networks.cache.get(("", name))
+
+    # ----------------------------------------------------------------- events
+
+    def _on_instance(self, event: WatchEvent[IPInstance]) -> None:
+        instance = event.object
+        with self._changed:
+            previous = self._owner_of.pop(instance.name, None)
+            if previous is not None:
+                held = self._by_pod[previous]
+                held.pop(instance.name, None)
+                if not held:
+                    del self._by_pod[previous]
+            owner = ipinstances.owner_of(instance)
+            if event.type != "DELETED" and owner is not None:
+                self._by_pod.setdefault(owner, {})[instance.name] = instance
+                self._owner_of[instance.name] = owner
+            self._changed.notify_all()
