@@ -4,7 +4,8 @@ A tree is a checkout of this repository (``git worktree add /tmp/old <commit>``)
 daemon and plugin run with this virtual environment's interpreter and dependencies but the
 tree's ``hybridnet`` package: ``PYTHONPATH`` names the tree, and ``PYTHONSAFEPATH`` keeps the
 current directory (this checkout, for ``python -m``) off ``sys.path``, so the tree's package is
-the one imported, ahead of this checkout's editable install.
+the one imported, ahead of this checkout's editable install. ``PYTHONDONTWRITEBYTECODE`` keeps
+the bench from writing ``__pycache__`` into checkouts that are not its own.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Tree:
         env = dict(os.environ if base is None else base)
         env["PYTHONPATH"] = str(self.path)
         env["PYTHONSAFEPATH"] = "1"
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
         return env
 
     def python(self, *args: str) -> list[str]:
@@ -70,18 +72,21 @@ class Tree:
 
 
 def _describe(path: Path) -> str:
-    """``name@abc1234`` (``+dirty`` with uncommitted changes to tracked files)."""
+    """``name@abc1234`` (``+dirty`` with uncommitted changes to tracked files); only the
+    directory's name when it is no git checkout (a ``git archive`` export, say)."""
     git = ["git", "-C", str(path)]
     head = subprocess.run(
         [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
+    if not head:
+        return path.name
     dirty = subprocess.run(
         [*git, "status", "--porcelain", "--untracked-files=no"],
         capture_output=True,
         text=True,
         check=False,
     ).stdout.strip()
-    return f"{path.name}@{head or 'unknown'}{'+dirty' if dirty else ''}"
+    return f"{path.name}@{head}{'+dirty' if dirty else ''}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
