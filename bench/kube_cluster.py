@@ -2,9 +2,9 @@
 manager as a process of a tree, and a daemon of that tree in a node namespace of the test bed.
 
 The manager and the daemon authenticate with client certificates of their own
-(:data:`bench.audit.MANAGER_USER`, :data:`bench.audit.DAEMON_USER`), in ``system:masters`` so
-that any tree runs whatever RBAC rules it ships: the benchmarks count requests, they do not
-check permissions. The daemon reaches the API server as in the cluster tests, through the
+(:data:`bench.audit.MANAGER_USER`, :data:`bench.audit.DAEMON_USER`) in ``system:masters``, so
+a tree runs whatever RBAC rules it ships: the benchmarks count requests, permissions are the
+RBAC tests' job. The daemon reaches the API server as in the cluster tests, through the
 bed's gateway address, where a forwarder listening inside the gateway namespace relays to the
 API server on loopback; the root namespace is not changed.
 """
