@@ -41,6 +41,7 @@ from bench.kube_cluster import (
     start_kube_daemon,
 )
 from bench.stats import write_json
+from hybridnet import lab as testbed
 from hybridnet.api import constants as c
 from hybridnet.api.builtin import Node, Pod
 from hybridnet.api.meta import ObjectMeta
@@ -52,8 +53,7 @@ from hybridnet.api.resources import (
     Subnet,
     SubnetSpec,
 )
-from tests.cni_runtime import CniRuntime
-from tests.netns import testbed
+from hybridnet.lab.cni_runtime import CniRuntime
 
 RACK_LABEL = "hybridnet.bench/rack"
 POD_NAMESPACES = 10

@@ -45,6 +45,8 @@ from bench.kube_cluster import (
     start_kube_daemon,
 )
 from bench.stats import print_table, summarize_ms, write_json
+from hack.controlplane import close_api_client
+from hybridnet import lab as testbed
 from hybridnet.api import constants as c
 from hybridnet.api import naming
 from hybridnet.api.builtin import Node, Pod
@@ -57,10 +59,8 @@ from hybridnet.api.resources import (
     Subnet,
     SubnetSpec,
 )
+from hybridnet.lab.cni_runtime import Attachment, CniRuntime
 from hybridnet.store.kube import KubeStore
-from tests.cluster.controlplane import close_api_client
-from tests.cni_runtime import Attachment, CniRuntime
-from tests.netns import testbed
 
 WARMUP = 3
 NODE = "bench-node"

@@ -25,13 +25,13 @@ from typing import IO, Any
 
 from bench import audit
 from bench.trees import Tree
+from hack.controlplane import ControlPlane, build_binaries, tail
+from hybridnet import lab as testbed
 from hybridnet.api.builtin import Namespace, Pod
 from hybridnet.api.meta import ObjectMeta
+from hybridnet.lab.cni_runtime import Attachment
 from hybridnet.store.errors import AlreadyExists
 from hybridnet.store.kube import KubeStore
-from tests.cluster.controlplane import ControlPlane, build_binaries, tail
-from tests.cni_runtime import Attachment
-from tests.netns import testbed
 
 IPAM_NAMESPACE = "kube-system"
 MASTERS = ("system:masters",)
