@@ -32,6 +32,10 @@ from hybridnet.metrics import Registry
 from hybridnet.netlink import links, ns
 from hybridnet.rpc import daemon_pb2 as pb
 from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
+from hybridnet.rpc.codes import CNI_CODE_KEY
+from hybridnet.rpc.codes import INTERNAL as CNI_INTERNAL
+from hybridnet.rpc.codes import INVALID_ENV as CNI_INVALID_ENV
+from hybridnet.rpc.codes import TRY_AGAIN_LATER as CNI_TRY_AGAIN_LATER
 from hybridnet.store.errors import Conflict, NotFound, StoreError, Unavailable
 from hybridnet.store.interface import Store
 
@@ -39,9 +43,6 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[..., Any]
 
-CNI_INVALID_ENV = 4
-CNI_TRY_AGAIN_LATER = 11
-CNI_INTERNAL = 999
 SANDBOX_WRITE_ATTEMPTS = 5
 """Writes of an IPInstance's status that may meet a newer version (the manager writes it too)."""
 
@@ -62,7 +63,7 @@ class DaemonConfig:
 
 
 def _abort(context: grpc.ServicerContext, cni_code: int, message: str) -> NoReturn:
-    context.set_trailing_metadata((("cni-code", str(cni_code)),))
+    context.set_trailing_metadata(((CNI_CODE_KEY, str(cni_code)),))
     status = (
         grpc.StatusCode.UNAVAILABLE
         if cni_code == CNI_TRY_AGAIN_LATER

@@ -19,11 +19,7 @@ from typing import Any
 
 from hybridnet.rpc import http2, protowire
 from hybridnet.rpc import messages as m
-
-CNI_CODE_KEY = "cni-code"
-CONTAINER_UNKNOWN = 3
-TRY_AGAIN_LATER = 11
-INTERNAL = 999
+from hybridnet.rpc.codes import CNI_CODE_KEY, CONTAINER_UNKNOWN, INTERNAL, TRY_AGAIN_LATER
 
 STATUS_NAMES = (
     "OK",
