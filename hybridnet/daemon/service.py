@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 import grpc
+from prometheus_client import CollectorRegistry, Histogram
 
 from hybridnet.api.annotations import AnnotationError, ClusterDefaults, parse_pod_request
 from hybridnet.api.builtin import Namespace, Pod
@@ -28,7 +29,7 @@ from hybridnet.ipamcore.allocator import Allocator
 from hybridnet.ipamcore.errors import IPAMError
 from hybridnet.ipamstore.service import IPAMService, PodRef
 from hybridnet.logs import fields
-from hybridnet.metrics import Registry
+from hybridnet.metrics import LATENCY_BUCKETS
 from hybridnet.netlink import links, ns
 from hybridnet.rpc import daemon_pb2 as pb
 from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
@@ -97,14 +98,18 @@ def timed(command: str) -> Callable[[Handler], Handler]:
 
 
 class DaemonService(pb_grpc.DaemonServicer):
-    def __init__(self, store: Store, config: DaemonConfig, registry: Registry | None = None):
+    def __init__(
+        self, store: Store, config: DaemonConfig, registry: CollectorRegistry | None = None
+    ):
         self.store = store
         self.config = config
         self.latency = (
-            registry.histogram(
+            Histogram(
                 "hybridnet_cni_request_seconds",
                 "CNI requests served by the daemon, by command and result.",
                 ["command", "result"],
+                registry=registry,
+                buckets=LATENCY_BUCKETS,
             )
             if registry is not None
             else None

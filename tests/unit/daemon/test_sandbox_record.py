@@ -11,7 +11,7 @@ import pytest
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import Address, IPInstance, IPInstanceSpec
 from hybridnet.daemon.service import SANDBOX_WRITE_ATTEMPTS, DaemonConfig, DaemonService
-from hybridnet.metrics import Registry
+from hybridnet.metrics import new_registry
 from hybridnet.rpc import daemon_pb2 as pb
 from hybridnet.store.errors import Conflict
 from hybridnet.store.sqlite import SQLiteStore
@@ -37,7 +37,7 @@ def service_with(store: SQLiteStore) -> tuple[DaemonService, IPInstance]:
         network="pods", subnet="pods-v4", address=Address("4", "198.19.0.5/24", "02:00:c6:13:00:05")
     )
     stored = store.create(IPInstance(ObjectMeta(name="198-19-0-5", namespace="kube-system"), spec))
-    return DaemonService(store, DaemonConfig(node_name="n1"), Registry()), stored
+    return DaemonService(store, DaemonConfig(node_name="n1"), new_registry()), stored
 
 
 ATTACH = pb.Attachment(container_id="c1", pod_namespace="default", pod_name="web")
