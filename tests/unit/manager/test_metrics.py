@@ -15,9 +15,12 @@ from typing import IO
 
 import pytest
 
+from hybridnet.api import constants as c
+from hybridnet.api.builtin import Namespace, Node, Pod
+from hybridnet.api.meta import ObjectMeta
+from hybridnet.api.resources import AddressRange, Network, NetworkSpec, Subnet, SubnetSpec
 from hybridnet.metrics import LATENCY_BUCKETS
 from hybridnet.store.sqlite import SQLiteStore
-from tests.manager_harness import IPAM_NAMESPACE, Harness
 from tests.scrape import scrape, value
 from tests.store_contract import wait_until
 
@@ -62,13 +65,16 @@ def manager(tmp_path: Path) -> Iterator[tuple[int, _Log]]:
     """A manager on a store that already has an underlay network, a subnet, a node and a pod."""
     path = tmp_path / "store.db"
     store = SQLiteStore(path)
-    harness = Harness(store, RUN)
-    harness.namespace(IPAM_NAMESPACE)
-    harness.namespace(f"ns-{RUN}")
-    harness.node(f"node-{RUN}")
-    harness.underlay(f"u-{RUN}")
-    harness.subnet(f"s-{RUN}", f"u-{RUN}", "198.19.20.0/24")
-    harness.pod(f"ns-{RUN}", "web", node=f"node-{RUN}")
+    rack = {"hybridnet.test/rack": RUN}
+    for namespace in ("kube-system", f"ns-{RUN}"):
+        store.create(Namespace(ObjectMeta(name=namespace)))
+    store.create(Node(ObjectMeta(name=f"node-{RUN}", labels=rack)))
+    network = NetworkSpec(type=c.TYPE_UNDERLAY, mode=c.MODE_VLAN, node_selector=rack)
+    store.create(Network(ObjectMeta(name=f"u-{RUN}"), network))
+    subnet = SubnetSpec(network=f"u-{RUN}", range=AddressRange(version="4", cidr="198.19.20.0/24"))
+    store.create(Subnet(ObjectMeta(name=f"s-{RUN}"), subnet))
+    pod = {"spec": {"nodeName": f"node-{RUN}", "containers": [{"name": "c", "image": "i"}]}}
+    store.create(Pod(ObjectMeta(name="web", namespace=f"ns-{RUN}"), body=pod))
     store.close()
     argv = [sys.executable, "-m", "hybridnet.manager.main", "--store", str(path),
             "--no-leader-elect", "--metrics-address", ":0"]  # fmt: skip
