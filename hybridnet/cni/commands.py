@@ -23,7 +23,10 @@ from typing import Any
 from hybridnet.cni import results, versions
 from hybridnet.cni.config import NetConf, decode, parse_config, requested_version
 from hybridnet.cni.env import CniEnv
-from hybridnet.cni.errors import (
+from hybridnet.cni.errors import CniError
+from hybridnet.rpc import messages as m
+from hybridnet.rpc.client import DaemonClient, DaemonError
+from hybridnet.rpc.codes import (
     CHECK_FAILED,
     CONTAINER_UNKNOWN,
     INCOMPATIBLE_VERSION,
@@ -31,10 +34,7 @@ from hybridnet.cni.errors import (
     INVALID_ENV,
     LIMITED_CONNECTIVITY,
     PLUGIN_NOT_AVAILABLE,
-    CniError,
 )
-from hybridnet.rpc import messages as m
-from hybridnet.rpc.client import DaemonClient, DaemonError
 
 Output = dict[str, Any] | None
 Connect = Callable[[NetConf], DaemonClient]

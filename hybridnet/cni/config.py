@@ -11,13 +11,9 @@ import re
 from typing import Any, NamedTuple
 
 from hybridnet.cni import versions
-from hybridnet.cni.errors import (
-    DECODE_ERROR,
-    INCOMPATIBLE_VERSION,
-    INVALID_CONFIG,
-    CniError,
-)
+from hybridnet.cni.errors import CniError
 from hybridnet.cni.results import Result, parse_result
+from hybridnet.rpc.codes import DECODE_ERROR, INCOMPATIBLE_VERSION, INVALID_CONFIG
 
 DEFAULT_SOCKET = "/run/hybridnet/daemon.sock"
 DEFAULT_TIMEOUT = 60.0

@@ -12,7 +12,8 @@ import re
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from hybridnet.cni.errors import INVALID_ENV, CniError
+from hybridnet.cni.errors import CniError
+from hybridnet.rpc.codes import INVALID_ENV
 
 COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
 _NEEDS_ATTACHMENT = {"ADD", "DEL", "CHECK"}

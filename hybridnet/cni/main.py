@@ -16,7 +16,8 @@ from typing import Any, TextIO
 from hybridnet.cni import commands
 from hybridnet.cni.config import peek_version
 from hybridnet.cni.env import read_env
-from hybridnet.cni.errors import INTERNAL, IO_ERROR, CniError
+from hybridnet.cni.errors import CniError
+from hybridnet.rpc.codes import INTERNAL, IO_ERROR
 
 
 def run(environ: Mapping[str, str], stdin: bytes, out: TextIO, err: TextIO) -> int:

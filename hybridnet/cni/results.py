@@ -13,8 +13,9 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from hybridnet.cni import versions
-from hybridnet.cni.errors import INVALID_CONFIG, CniError
+from hybridnet.cni.errors import CniError
 from hybridnet.rpc import messages as m
+from hybridnet.rpc.codes import INVALID_CONFIG
 
 NO_DNS: Mapping[str, Any] = MappingProxyType({})
 

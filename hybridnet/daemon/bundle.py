@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 import hybridnet
+from hybridnet.rpc.codes import INTERNAL
 
 PACKAGE_ROOT = Path(hybridnet.__file__).parent
 PLUGIN_SOURCES = ("__init__.py", "cni/*.py", "rpc/*.py")
@@ -32,14 +33,14 @@ if sys.version_info < %r:
         version = json.loads(sys.stdin.read())["cniVersion"]
     except Exception:
         version = "1.0.0"
-    sys.stdout.write(json.dumps({"cniVersion": version, "code": 999,
+    sys.stdout.write(json.dumps({"cniVersion": version, "code": %d,
         "msg": "the hybridnet CNI plugin needs Python %%d.%%d or later" %% %r,
         "details": "%%s is Python %%d.%%d" %% ((sys.executable,) + tuple(sys.version_info[:2]))})
         + "\\n")
     sys.exit(1)
 from hybridnet.cni.main import main
 sys.exit(main())
-""" % (MINIMUM_PYTHON, MINIMUM_PYTHON)
+""" % (MINIMUM_PYTHON, INTERNAL, MINIMUM_PYTHON)
 """The archive's entry point. Written for any Python 3, so that an interpreter too old for the
 plugin still answers with CNI error JSON instead of a traceback."""
 _FIXED_TIME = (2020, 1, 1, 0, 0, 0)

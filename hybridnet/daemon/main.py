@@ -14,7 +14,7 @@ from hybridnet.daemon import bundle, probe
 from hybridnet.daemon import install as installer
 from hybridnet.daemon.server import serve
 from hybridnet.daemon.service import DaemonConfig, DaemonService
-from hybridnet.metrics import Registry, parse_address, serve_metrics
+from hybridnet.metrics import new_registry, parse_address, serve_metrics
 from hybridnet.store.errors import StoreError
 from hybridnet.store.interface import Store
 from hybridnet.store.kube import KubeStore
@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         embedded_network=args.network,
         embedded_ip_family=args.ip_family,
     )
-    registry = Registry()
+    registry = new_registry()
     metrics = serve_metrics(registry, args.metrics_address)
     service = DaemonService(store, config, registry).start()
     server = serve(service, args.socket)

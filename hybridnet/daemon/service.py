@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 import grpc
+from prometheus_client import CollectorRegistry, Histogram
 
 from hybridnet.api.annotations import ClusterDefaults, parse_pod_request
 from hybridnet.api.naming import pod_selector
@@ -35,10 +36,14 @@ from hybridnet.ipamcore.errors import IPAMError, NoSuchNetwork
 from hybridnet.ipamstore import ipinstances
 from hybridnet.ipamstore.service import IPAMService, PodRef
 from hybridnet.logs import fields
-from hybridnet.metrics import Registry
+from hybridnet.metrics import LATENCY_BUCKETS
 from hybridnet.netlink import ns
 from hybridnet.rpc import daemon_pb2 as pb
 from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
+from hybridnet.rpc.codes import CNI_CODE_KEY
+from hybridnet.rpc.codes import INTERNAL as CNI_INTERNAL
+from hybridnet.rpc.codes import INVALID_ENV as CNI_INVALID_ENV
+from hybridnet.rpc.codes import TRY_AGAIN_LATER as CNI_TRY_AGAIN_LATER
 from hybridnet.store.errors import Conflict, StoreError, Unavailable
 from hybridnet.store.interface import Store
 
@@ -46,9 +51,6 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[..., Any]
 
-CNI_INVALID_ENV = 4
-CNI_TRY_AGAIN_LATER = 11
-CNI_INTERNAL = 999
 SANDBOX_WRITE_ATTEMPTS = 5
 """Writes of an IPInstance's status that may meet a newer version (the manager writes it too)."""
 POD_LOCK_STRIPES = 64
@@ -73,7 +75,7 @@ class DaemonConfig:
 
 
 def _abort(context: grpc.ServicerContext, cni_code: int, message: str) -> NoReturn:
-    context.set_trailing_metadata((("cni-code", str(cni_code)),))
+    context.set_trailing_metadata(((CNI_CODE_KEY, str(cni_code)),))
     status = (
         grpc.StatusCode.UNAVAILABLE
         if cni_code == CNI_TRY_AGAIN_LATER
@@ -107,14 +109,18 @@ def timed(command: str) -> Callable[[Handler], Handler]:
 
 
 class DaemonService(pb_grpc.DaemonServicer):
-    def __init__(self, store: Store, config: DaemonConfig, registry: Registry | None = None):
+    def __init__(
+        self, store: Store, config: DaemonConfig, registry: CollectorRegistry | None = None
+    ):
         self.store = store
         self.config = config
         self.latency = (
-            registry.histogram(
+            Histogram(
                 "hybridnet_cni_request_seconds",
                 "CNI requests served by the daemon, by command and result.",
                 ["command", "result"],
+                registry=registry,
+                buckets=LATENCY_BUCKETS,
             )
             if registry is not None
             else None

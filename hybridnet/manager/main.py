@@ -18,6 +18,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+
 from hybridnet import logs
 from hybridnet.api import constants as c
 from hybridnet.api.annotations import FAMILIES, ClusterDefaults
@@ -32,7 +34,13 @@ from hybridnet.manager.webhook.registration import register
 from hybridnet.manager.webhook.review import ReviewHandler
 from hybridnet.manager.webhook.server import WebhookServer
 from hybridnet.manager.webhook.view import StoreView
-from hybridnet.metrics import Gauge, MetricsServer, Registry, parse_address, serve_metrics
+from hybridnet.metrics import (
+    LATENCY_BUCKETS,
+    MetricsServer,
+    new_registry,
+    parse_address,
+    serve_metrics,
+)
 from hybridnet.store.errors import StoreError
 from hybridnet.store.interface import Store
 from hybridnet.store.kube import KubeStore
@@ -144,12 +152,14 @@ def open_store(args: argparse.Namespace) -> Store:
 class Manager:
     """The leader's work: rebuild, then serve; with the metrics it reports."""
 
-    def __init__(self, store: Store, args: argparse.Namespace, registry: Registry):
+    def __init__(self, store: Store, args: argparse.Namespace, registry: CollectorRegistry):
         self.allocator = Allocator()
         self.service = IPAMService(store, self.allocator, args.namespace)
-        latency = registry.histogram(
+        latency = Histogram(
             "hybridnet_manager_allocation_seconds",
             "Time to allocate and persist a pod's addresses.",
+            registry=registry,
+            buckets=LATENCY_BUCKETS,
         )
         self.controller = PodController(
             store,
@@ -158,8 +168,11 @@ class Manager:
             workers=args.workers,
             on_allocated=latency.observe,
         )
-        usage: Gauge = registry.gauge(
-            "hybridnet_subnet_addresses", "Addresses per subnet by state.", ["subnet", "state"]
+        usage = Gauge(
+            "hybridnet_subnet_addresses",
+            "Addresses per subnet by state.",
+            ["subnet", "state"],
+            registry=registry,
         )
         self.status = StatusWriter(store, self.allocator, on_counts=self._report(usage))
         self.nodes = NodeLabeler(store, self.allocator)
@@ -217,8 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:
         print(f"hybridnet-manager: {exc}", file=sys.stderr)
         return 1
-    registry = Registry()
-    leader_gauge = registry.gauge("hybridnet_manager_leader", "1 while this replica leads.")
+    registry = new_registry()
+    leader_gauge = Gauge(
+        "hybridnet_manager_leader", "1 while this replica leads.", registry=registry
+    )
     server = serve_metrics(registry, args.metrics_address)
     try:
         webhook = start_webhook(store, args) if args.webhook_address else None

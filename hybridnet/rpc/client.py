@@ -19,11 +19,7 @@ from typing import Any
 
 from hybridnet.rpc import http2, protowire
 from hybridnet.rpc import messages as m
-
-CNI_CODE_KEY = "cni-code"
-CONTAINER_UNKNOWN = 3
-TRY_AGAIN_LATER = 11
-INTERNAL = 999
+from hybridnet.rpc.codes import CNI_CODE_KEY, CONTAINER_UNKNOWN, INTERNAL, TRY_AGAIN_LATER
 
 STATUS_NAMES = (
     "OK",
@@ -47,6 +43,8 @@ STATUS_NAMES = (
 """gRPC status codes by number."""
 OK, CANCELLED, UNKNOWN, DEADLINE_EXCEEDED, NOT_FOUND = 0, 1, 2, 4, 5
 INTERNAL_STATUS, UNAVAILABLE = 13, 14
+MAX_NUMBER_DIGITS = 9
+"""Digits a status or code header may have (int() refuses strings over 4300 digits)."""
 _TRANSIENT = (UNAVAILABLE, DEADLINE_EXCEEDED)
 _STATUS_OF_HTTP = {400: INTERNAL_STATUS, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14}
 """gRPC's mapping of an HTTP status without grpc-status; anything else is UNKNOWN."""
@@ -75,7 +73,7 @@ def error_from_status(
     message = message or name
     raw_code = metadata.get(CNI_CODE_KEY)
     if raw_code is not None:
-        code = int(raw_code) if _is_number(raw_code) and int(raw_code) > 0 else INTERNAL
+        code = _number(raw_code) or INTERNAL  # neither 0 nor a non-number is a failure's code
         return DaemonError(code, message, f"daemon at {target}: {name}")
     if status in _TRANSIENT:
         return DaemonError(
@@ -159,19 +157,23 @@ def _outcome(response: http2.Response) -> tuple[int, str, dict[str, str]]:
     """(gRPC status, message, metadata) of a response; trailers-only answers carry them in the
     headers."""
     metadata = response.trailers or response.headers
-    raw_status = metadata.get("grpc-status", "")
-    if _is_number(raw_status):  # it decides, whatever the HTTP status
-        return int(raw_status), _percent_decode(metadata.get("grpc-message", "")), metadata
+    status = _number(metadata.get("grpc-status", ""))
+    if status is not None:  # it decides, whatever the HTTP status
+        return status, _percent_decode(metadata.get("grpc-message", "")), metadata
     http_status = response.headers.get(":status", "")
     if http_status != "200":
-        code = int(http_status) if _is_number(http_status) else 0
-        return _STATUS_OF_HTTP.get(code, UNKNOWN), f"HTTP status {http_status}", {}
+        code = _STATUS_OF_HTTP.get(_number(http_status) or 0, UNKNOWN)
+        return code, f"HTTP status {http_status}", {}
     return UNKNOWN, "the reply carries no grpc-status", {}
 
 
-def _is_number(text: str) -> bool:
-    """ASCII digits only (str.isdigit also accepts e.g. superscripts, which int() refuses)."""
-    return text.isascii() and text.isdigit()
+def _number(text: str) -> int | None:
+    """The value of a status or code header, None if it is not 1 to 9 ASCII digits: str.isdigit
+    also accepts e.g. superscripts, which int() refuses, and int() refuses more than 4300
+    digits (a ValueError past the client's error mapping); no status or code has 10."""
+    if text.isascii() and text.isdigit() and len(text) <= MAX_NUMBER_DIGITS:
+        return int(text)
+    return None
 
 
 def _unframe(body: bytes) -> bytes:

@@ -24,6 +24,8 @@ _LENGTH_DELIMITED = 2
 _START_GROUP = 3
 _END_GROUP = 4
 _FIXED32 = 5
+MAX_GROUP_DEPTH = 100
+"""Groups nested in groups that are skipped; protobuf's own parsers stop at 100 too."""
 
 
 class Field(NamedTuple):
@@ -164,18 +166,31 @@ def _read_varint(data: bytes, at: int) -> tuple[int, int]:
 
 
 def _skip(data: bytes, at: int, tag: int) -> int:
-    """Past the value of ``tag``, a field this schema does not read."""
-    wire_type = tag & 7
+    """Past the value of ``tag``, a field this schema does not read. Groups (proto2) are
+    skipped up to their matching end, groups inside them too, without recursing: a peer could
+    nest thousands in a few kilobytes."""
+    open_groups: list[int] = []  # field numbers, innermost last
+    while True:
+        wire_type = tag & 7
+        if wire_type == _START_GROUP:
+            if len(open_groups) == MAX_GROUP_DEPTH:
+                raise WireError(f"groups nested deeper than {MAX_GROUP_DEPTH}")
+            open_groups.append(tag >> 3)
+        elif wire_type == _END_GROUP and open_groups and open_groups[-1] == tag >> 3:
+            open_groups.pop()
+        else:
+            at = _skip_value(data, at, wire_type)
+        if not open_groups:
+            return at
+        if at >= len(data):
+            raise WireError("group without its end")
+        tag, at = _read_varint(data, at)
+
+
+def _skip_value(data: bytes, at: int, wire_type: int) -> int:
+    """Past one value that is not a group."""
     if wire_type == _VARINT:
         return _read_varint(data, at)[1]
-    if wire_type == _START_GROUP:  # proto2 groups: skip up to the matching end
-        while True:
-            if at >= len(data):
-                raise WireError("group without its end")
-            inner, at = _read_varint(data, at)
-            if inner == (tag & ~7) | _END_GROUP:
-                return at
-            at = _skip(data, at, inner)
     if wire_type == _FIXED64:
         end = at + 8
     elif wire_type == _FIXED32:
@@ -183,7 +198,7 @@ def _skip(data: bytes, at: int, tag: int) -> int:
     elif wire_type == _LENGTH_DELIMITED:
         length, at = _read_varint(data, at)
         end = at + length
-    else:
+    else:  # an end of group that no group opened, or no wire type at all (6, 7)
         raise WireError(f"unexpected wire type {wire_type}")
     if end > len(data):
         raise WireError("unknown field runs past the message")

@@ -13,7 +13,7 @@ import pytest
 
 from hybridnet.api.resources import IPInstance
 from hybridnet.daemon.service import SANDBOX_WRITE_ATTEMPTS, DaemonConfig, DaemonService
-from hybridnet.metrics import Registry
+from hybridnet.metrics import new_registry
 from hybridnet.rpc import daemon_pb2 as pb
 from hybridnet.store.errors import Conflict
 from hybridnet.store.sqlite import SQLiteStore
@@ -55,7 +55,7 @@ def service_with(tmp_path: Path) -> Iterator[Any]:
         store = ContendedStore(tmp_path / f"s{conflicts}.db", conflicts)
         store.create(instance("web", "198.19.0.5"))
         config = DaemonConfig(node_name=NODE, ipam_namespace=IPAM_NAMESPACE, watch_timeout=0.5)
-        service = DaemonService(store, config, Registry()).start()
+        service = DaemonService(store, config, new_registry()).start()
         started.append(service)
         (cached,) = service.cache.wait_for_pod("default/web", SIGNAL_TIMEOUT)
         store.gets = 0

@@ -1,0 +1,31 @@
+"""CNI error codes, defined once for both ends of the plugin <-> daemon contract.
+
+The daemon puts the code a failure should become in the trailing metadata key ``cni-code``; the
+plugin's client reads it back and the plugin answers the runtime with it. Standard library only
+(nothing at all, in fact): the plugin bundle carries this module.
+"""
+
+from __future__ import annotations
+
+CNI_CODE_KEY = "cni-code"
+"""The trailing metadata key that carries a failed call's CNI code."""
+
+# The CNI spec's well-known codes.
+INCOMPATIBLE_VERSION = 1
+UNSUPPORTED_FIELD = 2
+CONTAINER_UNKNOWN = 3
+INVALID_ENV = 4
+IO_ERROR = 5
+DECODE_ERROR = 6
+INVALID_CONFIG = 7
+TRY_AGAIN_LATER = 11
+PLUGIN_NOT_AVAILABLE = 50
+"""STATUS only: the plugin cannot serve ADDs now."""
+LIMITED_CONNECTIVITY = 51
+"""STATUS only: ADDs work, but some connectivity is degraded."""
+
+# hybridnet's own (100 and up are plugin-specific).
+CHECK_FAILED = 100
+"""CHECK found the attachment differs."""
+INTERNAL = 999
+"""An unexpected failure inside the plugin or the daemon."""
