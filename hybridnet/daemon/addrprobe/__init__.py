@@ -11,16 +11,10 @@ thread's network namespace, so the daemon's concurrent ADDs each probe on their 
     addrprobe.announce(ifname, address)                  # once the pod's routes are in place
 
 Modules: ``frames`` (scapy, building and parsing), ``verdict`` (what a received packet means,
-pure), ``link`` (the packet socket), ``probe`` (the probe window and the announcements).
+pure), ``link`` (the packet socket), ``check`` (the probe window and the announcements).
 """
 
-from hybridnet.daemon.addrprobe.errors import (
-    AddressCheckError,
-    AddressInUse,
-    GatewayUnreachable,
-    ProbeFailed,
-)
-from hybridnet.daemon.addrprobe.probe import (
+from hybridnet.daemon.addrprobe.check import (
     DEFAULT_ANNOUNCE_INTERVAL,
     DEFAULT_ANNOUNCEMENTS,
     DEFAULT_PROBES,
@@ -32,6 +26,12 @@ from hybridnet.daemon.addrprobe.probe import (
     probe,
     probe_ipv4,
     probe_ipv6,
+)
+from hybridnet.daemon.addrprobe.errors import (
+    AddressCheckError,
+    AddressInUse,
+    GatewayUnreachable,
+    ProbeFailed,
 )
 
 __all__ = [

@@ -48,7 +48,7 @@ ND_HOP_LIMIT = 255
 ARP_REQUEST, ARP_REPLY = 1, 2
 ICMPV6 = 58
 ND_SOLICITATION, ND_ADVERTISEMENT = 135, 136
-ETHER_HEADER, IPV6_HEADER = 14, 40
+ETHER_HEADER, IPV6_HEADER, ARP_IPV4 = 14, 40, 28
 ND_MESSAGE_LENGTH = 24
 """ICMPv6 type, code, checksum, flags/reserved and the 16-byte target: options come after."""
 
@@ -157,6 +157,8 @@ class NeighborPacket:
 
 def parse_arp(frame: bytes) -> ArpPacket | None:
     """The ARP packet in ``frame``, or None if it is not Ethernet/IPv4 ARP."""
+    if len(frame) < ETHER_HEADER + ARP_IPV4:
+        return None  # scapy raises on a frame shorter than the headers it expects
     packet = Ether(frame)
     if not packet.haslayer(ARP):
         return None
@@ -177,6 +179,8 @@ def parse_neighbor(frame: bytes) -> NeighborPacket | None:
     """The NS or NA in ``frame`` if it passes RFC 4861's validity checks (7.1.1, 7.1.2), else
     None: hop limit 255, code 0, a correct checksum, a unicast target, and the rules tied to an
     unspecified source (NS) or a multicast destination (NA)."""
+    if len(frame) < ETHER_HEADER + IPV6_HEADER + ND_MESSAGE_LENGTH:
+        return None  # scapy raises on a frame shorter than the headers it expects
     packet = Ether(frame)
     if not packet.haslayer(IPv6):
         return None

@@ -23,6 +23,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from hybridnet.daemon.addrprobe import frames
 from hybridnet.daemon.addrprobe.errors import AddressInUse, GatewayUnreachable, IPAddress
@@ -31,6 +32,7 @@ from hybridnet.daemon.addrprobe.verdict import Conflict, GatewayAnswered, judge_
 from hybridnet.logs import fields
 
 log = logging.getLogger(__name__)
+A = TypeVar("A", ipaddress.IPv4Address, ipaddress.IPv6Address)
 
 DEFAULT_TIMEOUT = 0.2
 DEFAULT_PROBES = 3
@@ -76,8 +78,8 @@ def probe_ipv4(
     Raises AddressInUse (naming the MAC that holds or claims it), GatewayUnreachable, or
     ProbeFailed when the check cannot run. ``gateway`` None skips the gateway check.
     """
-    target = ipaddress.IPv4Address(address)
-    router = None if gateway is None else ipaddress.IPv4Address(gateway)
+    target = _parse(ipaddress.IPv4Address, "address", address)
+    router = None if gateway is None else _parse(ipaddress.IPv4Address, "gateway", gateway)
     _check_probe(ifname, target, router, timeout, probes)
 
     def judge(frame: bytes, own_mac: str) -> Conflict | GatewayAnswered | None:
@@ -107,8 +109,8 @@ def probe_ipv6(
 ) -> ProbeResult:
     """Check with duplicate address detection that ``address`` is free on ``ifname`` and that
     ``gateway`` answers a solicitation; raises like :func:`probe_ipv4`."""
-    target = ipaddress.IPv6Address(address)
-    router = None if gateway is None else ipaddress.IPv6Address(gateway)
+    target = _parse(ipaddress.IPv6Address, "address", address)
+    router = None if gateway is None else _parse(ipaddress.IPv6Address, "gateway", gateway)
     _check_probe(ifname, target, router, timeout, probes)
 
     def judge(frame: bytes, own_mac: str) -> Conflict | GatewayAnswered | None:
@@ -142,7 +144,7 @@ def announce_ipv4(
     """Send ``count`` gratuitous ARP requests (ARP Announcements) for ``address`` at the MAC of
     ``ifname``, so neighbours that cached another MAC for it move to this one. Returns that MAC.
     Call it once the pod's address answers through this interface."""
-    target = ipaddress.IPv4Address(address)
+    target = _parse(ipaddress.IPv4Address, "address", address)
     _check_announcement(ifname, target, count, interval)
     return _announce(
         ifname, target, lambda mac: frames.arp_announcement(mac, target), count, interval
@@ -158,7 +160,7 @@ def announce_ipv6(
 ) -> str:
     """Send ``count`` unsolicited Neighbor Advertisements (Override set) of ``address`` at the
     MAC of ``ifname`` to all-nodes; like :func:`announce_ipv4`."""
-    target = ipaddress.IPv6Address(address)
+    target = _parse(ipaddress.IPv6Address, "address", address)
     _check_announcement(ifname, target, count, interval)
     return _announce(
         ifname,
@@ -273,6 +275,13 @@ def _announce(
             extra=fields(address=str(address), ifname=ifname, mac=link.mac, count=count),
         )
         return link.mac
+
+
+def _parse(family: type[A], what: str, value: A | str) -> A:
+    try:
+        return family(value)
+    except ValueError as exc:
+        raise ValueError(f"{what} {value} is not an IPv{family(0).version} address") from exc
 
 
 def _check_probe(
