@@ -21,16 +21,26 @@ from hybridnet import lab as testbed
 pytestmark = pytest.mark.root
 
 RUNNER = """
-import ipaddress, json, sys, threading
+import ctypes, ipaddress, json, os, sys, threading
 from concurrent.futures import ThreadPoolExecutor
 from hybridnet.daemon import addrprobe
 
 requests = json.load(sys.stdin)
 everyone_ready = threading.Barrier(len(requests))
 
+def enter(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:
+            raise OSError(ctypes.get_errno(), "setns " + path)
+    finally:
+        os.close(fd)
+
 def run(request):
     address = ipaddress.ip_address(request["address"])
-    everyone_ready.wait()
+    everyone_ready.wait()  # one thread per request: a thread that entered a netns stays there
+    if "netns" in request:
+        enter(request["netns"])
     try:
         if request["op"] == "announce":
             return {"ok": {"mac": addrprobe.announce(request["ifname"], address)}}
@@ -170,6 +180,28 @@ def test_announcement_replaces_a_stale_entry(fabric: testbed.Fabric, family: int
     assert neighbour(gateway, FREE[family]) == previous
     assert announce(node, FREE[family]) == {"ok": {"mac": mac_of(node)}}
     wait_for_neighbour(gateway, FREE[family], mac_of(node))
+
+
+@FAMILIES
+def test_probe_from_a_thread_that_entered_another_namespace(
+    fabric: testbed.Fabric, family: int
+) -> None:
+    """The process runs in the first node's namespace and imported scapy there; the probing
+    thread entered the second node's first. Both have an ``eth0``, so a probe that found its
+    interface anywhere but in the thread's namespace would come from the first node's MAC."""
+    first, second = fabric.nodes
+    request = {
+        "op": "probe",
+        "ifname": "eth0",
+        "address": FREE[family],
+        "gateway": GATEWAY[family],
+        "netns": second.path,
+    }
+    [answer] = check(first, [request])
+    assert mac_of(first) != mac_of(second)
+    assert answer == {
+        "ok": {"mac": mac_of(second), "gateway_mac": mac_of(fabric.gateway), "probes_sent": 3}
+    }
 
 
 def test_interface_that_does_not_exist(fabric: testbed.Fabric) -> None:

@@ -7,7 +7,8 @@ interface promiscuous by default (``conf.sniff_promisc``), compiles filters by r
 and ``srp``/``AsyncSniffer`` start threads of their own whose answer matching does not model
 RFC 5227 (a concurrent probe from another host is a conflict, not an answer). Each probe here
 owns one socket, opened in the caller's thread, so it lives in that thread's namespace, and
-closed when the probe ends, which also drops the multicast memberships it took.
+closed when the probe ends (by a short-lived thread: see :func:`_close_in_background`), which
+also drops the multicast memberships it took.
 
 The IPv6 socket carries a classic BPF program that passes only ICMPv6 Neighbor Solicitations
 and Advertisements, so a busy interface's traffic never reaches Python (nor fills the socket's
@@ -22,6 +23,7 @@ import ctypes
 import errno
 import socket
 import struct
+import threading
 import time
 from collections.abc import Iterator
 
@@ -110,17 +112,27 @@ def open_link(ifname: str, ethertype: int, bpf: bytes | None = None) -> Iterator
     with _translated(ifname, "opening a packet socket"):
         # Protocol 0 until bound: the socket receives nothing before its filter is in place.
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-    with sock:
+    try:
         with _translated(ifname, "binding a packet socket"):
             if bpf is not None:
                 _attach_filter(sock, bpf)
             sock.bind((ifname, ethertype))
         yield PacketLink(ifname, sock)
+    finally:
+        _close_in_background(sock)
+
+
+def _close_in_background(sock: socket.socket) -> None:
+    """Close ``sock`` without making the caller wait: the kernel's packet_release waits for an
+    RCU grace period (``synchronize_net``), 7-15 ms on a busy two-core machine, and nothing
+    the probe answers depends on it. The socket stops receiving when the thread closes it,
+    moments later; its multicast memberships go with it."""
+    threading.Thread(target=sock.close, name="packet-socket-close", daemon=True).start()
 
 
 def _attach_filter(sock: socket.socket, program: bytes) -> None:
     instructions = ctypes.create_string_buffer(program)
-    fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(instructions))
+    fprog = struct.pack("HP", len(program) // 8, ctypes.addressof(instructions))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
