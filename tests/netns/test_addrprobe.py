@@ -257,3 +257,34 @@ def test_twenty_probes_at_once(fabric: testbed.Fabric, holder: testbed.Node) -> 
     free_answer = {"mac": mac_of(node), "gateway_mac": mac_of(fabric.gateway), "probes_sent": 3}
     for address in free:
         assert answers[address] == {"ok": free_answer}, address
+
+
+LISTENER = """
+import json, time
+from hybridnet.daemon.addrprobe import link
+with link.open_link("eth0", 0x86DD, link.NEIGHBOR_DISCOVERY_FILTER) as packets:
+    print("ready", flush=True)
+    types = []
+    for frame in packets.receive_until(time.monotonic() + 30):
+        types.append(frame[54])
+        if frame[54] == 136:
+            break
+    print(json.dumps(types), flush=True)
+"""
+
+
+def test_the_ipv6_socket_sees_only_neighbor_discovery(fabric: testbed.Fabric) -> None:
+    """Echo requests reach the node's eth0 before an advertisement does, on the same path, so
+    a socket whose filter let them through would read them first."""
+    node, other = fabric.nodes
+    # Permanent entries: neither side solicits the other while the test runs.
+    node.ip("-6", "neigh", "replace", other.ipv6, "lladdr", mac_of(other), "dev", "eth0")
+    other.ip("-6", "neigh", "replace", node.ipv6, "lladdr", mac_of(node), "dev", "eth0")
+    listener = node.spawn([sys.executable, "-c", LISTENER])
+    listener.wait_for_line("^ready$")
+    assert testbed.ping(other, node.ipv6, count=3)
+    assert announce(other, FREE[6]) == {"ok": {"mac": mac_of(other)}}
+    types = json.loads(listener.wait_for_line(r"^\[", timeout=30))
+    # Solicitations from others (the gateway resolving a neighbour, say) may come too.
+    assert types[-1] == 136
+    assert set(types) <= {135, 136}, f"ICMPv6 types past the filter: {types}"
