@@ -222,6 +222,12 @@ def test_interface_that_is_down(fabric: testbed.Fabric) -> None:
     assert answer["message"] == "cannot check addresses on down0: the interface is down"
 
 
+def test_interface_that_is_not_ethernet(fabric: testbed.Fabric) -> None:
+    answer = probe(fabric.nodes[0], FREE[6], None, ifname="lo")
+    assert answer["error"] == "ProbeFailed"
+    assert answer["message"] == "cannot check addresses on lo: it is not an Ethernet interface"
+
+
 def test_without_cap_net_raw(fabric: testbed.Fabric) -> None:
     """Root without CAP_NET_RAW (dropped from the bounding set, so the child never has it)."""
     request = {"op": "probe", "ifname": "eth0", "address": FREE[4], "gateway": GATEWAY[4]}

@@ -28,7 +28,13 @@ from typing import TypeVar
 from hybridnet.daemon.addrprobe import frames
 from hybridnet.daemon.addrprobe.errors import AddressInUse, GatewayUnreachable, IPAddress
 from hybridnet.daemon.addrprobe.link import NEIGHBOR_DISCOVERY_FILTER, PacketLink, open_link
-from hybridnet.daemon.addrprobe.verdict import Conflict, GatewayAnswered, judge_arp, judge_neighbor
+from hybridnet.daemon.addrprobe.verdict import (
+    Conflict,
+    GatewayAnswered,
+    Verdict,
+    judge_arp,
+    judge_neighbor,
+)
 from hybridnet.logs import fields
 
 log = logging.getLogger(__name__)
@@ -62,7 +68,8 @@ class ProbeResult:
     until the window closed."""
 
 
-Judge = Callable[[bytes, str], Conflict | GatewayAnswered | None]
+Judge = Callable[[bytes, str], Verdict]
+"""What a received frame means, given the MAC this host sends from."""
 
 
 def probe_ipv4(
@@ -82,7 +89,7 @@ def probe_ipv4(
     router = None if gateway is None else _parse(ipaddress.IPv4Address, "gateway", gateway)
     _check_probe(ifname, target, router, timeout, probes)
 
-    def judge(frame: bytes, own_mac: str) -> Conflict | GatewayAnswered | None:
+    def judge(frame: bytes, own_mac: str) -> Verdict:
         packet = frames.parse_arp(frame)
         return None if packet is None else judge_arp(packet, target, router, own_mac)
 
@@ -113,7 +120,7 @@ def probe_ipv6(
     router = None if gateway is None else _parse(ipaddress.IPv6Address, "gateway", gateway)
     _check_probe(ifname, target, router, timeout, probes)
 
-    def judge(frame: bytes, own_mac: str) -> Conflict | GatewayAnswered | None:
+    def judge(frame: bytes, own_mac: str) -> Verdict:
         packet = frames.parse_neighbor(frame)
         return None if packet is None else judge_neighbor(packet, target, router, own_mac)
 
