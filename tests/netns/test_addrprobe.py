@@ -38,7 +38,7 @@ def enter(path):
 
 def run(request):
     address = ipaddress.ip_address(request["address"])
-    everyone_ready.wait()  # one thread per request: a thread that entered a netns stays there
+    everyone_ready.wait(timeout=30)  # one thread per request: one that entered a netns stays
     if "netns" in request:
         enter(request["netns"])
     try:
