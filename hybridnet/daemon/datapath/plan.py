@@ -6,8 +6,8 @@ when the kernel allows (``KernelObject.updatable_to``), otherwise deleted and cr
 A deleted link takes every object on it along in the kernel: the plan schedules no delete for
 those, and creates again whatever of them is still desired.
 
-Order: every delete first, children before parents (rules, routes, neighbours, FDB entries,
-then links, then the packet filter), then creates and updates, parents before children
+Order: every delete first, children before parents (packet filter, rules, routes,
+neighbours, FDB entries, then links), then creates and updates, parents before children
 (links, sysctls, FDB entries, neighbours, routes, rules, packet filter). Within a kind,
 desired order for creates, kernel order for deletes.
 """

@@ -60,10 +60,10 @@ class AddressRecord:
 def list_links(sock: RtnlSocket) -> list[LinkRecord]:
     """Every link of the namespace."""
     request = IFINFO.pack(0, 0, 0, 0, 0)
-    return [_parse_link(body) for body in sock.dump(wire.RTM_GETLINK, request)]
+    return [parse_link(body) for body in sock.dump(wire.RTM_GETLINK, request)]
 
 
-def _parse_link(body: bytes) -> LinkRecord:
+def parse_link(body: bytes) -> LinkRecord:
     _, _, index, flags, _ = IFINFO.unpack_from(body)
     found = wire.attrs(body, IFINFO.size)
     kind = None

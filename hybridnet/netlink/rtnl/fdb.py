@@ -28,15 +28,20 @@ def list_entries(sock: RtnlSocket, ifindex: int) -> list[FdbRecord]:
     dropped here)."""
     found = []
     for body in sock.dump(wire.RTM_GETNEIGH, NDMSG.pack(wire.AF_BRIDGE, 0, 0, 0, 0)):
-        family, index, state, _, _ = NDMSG.unpack_from(body)
-        if family != wire.AF_BRIDGE or index != ifindex:
-            continue
-        values = wire.attrs(body, NDMSG.size)
-        if NDA_LLADDR not in values:
-            continue
-        dst = wire.ip_text(values[NDA_DST]) if NDA_DST in values else None
-        found.append(FdbRecord(index, wire.mac_text(values[NDA_LLADDR]), dst, state))
+        record = parse(body)
+        if record is not None and record.ifindex == ifindex:
+            found.append(record)
     return found
+
+
+def parse(body: bytes) -> FdbRecord | None:
+    """One dumped entry; None for what is not a bridge-family entry with a MAC."""
+    family, index, state, _, _ = NDMSG.unpack_from(body)
+    values = wire.attrs(body, NDMSG.size)
+    if family != wire.AF_BRIDGE or NDA_LLADDR not in values:
+        return None
+    dst = wire.ip_text(values[NDA_DST]) if NDA_DST in values else None
+    return FdbRecord(index, wire.mac_text(values[NDA_LLADDR]), dst, state)
 
 
 def _body(ifindex: int, mac: str, dst: str, state: int) -> bytes:

@@ -32,13 +32,13 @@ def list_neighbours(sock: RtnlSocket, family: int, *, proxy: bool) -> list[Neigh
     request = NDMSG.pack(family, 0, 0, NTF_PROXY if proxy else 0, 0)
     found = []
     for body in sock.dump(wire.RTM_GETNEIGH, request):
-        record = _parse(body, proxy)
+        record = parse(body, proxy)
         if record is not None:
             found.append(record)
     return found
 
 
-def _parse(body: bytes, proxy: bool) -> NeighbourRecord | None:
+def parse(body: bytes, proxy: bool) -> NeighbourRecord | None:
     family, ifindex, state, flags, _ = NDMSG.unpack_from(body)
     found = wire.attrs(body, NDMSG.size)
     if NDA_DST not in found or bool(flags & NTF_PROXY) != proxy:

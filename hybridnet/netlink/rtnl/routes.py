@@ -44,13 +44,13 @@ def list_routes(sock: RtnlSocket, family: int) -> list[RouteRecord]:
     request = RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
     found = []
     for body in sock.dump(wire.RTM_GETROUTE, request):
-        record = _parse(body)
+        record = parse(body)
         if record is not None:
             found.append(record)
     return found
 
 
-def _parse(body: bytes) -> RouteRecord | None:
+def parse(body: bytes) -> RouteRecord | None:
     family, dst_len, _, _, table, protocol, scope, kind, flags = RTMSG.unpack_from(body)
     if flags & RTM_F_CLONED or family not in (wire.AF_INET, wire.AF_INET6):
         return None

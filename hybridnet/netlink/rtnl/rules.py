@@ -44,10 +44,10 @@ class RuleRecord:
 
 def list_rules(sock: RtnlSocket, family: int) -> list[RuleRecord]:
     request = FIB_RULE_HDR.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
-    return [_parse(body) for body in sock.dump(wire.RTM_GETRULE, request)]
+    return [parse(body) for body in sock.dump(wire.RTM_GETRULE, request)]
 
 
-def _parse(body: bytes) -> RuleRecord:
+def parse(body: bytes) -> RuleRecord:
     family, dst_len, src_len, tos, table, _, _, action, flags = FIB_RULE_HDR.unpack_from(body)
     found = wire.attrs(body, FIB_RULE_HDR.size)
 
