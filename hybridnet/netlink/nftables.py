@@ -20,6 +20,14 @@ class NftError(Exception):
     """nft refused a command or could not run; the message carries what it printed."""
 
 
+class NftUnavailable(NftError):
+    """There is no nftables here: no ``nft`` command, or a kernel without nf_tables."""
+
+
+KERNEL_WITHOUT_NFTABLES = "Protocol not supported"
+"""What nft prints when the kernel has no nf_tables netlink family (EPROTONOSUPPORT)."""
+
+
 def _run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
@@ -31,7 +39,7 @@ def _run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProce
             check=False,
         )
     except FileNotFoundError as exc:
-        raise NftError(f"{NFT} is not installed") from exc
+        raise NftUnavailable(f"{NFT} is not installed") from exc
     except subprocess.TimeoutExpired as exc:
         raise NftError(f"{NFT} {' '.join(args)} did not finish in {TIMEOUT_SECONDS}s") from exc
 
@@ -43,7 +51,10 @@ def list_table(family: str, name: str) -> list[dict[str, Any]] | None:
     if done.returncode != 0:
         if "No such file or directory" in done.stderr:
             return None
-        raise NftError(f"nft list table {family} {name}: {done.stderr.strip()}")
+        failure = f"nft list table {family} {name}: {done.stderr.strip()}"
+        if KERNEL_WITHOUT_NFTABLES in done.stderr:
+            raise NftUnavailable(failure)
+        raise NftError(failure)
     listing = json.loads(done.stdout)["nftables"]
     return [item for item in listing if "metainfo" not in item]
 

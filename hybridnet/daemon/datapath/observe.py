@@ -67,7 +67,10 @@ def snapshot(config: NodeConfig) -> Snapshot:
                 objects += _neighbours(sock, family, config, names)
                 objects += _routes(sock, family, config, names)
                 objects += _rules(sock, family, config)
-        table = nftables.list_table(packetfilter.FAMILY, config.nft_table)
+        try:
+            table = nftables.list_table(packetfilter.FAMILY, config.nft_table)
+        except nftables.NftUnavailable:
+            table, host = None, dataclasses.replace(host, packet_filter=False)
     except (NetlinkError, nftables.NftError) as exc:
         raise ObserveError(f"cannot read the kernel's state: {exc}") from exc
     if table is not None:

@@ -66,10 +66,20 @@ def build(ctx: Context, network: Network) -> Vtep | None:
         for pod in ctx.pods:
             if ipaddress.ip_address(pod.address).version == 6:
                 ctx.objects.add(Neighbour(link.name, pod.address))
-    nat = [s.cidr for s in own if s.auto_nat]
-    inside = [s.cidr for s in ctx.subnets] + inputs.node_addresses(ctx.view.node_infos)
-    ctx.objects.add(packetfilter.masquerade_table(ctx.config.nft_table, link.name, nat, inside))
+    _masquerade(ctx, link.name, own)
     return Vtep(link=link.name, address=link.local, mac=link.mac)
+
+
+def _masquerade(ctx: Context, vxlan: str, own: list[inputs.SubnetInput]) -> None:
+    nat = [s.cidr for s in own if s.auto_nat]
+    if not ctx.host.packet_filter:
+        if nat:
+            names = ", ".join(s.name for s in own if s.auto_nat)
+            message = f"nftables is unavailable: {names} cannot be masqueraded"
+            ctx.problem(ProblemCode.PACKET_FILTER_UNAVAILABLE, "node/packet-filter", message)
+        return
+    inside = [s.cidr for s in ctx.subnets] + inputs.node_addresses(ctx.view.node_infos)
+    ctx.objects.add(packetfilter.masquerade_table(ctx.config.nft_table, vxlan, nat, inside))
 
 
 def _device(ctx: Context, network: Network) -> VxlanLink | None:

@@ -26,6 +26,8 @@ class ProblemCode(enum.StrEnum):
     TABLES_EXHAUSTED = "SubnetTablesExhausted"
     REMOTE_NODE_INVALID = "InvalidRemoteNode"
     IPV6_UNAVAILABLE = "IPv6Unavailable"
+    PACKET_FILTER_UNAVAILABLE = "PacketFilterUnavailable"
+    """No nftables on this node: overlay subnets with autoNatOutgoing are not masqueraded."""
     CONFLICTING_OBJECTS = "ConflictingObjects"
     """Two inputs (e.g. two subnets with one CIDR) ask for different versions of one object."""
 

@@ -45,3 +45,5 @@ class HostFacts:
     links: Mapping[str, HostLink] = dataclasses.field(default_factory=dict)
     ipv6: bool = True
     """Whether the kernel has IPv6 (``/proc/sys/net/ipv6`` exists)."""
+    packet_filter: bool = True
+    """Whether nftables works here (the ``nft`` command and the kernel's nf_tables)."""

@@ -732,3 +732,14 @@ def test_every_desired_route_and_address_is_canonical() -> None:
         assert route.dst == str(ipaddress.ip_network(route.dst))
     table = next(o for o in state.objects if isinstance(o, PacketFilter))
     assert packetfilter.from_nft(table.family, table.name, packetfilter.to_nft(table)) == table
+
+
+def test_without_nftables_the_overlay_works_and_only_masquerading_is_reported_missing() -> None:
+    facts = dataclasses.replace(DEFAULT_HOST, packet_filter=False)
+    state = build(overlay_view(), facts=facts)
+    assert codes(state) == [ProblemCode.PACKET_FILTER_UNAVAILABLE]
+    assert "ov4" in state.problems[0].message
+    assert not of(state, PacketFilter)
+    assert of(state, VxlanLink) and of(state, FdbEntry)
+    quiet = build(overlay_view(subnets=(subnet("ov4", "overlay", "198.19.0.0/24"),)), facts=facts)
+    assert quiet.problems == ()  # nothing to masquerade: nothing missing
