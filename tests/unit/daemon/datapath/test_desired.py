@@ -740,6 +740,7 @@ def test_without_nftables_the_overlay_works_and_only_masquerading_is_reported_mi
     assert codes(state) == [ProblemCode.PACKET_FILTER_UNAVAILABLE]
     assert "ov4" in state.problems[0].message
     assert not of(state, PacketFilter)
-    assert of(state, VxlanLink) and of(state, FdbEntry)
+    assert of(state, VxlanLink)
+    assert of(state, FdbEntry)
     quiet = build(overlay_view(subnets=(subnet("ov4", "overlay", "198.19.0.0/24"),)), facts=facts)
     assert quiet.problems == ()  # nothing to masquerade: nothing missing
