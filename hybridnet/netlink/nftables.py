@@ -69,16 +69,19 @@ def replace_table(family: str, name: str, content: list[dict[str, Any]]) -> None
         {"add": {"table": table}},
         *({"add": item} for item in content),
     ]
-    _apply(commands, f"replace table {family} {name}")
+    transaction(commands, f"replace table {family} {name}")
 
 
 def delete_table(family: str, name: str) -> None:
     """Remove the table; absent is fine (created empty first, in the same transaction)."""
     table = {"family": family, "name": name}
-    _apply([{"add": {"table": table}}, {"delete": {"table": table}}], f"delete {family} {name}")
+    transaction(
+        [{"add": {"table": table}}, {"delete": {"table": table}}], f"delete {family} {name}"
+    )
 
 
-def _apply(commands: list[dict[str, Any]], what: str) -> None:
+def transaction(commands: list[dict[str, Any]], what: str) -> None:
+    """Run nft JSON commands as one transaction: all of them take effect, or none."""
     done = _run(["-j", "-f", "-"], stdin=json.dumps({"nftables": commands}))
     if done.returncode != 0:
         raise NftError(f"nft {what}: {done.stderr.strip()}")

@@ -121,6 +121,12 @@ def nft_table(namespace: testbed.Namespace, name: str = "hybridnet") -> str:
     return namespace.exec(["nft", "list", "table", "inet", name]).stdout
 
 
+def nft_handle(namespace: testbed.Namespace) -> int:
+    listing = json.loads(namespace.exec(["nft", "-j", "list", "table", "inet", "hybridnet"]).stdout)
+    (table,) = [item["table"] for item in listing["nftables"] if "table" in item]
+    return int(table["handle"])
+
+
 def operations(result: ReconcileResult) -> list[tuple[Action, str]]:
     return [(op.action, op.target.describe()) for op in result.plan.operations]
 
@@ -184,7 +190,8 @@ def test_the_masquerade_table_is_what_desired_says(node: testbed.Node) -> None:
     ]
     assert packetfilter.from_nft("inet", "hybridnet", listed) == wanted
     text = nft_table(node)
-    assert f'ip saddr @nat-v4 ip daddr != @cluster-v4 oifname != "{VX}" masquerade' in text
+    rule = f'ip saddr @nat-v4 ip daddr != @subnets-v4 ip daddr != @nodes-v4 oifname != "{VX}"'
+    assert f"{rule} masquerade" in text
     assert "type nat hook postrouting priority srcnat; policy accept;" in text
 
 
@@ -318,9 +325,14 @@ def test_a_change_of_one_remote_node_changes_only_its_objects(node: testbed.Node
     infos = (info_of(node), *FAKE_REMOTES)
     reconcile(node, overlay_view(node, infos))
     fdb_before = bridge(node, "fdb", "show", "dev", VX)
+    table_before = nft_handle(node)
     moved = node_info("remote1", "198.18.0.99", "52:54:00:00:05:01")
-    result = reconcile(node, overlay_view(node, (infos[0], infos[1], moved, infos[3])))
+    after = overlay_view(node, (infos[0], infos[1], moved, infos[3]))
+    result = reconcile(node, after)
     assert result.failures == ()
+    assert pending(node, after).empty
+    assert nft_handle(node) == table_before  # the node set's elements changed, not the table
+    assert "198.18.0.99" in nft_table(node) and "198.18.0.51" not in nft_table(node)
     for action, description in operations(result):
         assert (
             "198.18.0.51" in description

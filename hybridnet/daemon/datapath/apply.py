@@ -283,10 +283,24 @@ class _Applier:
         try:
             if op.action is Action.DELETE:
                 nftables.delete_table(target.family, target.name)
-            else:
-                nftables.replace_table(target.family, target.name, packetfilter.to_nft(target))
+                return
+            if isinstance(op.current, PacketFilter) and self._change_elements(op.current, target):
+                return
+            nftables.replace_table(target.family, target.name, packetfilter.to_nft(target))
         except nftables.NftError as exc:
             raise PacketFilterError(target.describe(), str(exc)) from exc
+
+    def _change_elements(self, current: PacketFilter, target: PacketFilter) -> bool:
+        """Only set elements differ: delete and add just those, in one transaction. False
+        when more differs, or when nft refuses (the table is then replaced whole)."""
+        commands = packetfilter.element_changes(current, target)
+        if commands is None:
+            return False
+        try:
+            nftables.transaction(commands, f"update sets of {target.describe()}")
+        except nftables.NftError:
+            return False
+        return True
 
 
 def _tolerated(op: Operation, code: int) -> bool:

@@ -33,7 +33,7 @@ class Collector:
 
     def add(self, obj: KernelObject) -> None:
         current = self._by_key.setdefault(obj.key, obj)
-        if current != obj:
+        if current is not obj and current != obj:
             message = f"also wanted as {current.describe()}; keeping that"
             self._problems.append(
                 Problem(ProblemCode.CONFLICTING_OBJECTS, f"{obj.kind}/{obj.describe()}", message)
@@ -87,11 +87,6 @@ def scope(version: int) -> int:
 
 def default_route(version: int) -> str:
     return "0.0.0.0/0" if version == 4 else "::/0"
-
-
-def host_prefix(address: str) -> str:
-    ip = ipaddress.ip_address(address)
-    return f"{ip}/{ip.max_prefixlen}"
 
 
 def addresses_of(link: HostLink, version: int) -> list[str]:

@@ -24,6 +24,8 @@ class SubnetInput:
     name: str
     network: Network
     cidr: IPNetwork
+    text: str
+    """The CIDR, canonical (how routes and rules spell it)."""
     gateway: str | None
     net_id: int | None
     auto_nat: bool
@@ -40,7 +42,12 @@ class RemoteNode:
     vtep: str
     mac: str
     addresses: tuple[str, ...]
-    """The VTEP address first, then the node's other addresses."""
+    """The VTEP address first, then the node's other addresses (canonical)."""
+
+
+def version_of(address: str) -> int:
+    """The family of a canonical address (as this module produces them)."""
+    return 6 if ":" in address else 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +102,7 @@ def subnets(view: NodeView, problems: list[Problem]) -> list[SubnetInput]:
                 name=subnet.name,
                 network=network,
                 cidr=cidr,
+                text=str(cidr),
                 gateway=_gateway(subnet, cidr, problems),
                 net_id=subnet.spec.net_id,
                 auto_nat=bool(config and config.auto_nat_outgoing),
@@ -225,18 +233,3 @@ def _remote(info: NodeInfo, family: int, problems: list[Problem]) -> RemoteNode 
         if extra not in addresses:
             addresses.append(extra)
     return RemoteNode(info.name, str(address), mac, tuple(addresses))
-
-
-def node_addresses(infos: Iterable[NodeInfo]) -> list[IPNetwork]:
-    """Every address any NodeInfo lists (VTEPs and local IPs), as host prefixes."""
-    found: list[IPNetwork] = []
-    for info in infos:
-        vtep = info.spec.vtep_info
-        if vtep is None:
-            continue
-        for raw in (vtep.ip, *vtep.local_ips):
-            try:
-                found.append(ipaddress.ip_network(raw or ""))
-            except ValueError:
-                continue
-    return found

@@ -38,7 +38,7 @@ CREATE_ORDER: tuple[Kind, ...] = (
 DELETE_ORDER: tuple[Kind, ...] = tuple(k for k in reversed(CREATE_ORDER) if k is not Kind.SYSCTL)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class KernelObject:
     kind: ClassVar[Kind]
 
@@ -65,7 +65,7 @@ LINK_ALIAS_PREFIX = "hybridnet-datapath:"
 exactly those. (Pod host ends carry ``hybridnet:<container>/<ifname>``, a different mark.)"""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Link(KernelObject):
     kind: ClassVar[Kind] = Kind.LINK
     IN_PLACE: ClassVar[frozenset[str]] = frozenset({"up"})
@@ -96,7 +96,7 @@ class Link(KernelObject):
         return differing <= self.IN_PLACE
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class VxlanLink(Link):
     IN_PLACE: ClassVar[frozenset[str]] = frozenset({"up", "mtu", "mac"})
 
@@ -121,7 +121,7 @@ class VxlanLink(Link):
         )
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class VlanLink(Link):
     parent: str
     vlan_id: int
@@ -135,7 +135,7 @@ class VlanLink(Link):
         return f"vlan {self.name} (id {self.vlan_id} on {self.parent})"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class OtherLink(Link):
     """A link carrying our alias whose kind the datapath never creates: only ever deleted."""
 
@@ -152,7 +152,7 @@ class OtherLink(Link):
 # --------------------------------------------------------------------------- sysctls
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Sysctl(KernelObject):
     """A value under /proc/sys (``/``-separated path). Set, never removed: a sysctl no longer
     desired keeps its value (the link it belonged to is usually gone anyway)."""
@@ -181,7 +181,7 @@ class Sysctl(KernelObject):
 # --------------------------------------------------------------------------- FDB and neighbours
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class FdbEntry(KernelObject):
     """``mac -> dst`` on a VXLAN device; the all-zeros MAC lists flood destinations."""
 
@@ -203,7 +203,7 @@ class FdbEntry(KernelObject):
         return f"fdb {self.mac} dst {self.dst} dev {self.link}"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Neighbour(KernelObject):
     """A permanent neighbour entry (``lladdr`` set) or a proxy entry (``lladdr`` None: the
     node answers ARP/NDP for ``address`` on ``link``)."""
@@ -242,7 +242,7 @@ SCOPE_LINK = 253
 ROUTE_UNICAST = 1
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Route(KernelObject):
     kind: ClassVar[Kind] = Kind.ROUTE
 
@@ -277,7 +277,7 @@ class Route(KernelObject):
         return f"route {self.dst}{via}{dev}{src}{onlink} table {self.table}"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Rule(KernelObject):
     """A policy-routing rule. Every field is identity (the kernel has no in-place change).
     The datapath sets only ``src``; the other selectors exist so a foreign rule found in
@@ -300,7 +300,21 @@ class Rule(KernelObject):
 
     @property
     def key(self) -> Hashable:
-        return (Kind.RULE, *dataclasses.astuple(self))
+        return (
+            Kind.RULE,
+            self.family,
+            self.priority,
+            self.table,
+            self.src,
+            self.dst,
+            self.iifname,
+            self.oifname,
+            self.fwmark,
+            self.fwmask,
+            self.tos,
+            self.invert,
+            self.action,
+        )
 
     def describe(self) -> str:
         selectors = [f"from {self.src or 'all'}"]
@@ -324,7 +338,7 @@ class Rule(KernelObject):
 # --------------------------------------------------------------------------- packet filter
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class NftSet:
     name: str
     type: str
@@ -334,7 +348,7 @@ class NftSet:
     """Canonical CIDRs, sorted."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class NftChain:
     name: str
     type: str
@@ -345,7 +359,7 @@ class NftChain:
     """Each rule's expression list as canonical JSON (nft's own ``-j`` form)."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class PacketFilter(KernelObject):
     """The nftables table hybridnet owns; changed only by replacing it whole, atomically."""
 

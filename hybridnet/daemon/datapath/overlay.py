@@ -15,7 +15,6 @@ from hybridnet.daemon.datapath.context import (
     IFNAMSIZ,
     Context,
     addresses_of,
-    host_prefix,
     link_sysctls,
     scope,
 )
@@ -64,13 +63,15 @@ def build(ctx: Context, network: Network) -> Vtep | None:
         _subnet_table(ctx, link.name, subnet, remotes)
     if 6 in versions:
         for pod in ctx.pods:
-            if ipaddress.ip_address(pod.address).version == 6:
+            if inputs.version_of(pod.address) == 6:
                 ctx.objects.add(Neighbour(link.name, pod.address))
-    _masquerade(ctx, link.name, own)
+    nodes = [*own_addresses, *(a for remote in remotes for a in remote.addresses)]
+    _masquerade(ctx, link.name, own, nodes)
     return Vtep(link=link.name, address=link.local, mac=link.mac)
 
 
-def _masquerade(ctx: Context, vxlan: str, own: list[inputs.SubnetInput]) -> None:
+def _masquerade(ctx: Context, vxlan: str, own: list[inputs.SubnetInput], nodes: list[str]) -> None:
+    """Every valid node address (this node's own, every remote's) is inside the cluster."""
     nat = [s.cidr for s in own if s.auto_nat]
     if not ctx.host.packet_filter:
         if nat:
@@ -78,8 +79,9 @@ def _masquerade(ctx: Context, vxlan: str, own: list[inputs.SubnetInput]) -> None
             message = f"nftables is unavailable: {names} cannot be masqueraded"
             ctx.problem(ProblemCode.PACKET_FILTER_UNAVAILABLE, "node/packet-filter", message)
         return
-    inside = [s.cidr for s in ctx.subnets] + inputs.node_addresses(ctx.view.node_infos)
-    ctx.objects.add(packetfilter.masquerade_table(ctx.config.nft_table, vxlan, nat, inside))
+    subnets = [s.cidr for s in ctx.subnets]
+    table = packetfilter.masquerade_table(ctx.config.nft_table, vxlan, nat, subnets, nodes)
+    ctx.objects.add(table)
 
 
 def _device(ctx: Context, network: Network) -> VxlanLink | None:
@@ -150,7 +152,7 @@ def _remote_entries(
         ctx.objects.add(FdbEntry(vxlan, FLOOD_MAC, remote.vtep))
         ctx.objects.add(FdbEntry(vxlan, remote.mac, remote.vtep))
         for address in remote.addresses:
-            if ipaddress.ip_address(address).version in versions:
+            if inputs.version_of(address) in versions:
                 ctx.objects.add(Neighbour(vxlan, address, remote.mac))
 
 
@@ -161,7 +163,7 @@ def _overlay_table(ctx: Context, link: VxlanLink, own: list[inputs.SubnetInput])
     parent = ctx.host.links[link.parent]
     for version in sorted({s.version for s in own}):
         ctx.objects.add(Rule(version, numbers.overlay_priority, numbers.overlay_table))
-        if ipaddress.ip_address(link.local).version == version:
+        if inputs.version_of(link.local) == version:
             source: str | None = link.local
         else:
             source = next(iter(addresses_of(parent, version)), None)
@@ -169,7 +171,7 @@ def _overlay_table(ctx: Context, link: VxlanLink, own: list[inputs.SubnetInput])
             route = Route(
                 version,
                 numbers.overlay_table,
-                str(subnet.cidr),
+                subnet.text,
                 link.name,
                 prefsrc=source,
                 scope=scope(version),
@@ -187,13 +189,16 @@ def _subnet_table(
     if table is None:
         return
     version = subnet.version
+    link_scope = scope(version)
     for target in ctx.subnets:
         if target.network.spec.type == constants.TYPE_UNDERLAY and target.version == version:
-            ctx.objects.add(Route(version, table, str(target.cidr), vxlan, scope=scope(version)))
+            ctx.objects.add(Route(version, table, target.text, vxlan, scope=link_scope))
+    host_length = "/32" if version == 4 else "/128"
     for remote in remotes:
         for address in remote.addresses:
-            if ipaddress.ip_address(address).version == version:
-                route = Route(version, table, host_prefix(address), vxlan, scope=scope(version))
-                ctx.objects.add(route)
+            if inputs.version_of(address) == version:
+                ctx.objects.add(
+                    Route(version, table, address + host_length, vxlan, scope=link_scope)
+                )
     priority = ctx.config.numbers.subnet_priority
-    ctx.objects.add(Rule(version, priority, table, src=str(subnet.cidr)))
+    ctx.objects.add(Rule(version, priority, table, src=subnet.text))

@@ -5,13 +5,18 @@ the cluster, and only then: not towards any subnet of any network (pod to pod, o
 underlay), not towards any node address, and never into the VXLAN device. One rule per
 family in the ``inet`` table's postrouting NAT chain::
 
-    ip saddr @nat-v4 ip daddr != @cluster-v4 oifname != "<vxlan>" masquerade
+    ip saddr @nat-v4 ip daddr != @subnets-v4 ip daddr != @nodes-v4 oifname != "<vxlan>" masquerade
+
+Subnets (interval sets, merged prefixes) change rarely; node addresses (plain sets) change
+with every node that comes or goes, so they are a set of their own: such a change is a few
+element deletes and adds in one transaction (:func:`element_changes`), not a new table.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,6 +26,7 @@ FAMILY = "inet"
 CHAIN = "postrouting"
 NAT_PRIORITY = 100  # srcnat
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+ADDRESS_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
 
 
 def set_name(purpose: str, version: int) -> str:
@@ -37,28 +43,28 @@ def canonical(networks: Iterable[IPNetwork]) -> tuple[str, ...]:
     return tuple(sorted((str(n) for n in merged), key=element_order))
 
 
-def element_order(element: str) -> tuple[int, int, int, int, str]:
-    """Sort key for set elements: by family and address; unparsable ones last."""
+def element_order(element: str) -> tuple[int, int, bytes, int, str]:
+    """Sort key for set elements (canonical CIDRs): by family, address, prefix length;
+    anything else last. Packed with inet_pton: sorting thousands stays cheap."""
+    address, _, length = element.partition("/")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
     try:
-        network = ipaddress.ip_network(element)
-    except ValueError:
-        return (1, 0, 0, 0, element)
-    return (0, network.version, int(network.network_address), network.prefixlen, "")
+        packed = socket.inet_pton(family, address)
+    except OSError:
+        return (1, 0, b"", 0, element)
+    return (0, int(family), packed, int(length or 0), "")
 
 
 def _rule(version: int, vxlan: str) -> str:
     protocol = "ip" if version == 4 else "ip6"
+
+    def address(field: str) -> dict[str, Any]:
+        return {"payload": {"protocol": protocol, "field": field}}
+
     expr = [
-        _match(
-            "==",
-            {"payload": {"protocol": protocol, "field": "saddr"}},
-            "@" + set_name("nat", version),
-        ),
-        _match(
-            "!=",
-            {"payload": {"protocol": protocol, "field": "daddr"}},
-            "@" + set_name("cluster", version),
-        ),
+        _match("==", address("saddr"), "@" + set_name("nat", version)),
+        _match("!=", address("daddr"), "@" + set_name("subnets", version)),
+        _match("!=", address("daddr"), "@" + set_name("nodes", version)),
         _match("!=", {"meta": {"key": "oifname"}}, vxlan),
         {"masquerade": None},
     ]
@@ -70,15 +76,25 @@ def _match(op: str, left: dict[str, Any], right: str) -> dict[str, Any]:
 
 
 def masquerade_table(
-    name: str, vxlan: str, nat_sources: Iterable[IPNetwork], cluster: Iterable[IPNetwork]
+    name: str,
+    vxlan: str,
+    nat_sources: Iterable[IPNetwork],
+    subnets: Iterable[IPNetwork],
+    nodes: Iterable[str],
 ) -> PacketFilter:
-    nat, inside = canonical(nat_sources), canonical(cluster)
+    """``nodes`` are node addresses (canonical, without prefix length)."""
+    nat, inside = canonical(nat_sources), canonical(subnets)
+    hosts = sorted({f"{a}/128" if ":" in a else f"{a}/32" for a in nodes}, key=element_order)
     sets = []
     for version in (4, 6):
-        kind = "ipv4_addr" if version == 4 else "ipv6_addr"
-        for purpose, elements in (("cluster", inside), ("nat", nat)):
-            of_version = tuple(e for e in elements if ipaddress.ip_network(e).version == version)
-            sets.append(NftSet(set_name(purpose, version), kind, ("interval",), of_version))
+
+        def of_version(elements: Iterable[str], version: int = version) -> tuple[str, ...]:
+            return tuple(e for e in elements if (":" in e) == (version == 6))
+
+        kind = ADDRESS_TYPE[version]
+        sets.append(NftSet(set_name("nat", version), kind, ("interval",), of_version(nat)))
+        sets.append(NftSet(set_name("nodes", version), kind, (), of_version(hosts)))
+        sets.append(NftSet(set_name("subnets", version), kind, ("interval",), of_version(inside)))
     chain = NftChain(
         name=CHAIN,
         type="nat",
@@ -88,6 +104,33 @@ def masquerade_table(
         rules=(_rule(4, vxlan), _rule(6, vxlan)),
     )
     return PacketFilter(FAMILY, name, tuple(sorted(sets, key=lambda s: s.name)), (chain,))
+
+
+def element_changes(current: PacketFilter, target: PacketFilter) -> list[dict[str, Any]] | None:
+    """nft commands turning ``current`` into ``target`` when only set elements differ
+    (deletes before adds, for one transaction); None when anything else differs."""
+    shape = [(s.name, s.type, s.flags) for s in current.sets]
+    if (current.family, current.name, current.chains) != (
+        target.family,
+        target.name,
+        target.chains,
+    ):
+        return None
+    if shape != [(s.name, s.type, s.flags) for s in target.sets]:
+        return None
+    deletes, adds = [], []
+    for old, new in zip(current.sets, target.sets, strict=True):
+        base = {"family": target.family, "table": target.name, "name": new.name}
+        kept_old, kept_new = set(old.elements), set(new.elements)
+        gone = [e for e in old.elements if e not in kept_new]
+        fresh = [e for e in new.elements if e not in kept_old]
+        if gone:
+            deletes.append(
+                {"delete": {"element": {**base, "elem": [_element_json(e) for e in gone]}}}
+            )
+        if fresh:
+            adds.append({"add": {"element": {**base, "elem": [_element_json(e) for e in fresh]}}})
+    return deletes + adds
 
 
 # --------------------------------------------------------------------------- nft JSON

@@ -48,7 +48,7 @@ def _subnet_table(
     default route (the gateway is a router the interface reaches)."""
     version = subnet.version
     if onlink:
-        ctx.objects.add(Route(version, table, str(subnet.cidr), link, scope=scope(version)))
+        ctx.objects.add(Route(version, table, subnet.text, link, scope=scope(version)))
     if subnet.gateway is None:
         message = "no gateway: its pods reach only their own subnet"
         ctx.problem(ProblemCode.SUBNET_WITHOUT_GATEWAY, f"subnet/{subnet.name}", message)
@@ -57,7 +57,7 @@ def _subnet_table(
             version, table, default_route(version), link, gateway=subnet.gateway, onlink=onlink
         )
         ctx.objects.add(default)
-    ctx.objects.add(Rule(version, ctx.config.numbers.subnet_priority, table, src=str(subnet.cidr)))
+    ctx.objects.add(Rule(version, ctx.config.numbers.subnet_priority, table, src=subnet.text))
 
 
 def _vlan_link(

@@ -32,7 +32,7 @@ IFA_FLAGS = 8
 RT_SCOPE_UNIVERSE = 0
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class LinkRecord:
     index: int
     name: str
@@ -48,7 +48,7 @@ class LinkRecord:
     vlan: vlan.VlanInfo | None = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class AddressRecord:
     index: int
     family: int

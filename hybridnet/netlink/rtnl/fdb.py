@@ -14,7 +14,7 @@ NTF_SELF = 0x02
 FLOOD_MAC = "00:00:00:00:00:00"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class FdbRecord:
     ifindex: int
     mac: str

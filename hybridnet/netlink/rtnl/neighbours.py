@@ -16,7 +16,7 @@ NUD_PERMANENT = 0x80
 NTF_PROXY = 0x08
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class NeighbourRecord:
     family: int
     ifindex: int

@@ -24,7 +24,7 @@ RTN_UNICAST = 1
 RTN_THROW = 9
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class RouteRecord:
     family: int
     table: int

@@ -23,7 +23,7 @@ FR_ACT_TO_TBL = 1
 FIB_RULE_INVERT = 0x2
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class RuleRecord:
     """A rule with every selector the datapath can tell apart (so deleting one names it
     exactly: the kernel deletes the first rule matching the selectors a request gives)."""

@@ -10,7 +10,7 @@ from hybridnet.netlink.rtnl import wire
 IFLA_VLAN_ID = 1
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class VlanInfo:
     vlan_id: int
 

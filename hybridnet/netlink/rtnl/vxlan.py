@@ -15,7 +15,7 @@ IFLA_VXLAN_PORT = 15
 IFLA_VXLAN_LOCAL6 = 17
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class VxlanInfo:
     vni: int
     local: str | None

@@ -117,11 +117,16 @@ def u8(payload: bytes) -> int:
 
 
 def ip_text(payload: bytes) -> str:
-    return str(ipaddress.ip_address(payload))
+    """An address from its packed form, spelled as ``ipaddress`` spells it (inet_ntop is
+    10x faster and agrees, except on IPv4-embedding IPv6 forms)."""
+    if len(payload) == 4:
+        return socket.inet_ntop(socket.AF_INET, payload)
+    text = socket.inet_ntop(socket.AF_INET6, payload)
+    return str(ipaddress.IPv6Address(payload)) if "." in text else text
 
 
 def mac_text(payload: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in payload)
+    return payload.hex(":")
 
 
 def mac_bytes(mac: str) -> bytes:

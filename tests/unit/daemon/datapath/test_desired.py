@@ -280,15 +280,13 @@ def test_masquerade_covers_nat_subnets_and_excludes_every_subnet_and_node_addres
     assert elements == {
         "nat-v4": ("198.19.0.0/24",),  # the underlay subnet's autoNatOutgoing means nothing
         "nat-v6": ("2001:db8:10::/64",),
-        "cluster-v4": (
-            "198.18.0.10/31",  # node1 + node2 VTEPs, merged
-            "198.18.0.12/32",
-            "198.18.5.12/32",
-            "198.19.0.0/23",  # both overlay subnets, merged
-            "198.19.8.0/24",
-        ),
-        "cluster-v6": ("2001:db8:10::/64",),
+        "subnets-v4": ("198.19.0.0/23", "198.19.8.0/24"),  # both overlay subnets merged
+        "subnets-v6": ("2001:db8:10::/64",),
+        "nodes-v4": ("198.18.0.10/32", "198.18.0.11/32", "198.18.0.12/32", "198.18.5.12/32"),
+        "nodes-v6": ("2001:db8::a/128",),  # this node's own addresses are inside too
     }
+    flags = {s.name: s.flags for s in table.sets}
+    assert flags["nodes-v4"] == () and flags["subnets-v4"] == ("interval",)
     (chain,) = table.chains
     assert (chain.type, chain.hook, chain.priority, chain.policy) == (
         "nat",
