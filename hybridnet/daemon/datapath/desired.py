@@ -49,7 +49,15 @@ so a new subnet never moves an older one's table.
 Sysctls: ``ip_forward`` (and IPv6 ``forwarding`` when the node has IPv6 subnets);
 on the VXLAN device and each underlay interface ``proxy_arp``, ``proxy_delay`` 0 (answers
 at once instead of after up to 0.8 s), ``rp_filter`` 0 (the per-device half of the filter:
-the effective value is the maximum with ``conf.all``) and, for IPv6, ``proxy_ndp``.
+the effective value is the maximum with ``conf.all``) and, for IPv6, ``proxy_ndp``. With
+netID 0 the underlay interface is the site's own parent: these are set on it, and kept
+when the network goes (sysctls are never reverted).
+
+Known limits: addresses of an underlay subnet that are not pods (its gateway, hosts outside
+the cluster) are not reachable from overlay pods through the overlay, nor masqueraded; a
+freshly created VXLAN device resolves IPv6 neighbours only once its link-local address has
+passed duplicate address detection (about a second); a link created but not yet marked when
+the daemon dies is seen as foreign (LinkNameTaken) and needs deleting by hand.
 
 Problems (bad input, host facts that do not fit) leave out only the objects that depend on
 them, and are returned beside the objects.
