@@ -65,3 +65,42 @@ def in_pod(path: str, work: Callable[[IPRoute], T]) -> T:
     if failure:
         raise failure[0]
     return outcome[0]
+
+
+class WrongNamespace(Exception):
+    """A worker thread did not end up in the namespace it was sent to."""
+
+
+def run_inside(path: str, work: Callable[[], T]) -> T:
+    """Run ``work`` in a thread that has entered the network namespace at ``path`` (sockets
+    it opens, sysctls it reads and commands it starts are that namespace's); never creates
+    the namespace. The thread checks it really is inside before ``work`` runs, so a failed
+    switch can never act on the caller's namespace. Raises NetnsGone, WrongNamespace, or what
+    ``work`` raised."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise NetnsGone(f"network namespace {path} does not exist") from exc
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                errno = ctypes.get_errno()
+                raise NetnsGone(f"cannot enter {path}: {os.strerror(errno)}")
+            if os.stat("/proc/thread-self/ns/net").st_ino != os.fstat(fd).st_ino:
+                raise WrongNamespace(f"worker thread is not inside {path}")
+            outcome.append(work())
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    try:
+        thread = threading.Thread(target=run, name="netns-worker", daemon=True)
+        thread.start()
+        thread.join()
+    finally:
+        os.close(fd)
+    if failure:
+        raise failure[0]
+    return outcome[0]

@@ -19,3 +19,17 @@ def get_interface(version: int, ifname: str, name: str) -> str:
 def set_neighbour(version: int, ifname: str, name: str, value: str) -> None:
     """``net.ipv{4,6}.neigh.IFNAME.NAME = value``."""
     (PROC_SYS / "net" / f"ipv{version}" / "neigh" / ifname / name).write_text(value)
+
+
+def read_path(path: str) -> str | None:
+    """The value of the sysctl at ``path`` (relative to /proc/sys, ``/``-separated, so link
+    names with dots stay whole), None when it does not exist (e.g. its link is missing)."""
+    try:
+        return (PROC_SYS / path).read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
+def write_path(path: str, value: str) -> None:
+    """Set the sysctl at ``path`` (see :func:`read_path`); raises OSError."""
+    (PROC_SYS / path).write_text(value)

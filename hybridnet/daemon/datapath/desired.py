@@ -1,0 +1,136 @@
+"""What the node's kernel should hold, computed from the cluster and host facts. Pure.
+
+Routing design
+==============
+
+Rules, in the order the kernel consults them (numbers: ``config.RoutingNumbers``)::
+
+    19999  from all lookup 39999          local pods: /32, /128 via their veth (attachment.py)
+    20000  from all lookup 40000          overlay destinations: each overlay subnet dev VXLAN
+    20001  from <subnet> lookup <table>   one table per subnet of the node, chosen by source
+    32766  from all lookup main           the node's own routes
+
+* **Node → local pod, pod → pod on one node**: the local-pod table comes first; its routes
+  are the attachments' (the datapath owns the rule, never those routes).
+* **Overlay across nodes**: the overlay table routes every overlay subnet, scope link, out of
+  the one VXLAN device, whoever sends (a pod of any network, or the node, which uses its VTEP
+  address as source). The VXLAN segment is one L2 domain: ARP/NDP for a remote pod is flooded
+  to every remote VTEP (one all-zeros FDB entry per remote node) and answered only by the
+  node the pod lives on: ``proxy_arp`` on the VXLAN device answers for addresses the node
+  routes out of another device, and only the pod's node routes it out of a veth (IPv6 has no
+  route-based proxy, so each node adds a proxy NDP entry per local pod address). Frames to
+  that node's VXLAN MAC go to its VTEP (one unicast FDB entry per remote node). Learning is
+  off: the FDB holds exactly what NodeInfos say.
+* **Overlay ↔ underlay, no NAT**: an overlay subnet's table routes every underlay subnet of
+  the cluster out of the VXLAN device, so an overlay pod reaches an underlay pod through the
+  overlay (the underlay pod's node answers ARP for it, as for any local pod); the reply, from
+  anywhere, meets the overlay table first. Both directions keep the pods' addresses.
+* **Overlay pod ↔ any node, no NAT**: an overlay subnet's table also routes each remote
+  node's addresses (VTEP and NodeInfo local IPs) out of the VXLAN device, with a permanent
+  neighbour entry to that node's VXLAN MAC. The node's reply to the pod follows the overlay
+  table back: the path is symmetric, so strict reverse-path filtering holds. Only pod-sourced
+  traffic sees these routes: the tunnel's own packets to a VTEP use ``main``.
+* **Underlay VLAN pods** leave by their subnet's table: the subnet on-link out of the VLAN
+  sub-interface ``<parent>.<vlan>`` (netID from the Subnet, else the Network; 0 = the parent
+  untagged), and a default route to the subnet's gateway, onlink. The fabric's gateway
+  reaches a local pod by ARP on that interface, answered by ``proxy_arp`` (the pod is routed
+  out of its veth); for IPv6, a proxy NDP entry per local pod address. A pod of the same
+  subnet on another node is reached on-link, its node answering the same way.
+* **Underlay BGP pods** leave by their subnet's table: default via the subnet's gateway on
+  the underlay interface (the fabric learns the pods' /32s from BGP).
+* **Leaving the cluster**: an overlay subnet with ``autoNatOutgoing`` is masqueraded by the
+  nftables table (``packetfilter``): only towards addresses outside every subnet and every
+  node, and never into the VXLAN device.
+
+A subnet's table number is stable: it is derived from the subnet's name (CRC-32 into the
+configured range), colliding names probing onwards in the order the subnets were created,
+so a new subnet never moves an older one's table.
+
+Sysctls: ``ip_forward`` (and IPv6 ``forwarding`` when the node has IPv6 subnets);
+on the VXLAN device and each underlay interface ``proxy_arp``, ``proxy_delay`` 0 (answers
+at once instead of after up to 0.8 s), ``rp_filter`` 0 (the per-device half of the filter:
+the effective value is the maximum with ``conf.all``) and, for IPv6, ``proxy_ndp``. With
+netID 0 the underlay interface is the site's own parent: these are set on it, and kept
+when the network goes (sysctls are never reverted).
+
+Known limits: addresses of an underlay subnet that are not pods (its gateway, hosts outside
+the cluster) are not reachable from overlay pods through the overlay, nor masqueraded; a
+freshly created VXLAN device resolves IPv6 neighbours only once its link-local address has
+passed duplicate address detection (about a second); a link created but not yet marked when
+the daemon dies is seen as foreign (LinkNameTaken) and needs deleting by hand.
+
+Problems (bad input, host facts that do not fit) leave out only the objects that depend on
+them, and are returned beside the objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hybridnet.api import constants
+from hybridnet.daemon.datapath import context, inputs, overlay, underlay
+from hybridnet.daemon.datapath.config import NodeConfig
+from hybridnet.daemon.datapath.model import KernelObject, Rule, Sysctl
+from hybridnet.daemon.datapath.overlay import Vtep
+from hybridnet.daemon.datapath.problems import Problem, ProblemCode
+from hybridnet.daemon.datapath.view import HostFacts, NodeView
+
+
+@dataclasses.dataclass(frozen=True)
+class DesiredState:
+    objects: tuple[KernelObject, ...]
+    problems: tuple[Problem, ...]
+    subnet_tables: dict[str, int]
+    """Subnet name -> its routing table (for diagnosis)."""
+    vtep: Vtep | None = None
+
+
+def desired_state(view: NodeView, config: NodeConfig, host: HostFacts) -> DesiredState:
+    problems: list[Problem] = []
+    subnets = inputs.subnets(view, problems)
+    if not host.ipv6:
+        for subnet in (s for s in subnets if s.version == 6):
+            message = "the kernel has no IPv6"
+            problems.append(Problem(ProblemCode.IPV6_UNAVAILABLE, f"subnet/{subnet.name}", message))
+        subnets = [s for s in subnets if s.version == 4]
+    labels = dict(view.node_labels)
+    underlay_network = inputs.pick_oldest(
+        (
+            n
+            for n in view.networks
+            if n.spec.type == constants.TYPE_UNDERLAY and inputs.selects(n, labels)
+        ),
+        ProblemCode.UNDERLAY_CONFLICT,
+        "several underlay networks select this node",
+        problems,
+    )
+    overlay_network = inputs.pick_oldest(
+        (n for n in view.networks if n.spec.type == constants.TYPE_OVERLAY),
+        ProblemCode.OVERLAY_CONFLICT,
+        "several overlay networks exist",
+        problems,
+    )
+    chosen = {n.name for n in (underlay_network, overlay_network) if n is not None}
+    own = [s for s in subnets if s.network.name in chosen]
+    ctx = context.Context(
+        view=view,
+        config=config,
+        host=host,
+        subnets=subnets,
+        tables=inputs.assign_tables(own, config.numbers, problems),
+        pods=inputs.pod_addresses(view.local_ips),
+        objects=context.Collector(problems),
+        problems=problems,
+    )
+    numbers = config.numbers
+    ctx.objects.add(Sysctl("net/ipv4/ip_forward", "1"))
+    if any(s.version == 6 for s in own):
+        ctx.objects.add(Sysctl("net/ipv6/conf/all/forwarding", "1"))
+    for family in (4, 6) if host.ipv6 else (4,):
+        ctx.objects.add(Rule(family, numbers.local_pod_priority, numbers.local_pod_table))
+    vtep = None
+    if overlay_network is not None:
+        vtep = overlay.build(ctx, overlay_network)
+    if underlay_network is not None:
+        underlay.build(ctx, underlay_network)
+    return DesiredState(ctx.objects.all(), tuple(problems), ctx.tables, vtep)
