@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench.stats import write_json
+from hybridnet import lab as testbed
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import (
     AddressRange,
@@ -62,7 +63,6 @@ from hybridnet.daemon.datapath.model import (
 from hybridnet.daemon.datapath.plan import plan
 from hybridnet.daemon.datapath.view import NodeView
 from hybridnet.netlink import ns
-from tests.netns import testbed
 
 T = TypeVar("T")
 NODE = "bench-node"

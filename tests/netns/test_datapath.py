@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from hybridnet import lab as testbed
 from hybridnet.api.resources import IPInstance, NodeInfo
 from hybridnet.daemon.datapath import observe, packetfilter
 from hybridnet.daemon.datapath.config import NodeConfig
@@ -26,7 +27,6 @@ from hybridnet.daemon.datapath.plan import Action, Plan, plan
 from hybridnet.daemon.datapath.reconcile import Reconciler, ReconcileResult
 from hybridnet.daemon.datapath.view import NodeView
 from hybridnet.netlink import ns
-from tests.netns import testbed
 from tests.unit.daemon.datapath.builders import node_info, overlay, pod_ip, subnet, underlay
 
 pytestmark = pytest.mark.root

@@ -11,11 +11,11 @@ import json
 
 import pytest
 
+from hybridnet import lab as testbed
 from hybridnet.daemon.datapath.config import NodeConfig
 from hybridnet.daemon.datapath.model import Kind, VlanLink
 from hybridnet.daemon.datapath.plan import Action
 from hybridnet.daemon.datapath.view import NodeView
-from tests.netns import testbed
 from tests.netns.test_datapath import pending, reconcile
 from tests.unit.daemon.datapath.builders import subnet, underlay
 
