@@ -270,10 +270,11 @@ class SQLiteStore(Store):
                 (_kind_key(kind), namespace, name, revision, text),
             )
         conn.execute(
-            "INSERT INTO events (revision, kind, namespace, type, body, previous) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (revision, _kind_key(kind), namespace, event, text, before),
+            "INSERT INTO events (revision, kind, namespace, type, body) VALUES (?, ?, ?, ?, ?)",
+            (revision, _kind_key(kind), namespace, event, text),
         )
+        if before is not None:
+            conn.execute("INSERT INTO relabels VALUES (?, ?)", (revision, before))
         if revision % COMPACT_EVERY == 0 and revision > self.history:
             self._compact(conn, revision - self.history)
 
@@ -469,10 +470,13 @@ class SQLiteStore(Store):
         self._check_not_compacted(after)
         for item in start.items:
             yield WatchEvent("ADDED", item)
-        query = "SELECT revision, type, body, previous FROM events WHERE kind = ? AND revision > ?"
+        query = (
+            "SELECT e.revision, e.type, e.body, r.previous FROM events e "
+            "LEFT JOIN relabels r ON r.revision = e.revision WHERE e.kind = ? AND e.revision > ?"
+        )
         if kind.KIND.namespaced and namespace:
-            query += " AND namespace = ?"
-        query += f" ORDER BY revision LIMIT {WATCH_BATCH}"
+            query += " AND e.namespace = ?"
+        query += f" ORDER BY e.revision LIMIT {WATCH_BATCH}"
         while True:
             seen = self.notifier.generation
             with self._read() as conn:
@@ -522,6 +526,7 @@ class SQLiteStore(Store):
     @staticmethod
     def _compact(conn: sqlite3.Connection, revision: int) -> None:
         conn.execute("DELETE FROM events WHERE revision <= ?", (revision,))
+        conn.execute("DELETE FROM relabels WHERE revision <= ?", (revision,))
         conn.execute(
             "UPDATE counters SET value = MAX(value, ?) WHERE key = 'compacted'", (revision,)
         )

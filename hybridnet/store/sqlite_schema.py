@@ -6,9 +6,12 @@ opens the file first; concurrent openers wait on the write lock and then find no
 
 Versions:
 
-- 0: the first layout (no ``user_version``): events without ``previous``.
-- 1: an event that changed an object's labels keeps the object as it was before (``previous``),
-  so a label-selector watch can tell that the object left or entered the selection.
+- 0: the first layout (no ``user_version``).
+- 1: an event that changed an object's labels keeps the object as it was before, in its own
+  table ``relabels`` (keyed by the event's revision), so a label-selector watch can tell that
+  the object left or entered the selection. ``events`` keeps the first layout's columns, so a
+  process still running the first release goes on writing to a migrated file; its relabelling
+  writes simply have no ``relabels`` row and are replayed as the first release replayed them.
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ _TABLES = (
     )""",
     """CREATE TABLE IF NOT EXISTS events (
         revision INTEGER PRIMARY KEY, kind TEXT NOT NULL, namespace TEXT NOT NULL,
-        type TEXT NOT NULL, body TEXT NOT NULL, previous TEXT
+        type TEXT NOT NULL, body TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS relabels (
+        revision INTEGER PRIMARY KEY, previous TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS events_by_kind ON events (kind, revision)",
     "CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
@@ -63,11 +69,10 @@ def prepare(conn: sqlite3.Connection) -> None:
 
 
 def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
-    """Add ``previous``, and compact the history written before it: those events do not say
-    what an object looked like before, so a label-selector watch could not replay them
-    faithfully. A watcher from before the migration gets Gone and relists, as after any
-    compaction; the objects and the revision counter are kept."""
-    conn.execute("ALTER TABLE events ADD COLUMN previous TEXT")
+    """Compact the history written before ``relabels`` existed (its table is created with the
+    others): those events do not say what an object looked like before, so a label-selector
+    watch could not replay them faithfully. A watcher from before the migration gets Gone and
+    relists, as after any compaction; the objects and the revision counter are kept."""
     conn.execute("DELETE FROM events")
     conn.execute(
         "UPDATE counters SET value = (SELECT value FROM counters WHERE key = 'revision') "
