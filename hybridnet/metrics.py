@@ -14,6 +14,7 @@ import http.server
 import ipaddress
 import logging
 import socket
+import socketserver
 import threading
 from urllib.parse import urlsplit
 
@@ -67,8 +68,7 @@ class _Server(http.server.ThreadingHTTPServer):
         super().__init__(address, _Handler)
 
     def server_bind(self) -> None:
-        dual_stack(self.socket)
-        super().server_bind()
+        bind_dual_stack(self)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -199,10 +199,27 @@ def parse_address(text: str) -> tuple[str, int]:
     return host or all_interfaces(), int(port)
 
 
+def bind_dual_stack(server: http.server.HTTPServer) -> None:
+    """``HTTPServer.server_bind`` without its reverse DNS lookup of the bound host (which can
+    stall start-up for seconds where DNS is broken, and names nothing we use), on a socket
+    that also takes IPv4 when bound to ``::``."""
+    dual_stack(server.socket)
+    socketserver.TCPServer.server_bind(server)
+    host, port = server.server_address[:2]
+    server.server_name, server.server_port = str(host), int(port)
+
+
+class MetricsError(Exception):
+    """/metrics could not be served at the address given (in use, not ours to bind)."""
+
+
 def serve_metrics(registry: CollectorRegistry, address: str) -> MetricsServer | None:
     """Start /metrics on ``address`` (``host:port``); None when ``address`` is empty."""
     if not address:
         return None
     server = MetricsServer(registry, *parse_address(address))
-    server.start()
+    try:
+        server.start()
+    except OSError as exc:
+        raise MetricsError(f"cannot serve metrics on {address}: {exc.strerror or exc}") from exc
     return server

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from hybridnet.metrics import (
     LATENCY_BUCKETS,
+    MetricsError,
     MetricsServer,
     all_interfaces,
     dual_stack,
@@ -192,6 +193,14 @@ def test_stop_closes_the_port_and_is_idempotent(served: MetricsServer) -> None:
 def test_a_port_in_use_fails_at_start(served: MetricsServer) -> None:
     with pytest.raises(OSError, match="in use"):
         MetricsServer(new_registry(), "127.0.0.1", served.port).start()
+
+
+def test_serve_metrics_names_the_address_it_cannot_bind(served: MetricsServer) -> None:
+    """The components print this one line and exit; the OSError's traceback is for nobody."""
+    address = f"127.0.0.1:{served.port}"
+    with pytest.raises(MetricsError) as caught:
+        serve_metrics(new_registry(), address)
+    assert str(caught.value) == f"cannot serve metrics on {address}: Address already in use"
 
 
 def test_serve_metrics_is_off_for_an_empty_address() -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from hybridnet.logs import fields
-from hybridnet.metrics import dual_stack
+from hybridnet.metrics import bind_dual_stack
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,7 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
         super().__init__(address, _RequestHandler)
 
     def server_bind(self) -> None:
-        dual_stack(self.socket)
-        super().server_bind()
+        bind_dual_stack(self)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Failed handshakes, resets and timeouts (probes, scanners): one line, no traceback;
