@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hack.controlplane.controlplane import ControlPlane
 from hack.controlplane.crds import DEFAULT_CRD_DIR
-from hack.controlplane.errors import ControlPlaneError
+from hack.controlplane.errors import ControlPlaneError, WorkDirInUse
 from hack.controlplane.state import STATE_FILE, is_ours, stop_recorded
 
 
@@ -25,7 +25,10 @@ def _up(work_dir: Path, crd_dir: Path | None, install: bool) -> int:
     work_dir = work_dir.resolve()
     state_path = work_dir / STATE_FILE
     if state_path.exists():
-        state = json.loads(state_path.read_text())
+        try:
+            state = json.loads(state_path.read_text())
+        except ValueError as exc:
+            raise ControlPlaneError(f"{state_path} is not a control plane's state: {exc}") from exc
         alive = [
             name
             for name, entry in state.get("processes", {}).items()
@@ -40,11 +43,15 @@ def _up(work_dir: Path, crd_dir: Path | None, install: bool) -> int:
         return 1
     started = time.monotonic()
     control_plane = ControlPlane(work_dir=work_dir)
-    control_plane.start()
     try:
+        control_plane.start()
         crds = control_plane.install_crds(crd_dir) if install else []
+    except WorkDirInUse:
+        raise  # another `up` is starting here: its files are not ours to remove
     except BaseException:
+        # Nothing half-built stays behind: the next `up` in this directory starts afresh.
         control_plane.stop()
+        shutil.rmtree(work_dir, ignore_errors=True)
         raise
     pids = control_plane.pids
     control_plane.detach()

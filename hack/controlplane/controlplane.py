@@ -39,7 +39,7 @@ import yaml
 from hack.controlplane import crds
 from hack.controlplane.binaries import BINARIES, BUILD_SCRIPT, build_binaries
 from hack.controlplane.crds import DEFAULT_CRD_DIR
-from hack.controlplane.errors import ControlPlaneError
+from hack.controlplane.errors import ControlPlaneError, WorkDirInUse
 from hack.controlplane.forwarder import Forwarder, listen_in_namespace
 from hack.controlplane.pki import (
     CertificateAuthority,
@@ -218,9 +218,14 @@ class ControlPlane:
         else:
             self._given_work_dir.mkdir(parents=True, exist_ok=True)
             self._work_dir = self._given_work_dir.resolve()
-        self._lock_handle = (self._work_dir / LOCK_FILE).open("w")
-        fcntl.flock(self._lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         try:
+            self._lock_handle = (self._work_dir / LOCK_FILE).open("w")
+            try:
+                fcntl.flock(self._lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                self._lock_handle.close()
+                self._lock_handle = None
+                raise WorkDirInUse(f"{self._work_dir} is in use by another control plane") from exc
             self._write_credentials()
             self._start_etcd()
             self._start_apiserver(self._pick_secure_port)

@@ -3,6 +3,7 @@ compaction, reach from inside a node namespace, and no process left behind."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -20,7 +21,13 @@ from kubernetes.client.exceptions import ApiException
 
 from hack import controlplane
 from hack.controlplane import ControlPlane
-from hack.controlplane.state import STATE_FILE, process_argv, remove_stale_control_planes
+from hack.controlplane.errors import WorkDirInUse
+from hack.controlplane.state import (
+    LOCK_FILE,
+    STATE_FILE,
+    process_argv,
+    remove_stale_control_planes,
+)
 from hybridnet import lab as testbed
 
 GO_MOD = controlplane.REPO_ROOT / "hack" / "controlplane" / "go.mod"
@@ -471,3 +478,35 @@ def test_a_failed_start_says_why_and_leaves_nothing_running(
     ]
     assert running_in_work_dir == []
     assert "unknown flag" in (work_dir / "kube-apiserver.log").read_text()
+
+
+def test_a_work_dir_locked_by_another_control_plane_is_refused_and_left_alone(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    work_dir = tmp_path / "taken"
+    work_dir.mkdir()
+    (work_dir / "theirs.txt").write_text("kept")
+    with (work_dir / LOCK_FILE).open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        second = ControlPlane(bin_dir=control_plane.bin_dir, work_dir=work_dir)
+        with pytest.raises(WorkDirInUse, match="in use by another control plane"):
+            second.start()
+    assert (work_dir / "theirs.txt").read_text() == "kept"
+    assert second.pids == {}
+
+
+def test_up_with_a_corrupt_state_file_says_so_in_one_line(tmp_path: Path) -> None:
+    work_dir = tmp_path / "corrupt"
+    work_dir.mkdir()
+    (work_dir / STATE_FILE).write_text("{not json")
+    result = subprocess.run(
+        [sys.executable, "-m", "hack.controlplane", "up", "--dir", str(work_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=controlplane.REPO_ROOT,
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "is not a control plane's state" in result.stderr
