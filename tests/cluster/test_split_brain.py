@@ -83,7 +83,7 @@ def test_two_managers_500_pods_no_duplicate_address(control_plane: ControlPlane)
         assert len(instances) == PODS, f"{len(instances) - PODS} extra addresses left"
         for manager in managers:
             for index in range(PODS):
-                held = manager.allocator.allocations_of(f"{namespace}/p{index}")
+                held = manager.service.held_by(f"{namespace}/p{index}")
                 assert len(held) == 1, (index, held)
     finally:
         for manager in managers:
