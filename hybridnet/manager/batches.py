@@ -96,3 +96,25 @@ class BatchLoop:
             log.exception("sync failed", extra=fields(loop=self.name, key=key))
         finally:
             self._queue.done(key)
+
+
+class OwnWrites:
+    """The cached version each key's last write of ours was based on.
+
+    Until the informer's cache moves past that version it does not show our write yet:
+    comparing with it would find the old value and write again (a Conflict, at best). A sync
+    that finds the cache behind skips; the event of our own write marks the key again.
+    Used from the loop's one thread only."""
+
+    def __init__(self) -> None:
+        self._based_on: dict[str, str | None] = {}
+
+    def cache_is_behind(self, key: str, cached_version: str | None) -> bool:
+        return key in self._based_on and self._based_on[key] == cached_version
+
+    def wrote(self, key: str, based_on: str | None) -> None:
+        self._based_on[key] = based_on
+
+    def failed(self, key: str) -> None:
+        """The write did not happen: the cache is as current as anything we know."""
+        self._based_on.pop(key, None)

@@ -160,9 +160,16 @@ def open_store(args: argparse.Namespace) -> Store:
 class Manager:
     """The leader's work: rebuild, then serve; with the metrics it reports."""
 
-    def __init__(self, store: Store, args: argparse.Namespace, registry: Registry):
+    def __init__(
+        self,
+        store: Store,
+        args: argparse.Namespace,
+        registry: Registry,
+        *,
+        watch_timeout: float = 30.0,
+    ):
         self.service = IPAMService(store, Allocator(), args.namespace)
-        self.cache = ClusterCache(store, args.namespace)
+        self.cache = ClusterCache(store, args.namespace, watch_timeout=watch_timeout)
         latency = registry.histogram(
             "hybridnet_manager_allocation_seconds",
             "Time to allocate and persist a pod's addresses.",

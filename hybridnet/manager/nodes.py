@@ -15,7 +15,6 @@ newer version's event marks it again).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import threading
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from hybridnet.api import constants as c
 from hybridnet.api.builtin import Node
 from hybridnet.api.resources import Network
 from hybridnet.ipamstore.service import IPAMUsage
-from hybridnet.manager.batches import BatchLoop
+from hybridnet.manager.batches import BatchLoop, OwnWrites
 from hybridnet.manager.caches import ClusterCache
 from hybridnet.store.errors import Conflict, NotFound
 from hybridnet.store.interface import Store, WatchEvent
@@ -95,6 +94,7 @@ class NodeLabeler:
         self._usage = usage
         self._quota: dict[str, Quota] = {}
         self._lock = threading.Lock()
+        self._own = OwnWrites()
         self._loop = BatchLoop(
             "node-labeler", self._sync, self._every_node, interval=interval, resync=resync
         )
@@ -134,7 +134,7 @@ class NodeLabeler:
 
     def _sync(self, name: str) -> None:
         node = self._nodes.get(name)
-        if node is None:
+        if node is None or self._own.cache_is_behind(name, node.metadata.resource_version):
             return
         wanted = desired_labels(node, self._networks.items(), self._usage)
         current = {k: v for k, v in node.metadata.labels.items() if k in OWNED_LABELS}
@@ -142,6 +142,14 @@ class NodeLabeler:
             return
         labels = {k: v for k, v in node.metadata.labels.items() if k not in OWNED_LABELS}
         metadata = dataclasses.replace(node.metadata, labels={**labels, **wanted})
-        # Conflict: the cache is behind, and the newer version's event marks the node again.
-        with contextlib.suppress(Conflict, NotFound):
+        try:
             self.store.update(dataclasses.replace(node, metadata=metadata))
+        except (Conflict, NotFound):
+            # Conflict: the cache is behind someone else's write, whose event marks the node
+            # again. NotFound: deleted meanwhile.
+            self._own.failed(name)
+            return
+        except BaseException:
+            self._own.failed(name)
+            raise
+        self._own.wrote(name, node.metadata.resource_version)

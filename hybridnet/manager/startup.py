@@ -54,13 +54,13 @@ def retry_transient(
     step: str,
     action: Callable[[], T],
     stopping: threading.Event,
-    backoff: Backoff = STARTUP_BACKOFF,
+    backoff: Backoff | None = None,
 ) -> T:
     """``action()``, again after a backoff while it fails with a transient store error.
 
     Raises StartupFailed on any other store error, StartupAborted when ``stopping`` is set
     while waiting to try again."""
-    delays = backoff.delays()
+    delays = (backoff or STARTUP_BACKOFF).delays()
     attempt = 1
     while True:
         try:

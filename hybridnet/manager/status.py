@@ -10,13 +10,12 @@ newer version's event marks it again).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator
 
 from hybridnet.api.resources import Count, Network, Subnet
 from hybridnet.ipamstore.service import IPAMUsage
-from hybridnet.manager.batches import BatchLoop
+from hybridnet.manager.batches import BatchLoop, OwnWrites
 from hybridnet.manager.caches import ClusterCache
 from hybridnet.store.errors import Conflict, NotFound
 from hybridnet.store.interface import Store, WatchEvent
@@ -55,6 +54,7 @@ class StatusWriter:
         self._subnets = cache.subnets
         self._networks = cache.networks
         self._usage = usage
+        self._own = OwnWrites()
         self._loop = BatchLoop(
             "status-writer", self._sync, self._every_key, interval=interval, resync=resync
         )
@@ -96,11 +96,11 @@ class StatusWriter:
     def _sync(self, key: str) -> None:
         kind, name = key.split("/", 1)
         if kind == SUBNET:
-            self._sync_subnet(name)
+            self._sync_subnet(key, name)
         else:
-            self._sync_network(name)
+            self._sync_network(key, name)
 
-    def _sync_subnet(self, name: str) -> None:
+    def _sync_subnet(self, key: str, name: str) -> None:
         subnet = self._subnets.get(name)
         usage = self._usage.subnet(name)
         if subnet is None or usage is None:  # gone, or not loaded yet: nothing to report
@@ -115,9 +115,9 @@ class StatusWriter:
         if self.on_counts is not None:
             self.on_counts(name, wanted.total, wanted.used, wanted.available)
         if wanted != subnet.status:
-            self._write(dataclasses.replace(subnet, status=wanted))
+            self._write(key, subnet, dataclasses.replace(subnet, status=wanted))
 
-    def _sync_network(self, name: str) -> None:
+    def _sync_network(self, key: str, name: str) -> None:
         network = self._networks.get(name)
         if network is None:
             return
@@ -142,10 +142,20 @@ class StatusWriter:
             last_allocated_ipv6_subnet=self._usage.sticky_subnet(name, 6),
         )
         if wanted != network.status:
-            self._write(dataclasses.replace(network, status=wanted))
+            self._write(key, network, dataclasses.replace(network, status=wanted))
 
-    def _write(self, obj: Subnet | Network) -> None:
-        # Conflict: the cache is behind, and the newer version's event marks the object again.
-        # NotFound: deleted meanwhile, nothing to write.
-        with contextlib.suppress(Conflict, NotFound):
-            self.store.update_status(obj)
+    def _write(self, key: str, cached: Subnet | Network, wanted: Subnet | Network) -> None:
+        version = cached.metadata.resource_version
+        if self._own.cache_is_behind(key, version):
+            return
+        try:
+            self.store.update_status(wanted)
+        except (Conflict, NotFound):
+            # Conflict: the cache is behind someone else's write, whose event marks the object
+            # again. NotFound: deleted meanwhile, nothing to write.
+            self._own.failed(key)
+            return
+        except BaseException:
+            self._own.failed(key)
+            raise
+        self._own.wrote(key, version)
