@@ -151,10 +151,16 @@ def _register_webhook(store: Store, args: argparse.Namespace, stopping: threadin
         )
 
 
+CONNECTIONS_BESIDES_WORKERS = 16
+"""The manager's other requests that may be in flight at once: six informers' watches, the
+status writer, the node labeler, the Lease, Events, the webhook's reads, with room to spare."""
+
+
 def open_store(args: argparse.Namespace) -> Store:
     if args.store:
         return SQLiteStore(args.store)
-    return KubeStore.from_kubeconfig(args.kubeconfig)
+    connections = args.workers + CONNECTIONS_BESIDES_WORKERS
+    return KubeStore.from_kubeconfig(args.kubeconfig, connections=connections)
 
 
 class Manager:

@@ -76,13 +76,22 @@ def _error(status: int, body: bytes, what: str) -> StoreError:
 class KubeStore(Store):
     """The store over a Kubernetes API server."""
 
-    def __init__(self, configuration: kubernetes.client.Configuration):
+    def __init__(
+        self, configuration: kubernetes.client.Configuration, *, connections: int | None = None
+    ):
+        """``connections``: how many requests may be in flight at once without opening a new
+        TLS connection for each one above the pool's size (watches hold one each while they
+        run); the client's default is 5 per CPU."""
         configuration.retries = False  # callers decide how to retry (Unavailable)
+        if connections is not None:
+            configuration.connection_pool_maxsize = connections
         self.configuration = configuration
         self._client = kubernetes.client.ApiClient(configuration)
 
     @classmethod
-    def from_kubeconfig(cls, path: str | Path | None = None) -> KubeStore:
+    def from_kubeconfig(
+        cls, path: str | Path | None = None, *, connections: int | None = None
+    ) -> KubeStore:
         """From a kubeconfig file, or in-cluster credentials when ``path`` is None and the
         process runs in a pod."""
         configuration = kubernetes.client.Configuration()
@@ -96,7 +105,7 @@ class KubeStore(Store):
         except (kubernetes.config.ConfigException, OSError) as exc:
             source = path or "in-cluster service account"
             raise Unavailable(f"cannot load Kubernetes credentials from {source}: {exc}") from exc
-        return cls(configuration)
+        return cls(configuration, connections=connections)
 
     def close(self) -> None:
         self._client.close()
