@@ -70,7 +70,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--lease-duration", type=float, default=15.0)
     parser.add_argument("--renew-deadline", type=float, default=10.0)
     parser.add_argument("--retry-period", type=float, default=2.0)
-    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=16,
+        help="pods served at once (each waits on one API request; bench/manager_e2e.py: with "
+        "16 the manager keeps pace with pod creation, with 8 it falls behind)",
+    )
     parser.add_argument(
         "--metrics-address",
         default="127.0.0.1:9899",
