@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from hybridnet.api.builtin import ValidatingWebhookConfiguration
 from hybridnet.api.resources import IPInstance
 from hybridnet.manager import main, startup
 from hybridnet.manager.startup import StartupAborted, StartupFailed, retry_transient
@@ -28,6 +29,7 @@ from hybridnet.metrics import Registry
 from hybridnet.store.errors import Forbidden, NotFound, StoreError, Unavailable
 from hybridnet.store.informer import Backoff
 from hybridnet.store.sqlite import SQLiteStore
+from tests.cluster.controlplane import CertificateAuthority
 from tests.manager_harness import IPAM_NAMESPACE, Harness
 from tests.store_contract import wait_until
 from tests.unit.manager.stores import FailingStore
@@ -164,6 +166,38 @@ def test_the_manager_refuses_to_start_when_forbidden(
         assert isinstance(failed.value.error, Forbidden)
     finally:
         manager.stop()
+        store.close()
+
+
+@pytest.mark.usefixtures("quick_backoff")
+def test_the_webhook_registration_waits_out_an_unavailable_store(tmp_path: Path) -> None:
+    ca = CertificateAuthority("startup-unit-ca")
+    cert, key = ca.issue("webhook", sans=["127.0.0.1"], server=True).write(tmp_path, "serving")
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
+    store = FailingStore(
+        SQLiteStore(tmp_path / "store.db"),
+        "get",
+        "validatingwebhookconfigurations",
+        2,
+        lambda: Unavailable("storage is (re)initializing"),
+    )
+    args = main.parse_args(
+        [
+            *manager_args(tmp_path / "store.db"),
+            *("--webhook-address", "127.0.0.1:0", "--webhook-url", "https://127.0.0.1:9443"),
+            *("--webhook-cert", str(cert), "--webhook-key", str(key)),
+            *("--webhook-ca", str(tmp_path / "ca.crt")),
+        ]
+    )
+    server = main.start_webhook(store, args, threading.Event())
+    try:
+        assert store.left == 0
+        configuration = store.inner.get(ValidatingWebhookConfiguration, "hybridnet-validating")
+        assert configuration.body["webhooks"][0]["clientConfig"]["url"].startswith(
+            "https://127.0.0.1:9443"
+        )
+    finally:
+        server.stop()
         store.close()
 
 
