@@ -93,6 +93,8 @@ class NodeLabeler:
         self._networks = cache.networks
         self._usage = usage
         self._quota: dict[str, Quota] = {}
+        self._attachment: dict[str, tuple[str, dict[str, str]]] = {}
+        """Network -> (type, node selector): what of a network decides node labels."""
         self._lock = threading.Lock()
         self._own = OwnWrites()
         self._loop = BatchLoop(
@@ -100,7 +102,7 @@ class NodeLabeler:
         )
         usage.subscribe(self._usage_changed)
         cache.nodes.subscribe(self._node_event)
-        cache.networks.subscribe(lambda _: self._mark_every_node())
+        cache.networks.subscribe(self._network_event)
 
     def start(self) -> None:
         self._loop.start()
@@ -113,6 +115,18 @@ class NodeLabeler:
     def _node_event(self, event: WatchEvent[Node]) -> None:
         if event.type != "DELETED":
             self._loop.mark(event.object.name)
+
+    def _network_event(self, event: WatchEvent[Network]) -> None:
+        """Every node, when a network's type or node selector changed (not its status)."""
+        name = event.object.name
+        spec = event.object.spec
+        with self._lock:
+            before = self._attachment.pop(name, None)
+            if event.type != "DELETED":
+                self._attachment[name] = (spec.type, dict(spec.node_selector))
+            changed = before != self._attachment.get(name)
+        if changed:
+            self._mark_every_node()
 
     def _usage_changed(self, network: str, subnet: str | None) -> None:
         with self._lock:  # in order, so the last quota recorded is the latest one
