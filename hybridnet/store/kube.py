@@ -76,15 +76,8 @@ def _error(status: int, body: bytes, what: str) -> StoreError:
 class KubeStore(Store):
     """The store over a Kubernetes API server."""
 
-    def __init__(
-        self, configuration: kubernetes.client.Configuration, *, connections: int | None = None
-    ):
-        """``connections``: how many requests may be in flight at once without opening a new
-        TLS connection for each one above the pool's size (watches hold one each while they
-        run); the client's default is 5 per CPU."""
+    def __init__(self, configuration: kubernetes.client.Configuration):
         configuration.retries = False  # callers decide how to retry (Unavailable)
-        if connections is not None:
-            configuration.connection_pool_maxsize = connections
         self.configuration = configuration
         self._client = kubernetes.client.ApiClient(configuration)
 
@@ -93,8 +86,12 @@ class KubeStore(Store):
         cls, path: str | Path | None = None, *, connections: int | None = None
     ) -> KubeStore:
         """From a kubeconfig file, or in-cluster credentials when ``path`` is None and the
-        process runs in a pod."""
+        process runs in a pod. ``connections``: how many requests the caller has in flight at
+        once (a watch holds one while it runs); each beyond the pool's size opens a TLS
+        connection of its own and throws it away after. The client's default is 5 per CPU."""
         configuration = kubernetes.client.Configuration()
+        if connections is not None:
+            configuration.connection_pool_maxsize = connections
         try:
             if path is None:
                 kubernetes.config.load_incluster_config(client_configuration=configuration)
@@ -105,7 +102,7 @@ class KubeStore(Store):
         except (kubernetes.config.ConfigException, OSError) as exc:
             source = path or "in-cluster service account"
             raise Unavailable(f"cannot load Kubernetes credentials from {source}: {exc}") from exc
-        return cls(configuration, connections=connections)
+        return cls(configuration)
 
     def close(self) -> None:
         self._client.close()
