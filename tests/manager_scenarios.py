@@ -7,7 +7,8 @@ and StatusWriter against it, with the Harness playing scheduler and kubelet.
 from __future__ import annotations
 
 import ipaddress
-import time
+import logging
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -20,9 +21,11 @@ from hybridnet.ipamcore.allocator import Allocation, Allocator
 from hybridnet.ipamstore import ipinstances
 from hybridnet.ipamstore.service import IPAMService
 from hybridnet.lab.manager import IPAM_NAMESPACE, Harness
+from hybridnet.manager.caches import ClusterCache
 from hybridnet.manager.nodes import NodeLabeler
 from hybridnet.manager.pods import PodController
 from hybridnet.manager.status import StatusWriter
+from hybridnet.store.errors import Conflict
 from hybridnet.store.interface import Store
 from tests.store_contract import wait_until
 
@@ -31,23 +34,27 @@ class Manager:
     """One manager's parts, started and stopped together."""
 
     def __init__(self, store: Store, namespace: str = IPAM_NAMESPACE):
-        self.allocator = Allocator()
-        self.service = IPAMService(store, self.allocator, namespace)
-        self.controller = PodController(store, self.service, workers=4, watch_timeout=2)
-        self.status = StatusWriter(store, self.allocator, interval=0.2)
-        self.nodes = NodeLabeler(store, self.allocator, interval=0.2)
+        self.service = IPAMService(store, Allocator(), namespace)
+        self.cache = ClusterCache(store, namespace, watch_timeout=2)
+        self.controller = PodController(store, self.service, self.cache, workers=4)
+        self.status = StatusWriter(store, self.cache, self.service.usage, interval=0.2)
+        self.nodes = NodeLabeler(store, self.cache, self.service.usage, interval=0.2)
+        self._stopping = threading.Event()
 
     def start(self) -> Manager:
         self.service.rebuild()
+        self.cache.start(self._stopping)
         self.controller.start()
         self.status.start()
         self.nodes.start()
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         self.controller.stop()
         self.status.stop()
         self.nodes.stop()
+        self.cache.stop()
 
 
 def events_for(store: Store, namespace: str, pod: str) -> list[Event]:
@@ -143,7 +150,7 @@ class ManagerScenarios:
         assert overlay_ip.spec.address.net_id == 7, overlay_ip
 
     def test_statefulset_fixed_pool_and_retention(
-        self, harness: Harness, manager: Manager, run: str
+        self, harness: Harness, manager: Manager, run: str, caplog: pytest.LogCaptureFixture
     ) -> None:
         harness.underlay(f"u-{run}")
         harness.subnet(
@@ -155,8 +162,16 @@ class ManagerScenarios:
         assert fixed.spec.address.ip == "198.19.15.51/24"
         harness.pod(f"ns-{run}", "app-0", node=f"node-{run}", statefulset="app")
         (kept,) = harness.wait_instances(f"ns-{run}", "app-0", 1)
+        caplog.set_level(logging.INFO, logger="hybridnet.manager.pods")
         harness.delete_pod(f"ns-{run}", "app-0")
-        time.sleep(1.0)  # give the controller time to (wrongly) release
+        wait_until(
+            lambda: any(
+                r.getMessage() == "pod deleted, address retained for its StatefulSet"
+                and getattr(r, "hybridnet_fields", {}).get("pod") == f"ns-{run}/app-0"
+                for r in caplog.records
+            ),
+            "the controller's pass over the deleted pod",
+        )
         assert [i.spec.address.ip for i in harness.instances(f"ns-{run}", "app-0")] == [
             kept.spec.address.ip
         ]
@@ -260,15 +275,12 @@ class ManagerScenarios:
             return status.total, status.used, status.available
 
         wait_until(lambda: counts() == (13, 4, 9), "subnet counters 13/4/9")
-        wait_until(
-            lambda: (
-                (
-                    harness.store.get(Network, f"u-{run}").status.statistics or Network.KIND
-                ).__dict__.get("used")
-                == 4
-            ),
-            "network statistics",
-        )
+
+        def network_used() -> int | None:
+            statistics = harness.store.get(Network, f"u-{run}").status.statistics
+            return statistics.used if statistics else None
+
+        wait_until(lambda: network_used() == 4, "network statistics")
 
     def test_a_restarted_manager_rebuilds_and_never_duplicates(
         self, harness: Harness, manager: Manager, store: Store, run: str
@@ -352,17 +364,42 @@ class ManagerScenarios:
         def labels(node: str) -> dict[str, str]:
             return store.get(Node, node).metadata.labels
 
-        attached = f"node-{run}"
+        attached, elsewhere = f"node-{run}", f"elsewhere-{run}"
         wait_until(
             lambda: labels(attached).get(c.LABEL_IPV4_QUOTA) == c.QUOTA_NONEMPTY, "quota label"
         )
         assert labels(attached)[c.LABEL_UNDERLAY_ATTACHMENT] == "true"
         assert labels(attached)[c.LABEL_IPV6_QUOTA] == c.QUOTA_EMPTY
         assert labels(attached)["hybridnet.test/rack"] == run, "other labels are kept"
-        assert c.LABEL_UNDERLAY_ATTACHMENT not in labels(f"elsewhere-{run}")
+
+        # A node the network starts selecting gets the label, and loses it when deselected.
+        set_rack(store, elsewhere, run)
+        wait_until(
+            lambda: labels(elsewhere).get(c.LABEL_UNDERLAY_ATTACHMENT) == "true",
+            "the newly selected node labelled",
+        )
+        set_rack(store, elsewhere, f"other-{run}")
+        wait_until(
+            lambda: c.LABEL_UNDERLAY_ATTACHMENT not in labels(elsewhere),
+            "the deselected node's label removed",
+        )
+        assert c.LABEL_IPV4_QUOTA not in labels(elsewhere)
+
         harness.pod(f"ns-{run}", "only", node=attached)
         harness.wait_instances(f"ns-{run}", "only", 1)
         wait_until(
             lambda: labels(attached).get(c.LABEL_IPV4_QUOTA) == c.QUOTA_EMPTY,
             "quota empty when full",
         )
+
+
+def set_rack(store: Store, node: str, rack: str) -> None:
+    """Change a node's rack label as an admin would, retrying when the labeler wrote first."""
+    while True:
+        current = store.get(Node, node)
+        current.metadata.labels["hybridnet.test/rack"] = rack
+        try:
+            store.update(current)
+            return
+        except Conflict:
+            continue

@@ -61,6 +61,21 @@ class Allocation:
 
 
 @dataclasses.dataclass(frozen=True)
+class SubnetUsage:
+    """One subnet's counters at one moment, read under the allocator's lock."""
+
+    subnet: str
+    network: str
+    version: int
+    total: int
+    used: int
+    available: int
+    """Addresses a pod without a fixed address can still get."""
+    last_allocated: str | None
+    """The address next-fit continues after (``lastAllocatedIP``)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Request:
     """What a pod asks for; ``owner`` identifies it (``namespace/name``)."""
 
@@ -162,6 +177,24 @@ class Allocator:
     def pool(self, subnet: str) -> SubnetPool:
         with self._lock:
             return self._pool(subnet)
+
+    def usage(self, subnet: str) -> SubnetUsage | None:
+        """The subnet's counters (None for a subnet not known, or no longer)."""
+        with self._lock:
+            entry = self._subnets.get(subnet)
+            if entry is None:
+                return None
+            config, pool = entry
+            last = pool.last_allocated
+            return SubnetUsage(
+                subnet=subnet,
+                network=config.network,
+                version=pool.version,
+                total=pool.total,
+                used=pool.used_count,
+                available=pool.available,
+                last_allocated=str(ipaddress.ip_address(last)) if last is not None else None,
+            )
 
     def subnets_of(self, network: str) -> list[str]:
         with self._lock:

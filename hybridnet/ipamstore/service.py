@@ -1,5 +1,5 @@
 """The allocator joined to the store: rebuild from stored IPInstances, allocate and persist,
-release and delete.
+release and delete; and, read-only, the usage counters the status writer and node labeler report.
 
 Storage is the final judge of who holds an address: IPInstances are named after their address
 and created with create-only semantics, so if another manager got there first the create fails,
@@ -14,11 +14,18 @@ import contextlib
 import dataclasses
 import logging
 import threading
+from collections.abc import Callable
 
 from hybridnet.api import constants as c
 from hybridnet.api.annotations import PodNetworkRequest
 from hybridnet.api.resources import IPInstance, Network, Subnet
-from hybridnet.ipamcore.allocator import Allocation, Allocator, Request, SubnetConfig
+from hybridnet.ipamcore.allocator import (
+    Allocation,
+    Allocator,
+    Request,
+    SubnetConfig,
+    SubnetUsage,
+)
 from hybridnet.ipamcore.errors import IPAMError, NoSuchNetwork
 from hybridnet.ipamcore.pool import RangeSpec
 from hybridnet.ipamstore import ipinstances
@@ -45,6 +52,40 @@ class PodRef:
         return ipinstances.owner_key(self.namespace, self.name)
 
 
+UsageListener = Callable[[str, str | None], None]
+"""Told ``(network, subnet)`` after the addresses or the configuration of that subnet changed
+(``subnet`` None: the network's own configuration changed). Called on the thread that made the
+change, so it must be quick: mark something to do, do it elsewhere."""
+
+
+class IPAMUsage:
+    """What the allocator holds, read-only, for those who report it (Subnet and Network status,
+    node quota labels), and who to tell when it changes."""
+
+    def __init__(self, allocator: Allocator):
+        self._allocator = allocator
+        self._listeners: list[UsageListener] = []
+
+    def subscribe(self, listener: UsageListener) -> None:
+        self._listeners.append(listener)
+
+    def subnet(self, name: str) -> SubnetUsage | None:
+        return self._allocator.usage(name)
+
+    def subnets_of(self, network: str) -> list[SubnetUsage]:
+        """Usage of every subnet of ``network``, by subnet name."""
+        found = (self._allocator.usage(name) for name in self._allocator.subnets_of(network))
+        return [usage for usage in found if usage is not None]
+
+    def sticky_subnet(self, network: str, version: int) -> str | None:
+        """The subnet the network allocates ``version`` addresses from until it is full."""
+        return self._allocator.sticky_subnet(network, version)
+
+    def changed(self, network: str, subnet: str | None) -> None:
+        for listener in self._listeners:
+            listener(network, subnet)
+
+
 def subnet_config(subnet: Subnet) -> SubnetConfig:
     spec = subnet.spec
     return SubnetConfig(
@@ -64,27 +105,52 @@ def subnet_config(subnet: Subnet) -> SubnetConfig:
 
 
 class IPAMService:
-    """Allocation for pods, persisted as IPInstances in ``ipam_namespace``."""
+    """Allocation for pods, persisted as IPInstances in ``ipam_namespace``.
+
+    The allocator it is given becomes its own: every change of it goes through here, so
+    :attr:`usage` can tell its listeners what changed."""
 
     def __init__(self, store: Store, allocator: Allocator, ipam_namespace: str):
         self.store = store
-        self.allocator = allocator
+        self._allocator = allocator
         self.ipam_namespace = ipam_namespace
+        self.usage = IPAMUsage(allocator)
         self._owner_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
-    # ----------------------------------------------------------------- state
+    # ----------------------------------------------------------------- networks and subnets
 
     def apply_network(self, network: Network) -> None:
-        self.allocator.set_network(network.metadata.name, network.spec.net_id)
+        name = network.metadata.name
+        self._allocator.set_network(name, network.spec.net_id)
         status = network.status
-        self.allocator.set_sticky_subnet(network.metadata.name, 4, status.last_allocated_subnet)
-        self.allocator.set_sticky_subnet(
-            network.metadata.name, 6, status.last_allocated_ipv6_subnet
-        )
+        self._allocator.set_sticky_subnet(name, 4, status.last_allocated_subnet)
+        self._allocator.set_sticky_subnet(name, 6, status.last_allocated_ipv6_subnet)
+        self.usage.changed(name, None)
 
     def apply_subnet(self, subnet: Subnet) -> None:
-        self.allocator.set_subnet(subnet_config(subnet))
+        config = subnet_config(subnet)
+        before = self._allocator.usage(config.name)
+        self._allocator.set_subnet(config)
+        if before is not None and before.network != config.network:
+            self.usage.changed(before.network, None)  # it lost a subnet
+        self.usage.changed(config.network, config.name)
+
+    def remove_network(self, name: str) -> None:
+        """Stop allocating from a deleted network; InvalidRequest while subnets still refer
+        to it."""
+        self._allocator.remove_network(name)
+        self.usage.changed(name, None)
+
+    def remove_subnet(self, name: str) -> None:
+        """Stop allocating from a deleted subnet. InvalidRequest while addresses are in use:
+        then nothing more is allocated from it, and it goes once the last is released."""
+        before = self._allocator.usage(name)
+        try:
+            self._allocator.remove_subnet(name)
+        finally:
+            if before is not None:
+                self.usage.changed(before.network, name)
 
     def rebuild(self) -> int:
         """Load networks, subnets and every stored allocation, before serving anything.
@@ -93,22 +159,26 @@ class IPAMService:
             self.apply_network(network)
         for subnet in self.store.list(Subnet).items:
             self.apply_subnet(subnet)
-            self.allocator.set_cursor(subnet.metadata.name, subnet.status.last_allocated_ip)
+            self._allocator.set_cursor(subnet.metadata.name, subnet.status.last_allocated_ip)
         restored = 0
         for instance in self.store.list(IPInstance, self.ipam_namespace).items:
-            if self.restore(instance):
+            if self.on_stored(instance):
                 restored += 1
         log.info("ipam state rebuilt", extra=fields(allocations=restored))
         return restored
 
-    def restore(self, instance: IPInstance) -> bool:
-        """Enter a stored IPInstance into the allocator (idempotent)."""
+    # ----------------------------------------------------------------- what storage holds
+
+    def on_stored(self, instance: IPInstance) -> bool:
+        """An IPInstance exists in storage: its owner holds its address here too (idempotent).
+        False when it cannot be accounted for (no pod binding, unknown subnet, an address this
+        allocator gave someone else)."""
         owner = ipinstances.owner_of(instance)
         if owner is None:
             log.warning("ipinstance without a pod binding", extra=fields(name=instance.name))
             return False
         try:
-            self.allocator.restore(
+            allocation = self._allocator.restore(
                 instance.spec.subnet,
                 ipinstances.address_of(instance),
                 instance.spec.address.mac,
@@ -120,14 +190,26 @@ class IPAMService:
                 extra=fields(name=instance.name, owner=owner, reason=str(exc)),
             )
             return False
+        self.usage.changed(allocation.network, allocation.subnet)
         return True
 
-    def forget(self, instance: IPInstance) -> None:
+    def on_deleted(self, instance: IPInstance) -> None:
         """An IPInstance was deleted (by us or anyone): free its address here too, unless the
         address already serves someone else (a late event for an old owner)."""
         owner = ipinstances.owner_of(instance)
         if owner is not None:
-            self.allocator.release(instance.spec.subnet, ipinstances.address_of(instance), owner)
+            self._free(instance.spec.subnet, ipinstances.address_of(instance), owner)
+
+    def held_by(self, owner: str) -> list[Allocation]:
+        """What ``owner`` (``namespace/name``) holds: the allocator is the authority, ahead of
+        any cache."""
+        return self._allocator.allocations_of(owner)
+
+    def _free(self, subnet: str, address: str, owner: str) -> None:
+        """Free ``address`` if ``owner`` holds it: the one way addresses go back."""
+        before = self._allocator.usage(subnet)
+        if self._allocator.release(subnet, address, owner) is not None and before is not None:
+            self.usage.changed(before.network, subnet)
 
     # ----------------------------------------------------------------- allocation
 
@@ -140,7 +222,7 @@ class IPAMService:
     ) -> list[Allocation]:
         """The pod's allocations, allocating and persisting them if it has none yet."""
         with self._lock_for(pod.owner):
-            held = self.allocator.allocations_of(pod.owner)
+            held = self._allocator.allocations_of(pod.owner)
             have = {a.version for a in held}
             missing = [v for v in request.versions if v not in have]
             if not missing:
@@ -157,10 +239,12 @@ class IPAMService:
                 mac=request.mac or (held[0].mac if held else None),
             )
             for _ in range(CLAIM_RETRIES):
-                allocations = self.allocator.allocate(wanted)
+                allocations = self._allocator.allocate(wanted)
+                for allocation in allocations:
+                    self.usage.changed(allocation.network, allocation.subnet)
                 if self._persist(pod, allocations):
                     return held + allocations
-                learned = self.allocator.allocations_of(pod.owner)
+                learned = self._allocator.allocations_of(pod.owner)
                 if len(learned) > len(held):
                     return learned  # another manager served this very pod meanwhile
             raise IPAMError(f"gave up after {CLAIM_RETRIES} addresses were claimed elsewhere")
@@ -193,14 +277,14 @@ class IPAMService:
 
     def _learn_claim(self, allocation: Allocation) -> None:
         """Someone else stored this address: record their claim so it is not offered again."""
-        self.allocator.release(allocation.subnet, allocation.address, owner=allocation.owner)
+        self._free(allocation.subnet, allocation.address, allocation.owner)
         try:
             existing = self.store.get(
                 IPInstance, ipinstances.instance_name(allocation.address), self.ipam_namespace
             )
         except NotFound:
             return  # deleted meanwhile: the address is free again
-        self.restore(existing)
+        self.on_stored(existing)
         log.warning(
             "address already claimed in storage",
             extra=fields(address=allocation.address, holder=ipinstances.owner_of(existing)),
@@ -211,18 +295,18 @@ class IPAMService:
             with contextlib.suppress(NotFound):
                 self.store.delete(IPInstance, instance.name, self.ipam_namespace)
         for allocation in allocations:
-            self.allocator.release(allocation.subnet, allocation.address, owner=allocation.owner)
+            self._free(allocation.subnet, allocation.address, allocation.owner)
 
     def delete_instance(self, instance: IPInstance) -> None:
         """Delete one IPInstance and free its address for its owner."""
         with contextlib.suppress(NotFound):
             self.store.delete(IPInstance, instance.name, self.ipam_namespace)
-        self.forget(instance)
+        self.on_deleted(instance)
 
     def release(self, owner: str) -> int:
         """Delete the owner's IPInstances and free their addresses; returns how many."""
         with self._lock_for(owner):
-            held = self.allocator.allocations_of(owner)
+            held = self._allocator.allocations_of(owner)
             for allocation in held:
                 with contextlib.suppress(NotFound):
                     self.store.delete(
@@ -230,7 +314,7 @@ class IPAMService:
                         ipinstances.instance_name(allocation.address),
                         self.ipam_namespace,
                     )
-                self.allocator.release(allocation.subnet, allocation.address)
+                self._free(allocation.subnet, allocation.address, owner)
             return len(held)
 
     # ----------------------------------------------------------------- network choice

@@ -1,8 +1,11 @@
 """``hybridnet-manager``: IPAM for the cluster, one leader at a time.
 
 Start-up is in phases, leader only: rebuild the allocator from stored Networks, Subnets and
-IPInstances, then start the pod controller and the status writer. A leader that loses its Lease
-exits at once (the Deployment restarts it as a standby): half-leading is never an option.
+IPInstances, sync the caches, then start the pod controller, the status writer and the node
+labeler. Each phase (and the webhook registration before it) waits out a store that is not
+ready yet and ends the process on an error that waiting does not cure (see startup.py). A
+leader that loses its Lease exits at once (the Deployment restarts it as a standby):
+half-leading is never an option.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from hybridnet.api.annotations import FAMILIES, ClusterDefaults
 from hybridnet.ipamcore.allocator import Allocator
 from hybridnet.ipamstore.service import IPAMService
 from hybridnet.logs import fields
+from hybridnet.manager.caches import ClusterCache
 from hybridnet.manager.leader import LeaderElector
 from hybridnet.manager.nodes import NodeLabeler
 from hybridnet.manager.pods import PodController
+from hybridnet.manager.startup import StartupAborted, StartupFailed, describe, retry_transient
 from hybridnet.manager.status import CountsObserver, StatusWriter
 from hybridnet.manager.webhook.registration import register
 from hybridnet.manager.webhook.review import ReviewHandler
@@ -73,7 +78,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--lease-duration", type=float, default=15.0)
     parser.add_argument("--renew-deadline", type=float, default=10.0)
     parser.add_argument("--retry-period", type=float, default=2.0)
-    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=16,
+        help="pods served at once (each waits on one API request; bench/manager_e2e.py: with "
+        "16 the manager keeps pace with pod creation, with 8 it falls behind)",
+    )
     parser.add_argument(
         "--metrics-address",
         default="127.0.0.1:9899",
@@ -112,8 +123,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def start_webhook(store: Store, args: argparse.Namespace) -> WebhookServer:
-    """Serve admission reviews; with --webhook-url also (re)register the configurations."""
+def start_webhook(
+    store: Store, args: argparse.Namespace, stopping: threading.Event
+) -> WebhookServer:
+    """Serve admission reviews; with --webhook-url also (re)register the configurations
+    (waiting out a store that is not ready yet; see startup.retry_transient)."""
     host, port = parse_address(args.webhook_address)
     handler = ReviewHandler(
         StoreView(store, args.namespace),
@@ -121,6 +135,16 @@ def start_webhook(store: Store, args: argparse.Namespace) -> WebhookServer:
     )
     server = WebhookServer(handler, args.webhook_cert, args.webhook_key, host, port)
     server.start()
+    try:
+        _register_webhook(store, args, stopping)
+    except BaseException:
+        server.stop()
+        raise
+    log.info("webhook serving", extra=fields(address=args.webhook_address, url=args.webhook_url))
+    return server
+
+
+def _register_webhook(store: Store, args: argparse.Namespace, stopping: threading.Event) -> None:
     if args.webhook_url:
         # The pod webhook fails closed, so it must not cover the manager's own namespace:
         # otherwise, with every replica down, not even their replacements could be created.
@@ -133,28 +157,39 @@ def start_webhook(store: Store, args: argparse.Namespace) -> WebhookServer:
                 }
             ]
         }
-        register(
-            store,
-            args.webhook_url,
-            Path(args.webhook_ca).read_bytes(),
-            namespace_selector=own_namespace,
+        ca = Path(args.webhook_ca).read_bytes()
+        retry_transient(
+            "register the webhook",
+            lambda: register(store, args.webhook_url, ca, namespace_selector=own_namespace),
+            stopping,
         )
-    log.info("webhook serving", extra=fields(address=args.webhook_address, url=args.webhook_url))
-    return server
+
+
+CONNECTIONS_BESIDES_WORKERS = 16
+"""The manager's other requests that may be in flight at once: six informers' watches, the
+status writer, the node labeler, the Lease, Events, the webhook's reads, with room to spare."""
 
 
 def open_store(args: argparse.Namespace) -> Store:
     if args.store:
         return SQLiteStore(args.store)
-    return KubeStore.from_kubeconfig(args.kubeconfig)
+    connections = args.workers + CONNECTIONS_BESIDES_WORKERS
+    return KubeStore.from_kubeconfig(args.kubeconfig, connections=connections)
 
 
 class Manager:
     """The leader's work: rebuild, then serve; with the metrics it reports."""
 
-    def __init__(self, store: Store, args: argparse.Namespace, registry: CollectorRegistry):
-        self.allocator = Allocator()
-        self.service = IPAMService(store, self.allocator, args.namespace)
+    def __init__(
+        self,
+        store: Store,
+        args: argparse.Namespace,
+        registry: CollectorRegistry,
+        *,
+        watch_timeout: float = 30.0,
+    ):
+        self.service = IPAMService(store, Allocator(), args.namespace)
+        self.cache = ClusterCache(store, args.namespace, watch_timeout=watch_timeout)
         latency = Histogram(
             "hybridnet_manager_allocation_seconds",
             "Time to allocate and persist a pod's addresses.",
@@ -164,6 +199,7 @@ class Manager:
         self.controller = PodController(
             store,
             self.service,
+            self.cache,
             defaults=ClusterDefaults(args.default_network_type, args.default_ip_family),
             workers=args.workers,
             on_allocated=latency.observe,
@@ -174,11 +210,13 @@ class Manager:
             ["subnet", "state"],
             registry=registry,
         )
-        self.status = StatusWriter(store, self.allocator, on_counts=self._report(usage))
-        self.nodes = NodeLabeler(store, self.allocator)
+        self.status = StatusWriter(
+            store, self.cache, self.service.usage, on_counts=self._report(usage)
+        )
+        self.nodes = NodeLabeler(store, self.cache, self.service.usage)
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._started = False
-        self._stopped = False
 
     @staticmethod
     def _report(usage: Gauge) -> CountsObserver:
@@ -190,10 +228,15 @@ class Manager:
         return report
 
     def start(self) -> None:
+        """Rebuild, sync, serve. Raises StartupFailed (an error that waiting does not cure)
+        or StartupAborted (stop() was called first)."""
         with self._lock:
-            if self._stopped:
-                return  # asked to stop before leadership arrived: never start
-            restored = self.service.rebuild()
+            if self._stopping.is_set():
+                raise StartupAborted("asked to stop before leadership arrived")
+            restored = retry_transient(
+                "rebuild the IPAM state", self.service.rebuild, self._stopping
+            )
+            self.cache.start(self._stopping)
             self.controller.start()
             self.status.start()
             self.nodes.start()
@@ -201,11 +244,12 @@ class Manager:
         log.info("manager serving", extra=fields(restored_allocations=restored))
 
     def stop(self, timeout: float = SHUTDOWN_SECONDS) -> None:
-        """Safe at any point, also while start() is still running in another thread. Takes at
-        most about ``timeout`` seconds: every thread is a daemon, so one that does not finish in
-        time (a slow API call) ends with the process instead of holding it up."""
+        """Safe at any point, also while start() is still running in another thread (which
+        then gives up at its next wait). Takes at most about ``timeout`` seconds: every thread
+        is a daemon, so one that does not finish in time (a slow API call) ends with the
+        process instead of holding it up."""
         deadline = time.monotonic() + timeout
-        self._stopped = True  # a start() that has not begun will not begin
+        self._stopping.set()
         if not self._lock.acquire(timeout=timeout):
             log.warning("start-up still running at shutdown; not waiting for it")
             return
@@ -214,12 +258,44 @@ class Manager:
                 self.controller.stop(timeout=_left(deadline))
                 self.status.stop(timeout=_left(deadline))
                 self.nodes.stop(timeout=_left(deadline))
+            self.cache.stop(timeout=_left(deadline))
         finally:
             self._lock.release()
 
 
 def _left(deadline: float) -> float:
     return max(deadline - time.monotonic(), 0.0)
+
+
+class Leadership:
+    """What happens when leadership comes and goes; ``exit_code`` is the process's."""
+
+    def __init__(self, manager: Manager, leader_gauge: Gauge, done: threading.Event):
+        self.manager = manager
+        self.leader_gauge = leader_gauge
+        self.done = done
+        self.exit_code = 0
+
+    def lead(self) -> None:
+        self.leader_gauge.set(1)
+        threading.Thread(target=self._serve, name="manager-start", daemon=True).start()
+
+    def _serve(self) -> None:
+        try:
+            self.manager.start()
+        except StartupAborted:
+            return
+        except StartupFailed as exc:
+            _cannot_start(exc)
+            self.exit_code = 1
+            self.done.set()
+
+    def lost(self) -> None:
+        self.leader_gauge.set(0)
+        if not self.done.is_set():
+            log.error("lost leadership; exiting so a fresh standby takes over")
+            self.exit_code = 1
+            self.done.set()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -230,40 +306,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:
         print(f"hybridnet-manager: {exc}", file=sys.stderr)
         return 1
+    done = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: done.set())
     registry = new_registry()
     leader_gauge = Gauge(
         "hybridnet_manager_leader", "1 while this replica leads.", registry=registry
     )
     server = serve_metrics(registry, args.metrics_address)
     try:
-        webhook = start_webhook(store, args) if args.webhook_address else None
-    except (OSError, StoreError) as exc:
+        webhook = start_webhook(store, args, done) if args.webhook_address else None
+    except OSError as exc:
         print(f"hybridnet-manager: cannot start the webhook: {exc}", file=sys.stderr)
         return 1
+    except StartupFailed as exc:
+        _cannot_start(exc)
+        return 1
+    except StartupAborted:  # a signal while the store was not ready yet
+        _stop_serving(None, server)
+        store.close()
+        return 0
     manager = Manager(store, args, registry)
-    done = threading.Event()
-    exit_code = 0
-
-    def lead() -> None:
-        leader_gauge.set(1)
-        threading.Thread(target=serve, name="manager-start", daemon=True).start()
-
-    def serve() -> None:
-        nonlocal exit_code
-        try:
-            manager.start()
-        except (StoreError, TimeoutError) as exc:
-            log.error("manager could not start", extra=fields(error=str(exc)))
-            exit_code = 1
-            done.set()
-
-    def lost() -> None:
-        nonlocal exit_code
-        leader_gauge.set(0)
-        if not done.is_set():
-            log.error("lost leadership; exiting so a fresh standby takes over")
-            exit_code = 1
-            done.set()
+    leadership = Leadership(manager, leader_gauge, done)
 
     elector = None
     if args.leader_elect:
@@ -275,25 +339,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             lease_duration=args.lease_duration,
             renew_deadline=args.renew_deadline,
             retry_period=args.retry_period,
-            on_started_leading=lead,
-            on_stopped_leading=lost,
+            on_started_leading=leadership.lead,
+            on_stopped_leading=leadership.lost,
         ).start()
         log.info("waiting for leadership", extra=fields(identity=args.identity))
     else:
-        lead()
+        leadership.lead()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: done.set())
     done.wait()
     log.info("stopping")
     stopping = time.monotonic()
     if elector is not None:
-        elector.stop(release=exit_code == 0)
+        elector.stop(release=leadership.exit_code == 0)
     manager.stop()
     _stop_serving(webhook, server)
     store.close()
     log.info("stopped", extra=fields(seconds=round(time.monotonic() - stopping, 3)))
-    return exit_code
+    return leadership.exit_code
+
+
+def _cannot_start(failure: StartupFailed) -> None:
+    """The one line that says why the process ends: which step, and the error's kind."""
+    log.error(
+        "cannot start",
+        extra=fields(step=failure.step, error=describe(failure.error)),
+    )
 
 
 def _stop_serving(webhook: WebhookServer | None, metrics: MetricsServer | None) -> None:

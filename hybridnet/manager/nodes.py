@@ -6,24 +6,27 @@
   ``nonempty`` while the node's Underlay network still has free addresses of that family, so
   the webhook's node selector keeps new underlay pods off nodes whose network is full.
 
-Labels of ours that no longer apply are removed; every other label is left alone.
+Labels of ours that no longer apply are removed; every other label is left alone. Driven by
+changes, from the informers' caches: a Node event marks that node, a Network event every node,
+and so does an allocation or release that turns a network's quota from free to full or back.
+A marked node whose labels differ is written with the cached resourceVersion (on Conflict the
+newer version's event marks it again).
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
+import dataclasses
+import threading
+from collections.abc import Iterator
 
 from hybridnet.api import constants as c
 from hybridnet.api.builtin import Node
 from hybridnet.api.resources import Network
-from hybridnet.ipamcore.allocator import Allocator
-from hybridnet.logs import fields
-from hybridnet.manager.periodic import Periodic
-from hybridnet.store.errors import Conflict, NotFound, StoreError
-from hybridnet.store.interface import Store
-
-log = logging.getLogger(__name__)
+from hybridnet.ipamstore.service import IPAMUsage
+from hybridnet.manager.batches import BatchLoop, OwnWrites
+from hybridnet.manager.caches import ClusterCache
+from hybridnet.store.errors import Conflict, NotFound
+from hybridnet.store.interface import Store, WatchEvent
 
 OWNED_LABELS = (
     c.LABEL_UNDERLAY_ATTACHMENT,
@@ -33,13 +36,26 @@ OWNED_LABELS = (
     c.LABEL_DUALSTACK_QUOTA,
 )
 
+RESYNC_SECONDS = 300.0
+"""Every node is compared again this often (from the caches, so it costs no request)."""
+
+Quota = tuple[bool, bool]
+"""Whether a network still has free IPv4, IPv6 addresses."""
+
 
 def _selects(network: Network, labels: dict[str, str]) -> bool:
     selector = network.spec.node_selector
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-def desired_labels(node: Node, networks: list[Network], allocator: Allocator) -> dict[str, str]:
+def quota_of(network: str, usage: IPAMUsage) -> Quota:
+    free = {4: 0, 6: 0}
+    for subnet in usage.subnets_of(network):
+        free[subnet.version] += max(subnet.available, 0)
+    return free[4] > 0, free[6] > 0
+
+
+def desired_labels(node: Node, networks: list[Network], usage: IPAMUsage) -> dict[str, str]:
     """Our labels for ``node``, computed from the networks and the allocator's counters."""
     wanted: dict[str, str] = {}
     if any(n.spec.type == c.TYPE_OVERLAY for n in networks):
@@ -55,25 +71,38 @@ def desired_labels(node: Node, networks: list[Network], allocator: Allocator) ->
     if not attached:
         return wanted
     wanted[c.LABEL_UNDERLAY_ATTACHMENT] = "true"
-    free = {4: 0, 6: 0}
-    for subnet in allocator.subnets_of(attached[0].name):
-        pool = allocator.pool(subnet)
-        free[pool.version] += max(pool.available, 0)
-    quota = {4: c.LABEL_IPV4_QUOTA, 6: c.LABEL_IPV6_QUOTA}
-    for version, label in quota.items():
-        wanted[label] = c.QUOTA_NONEMPTY if free[version] else c.QUOTA_EMPTY
-    both = free[4] and free[6]
-    wanted[c.LABEL_DUALSTACK_QUOTA] = c.QUOTA_NONEMPTY if both else c.QUOTA_EMPTY
+    free4, free6 = quota_of(attached[0].name, usage)
+    wanted[c.LABEL_IPV4_QUOTA] = c.QUOTA_NONEMPTY if free4 else c.QUOTA_EMPTY
+    wanted[c.LABEL_IPV6_QUOTA] = c.QUOTA_NONEMPTY if free6 else c.QUOTA_EMPTY
+    wanted[c.LABEL_DUALSTACK_QUOTA] = c.QUOTA_NONEMPTY if free4 and free6 else c.QUOTA_EMPTY
     return wanted
 
 
 class NodeLabeler:
-    """Re-labels nodes every ``interval`` seconds (only the ones that differ are written)."""
-
-    def __init__(self, store: Store, allocator: Allocator, interval: float = 2.0):
+    def __init__(
+        self,
+        store: Store,
+        cache: ClusterCache,
+        usage: IPAMUsage,
+        *,
+        interval: float = 1.0,
+        resync: float = RESYNC_SECONDS,
+    ):
         self.store = store
-        self.allocator = allocator
-        self._loop = Periodic("node-labeler", interval, self._tick, tick_at_start=True)
+        self._nodes = cache.nodes
+        self._networks = cache.networks
+        self._usage = usage
+        self._quota: dict[str, Quota] = {}
+        self._attachment: dict[str, tuple[str, dict[str, str]]] = {}
+        """Network -> (type, node selector): what of a network decides node labels."""
+        self._lock = threading.Lock()
+        self._own = OwnWrites()
+        self._loop = BatchLoop(
+            "node-labeler", self._sync, self._every_node, interval=interval, resync=resync
+        )
+        usage.subscribe(self._usage_changed)
+        cache.nodes.subscribe(self._node_event)
+        cache.networks.subscribe(self._network_event)
 
     def start(self) -> None:
         self._loop.start()
@@ -81,25 +110,60 @@ class NodeLabeler:
     def stop(self, timeout: float = 10.0) -> None:
         self._loop.stop(timeout)
 
-    def _tick(self) -> None:
-        try:
-            self.reconcile()
-        except StoreError as exc:
-            log.warning("node labels not updated", extra=fields(error=str(exc)))
+    # ----------------------------------------------------------------- what changed
 
-    def reconcile(self) -> int:
-        """Bring every node's labels of ours to what they should be; returns nodes changed."""
-        networks = self.store.list(Network).items
-        changed = 0
-        for node in self.store.list(Node).items:
-            wanted = desired_labels(node, networks, self.allocator)
-            current = {k: v for k, v in node.metadata.labels.items() if k in OWNED_LABELS}
-            if current == wanted:
-                continue
-            labels = {k: v for k, v in node.metadata.labels.items() if k not in OWNED_LABELS}
-            node.metadata.labels = {**labels, **wanted}
-            # Changed or gone meanwhile: the next round reads it again.
-            with contextlib.suppress(Conflict, NotFound):
-                self.store.update(node)
-                changed += 1
-        return changed
+    def _node_event(self, event: WatchEvent[Node]) -> None:
+        if event.type != "DELETED":
+            self._loop.mark(event.object.name)
+
+    def _network_event(self, event: WatchEvent[Network]) -> None:
+        """Every node, when a network's type or node selector changed (not its status)."""
+        name = event.object.name
+        spec = event.object.spec
+        with self._lock:
+            before = self._attachment.pop(name, None)
+            if event.type != "DELETED":
+                self._attachment[name] = (spec.type, dict(spec.node_selector))
+            changed = before != self._attachment.get(name)
+        if changed:
+            self._mark_every_node()
+
+    def _usage_changed(self, network: str, subnet: str | None) -> None:
+        with self._lock:  # in order, so the last quota recorded is the latest one
+            quota = quota_of(network, self._usage)
+            flipped = self._quota.get(network) != quota
+            self._quota[network] = quota
+        if flipped:
+            self._mark_every_node()
+
+    def _mark_every_node(self) -> None:
+        for name in self._every_node():
+            self._loop.mark(name)
+
+    def _every_node(self) -> Iterator[str]:
+        for node in self._nodes.items():
+            yield node.name
+
+    # ----------------------------------------------------------------- writing
+
+    def _sync(self, name: str) -> None:
+        node = self._nodes.get(name)
+        if node is None or self._own.cache_is_behind(name, node.metadata.resource_version):
+            return
+        wanted = desired_labels(node, self._networks.items(), self._usage)
+        current = {k: v for k, v in node.metadata.labels.items() if k in OWNED_LABELS}
+        if current == wanted:
+            return
+        labels = {k: v for k, v in node.metadata.labels.items() if k not in OWNED_LABELS}
+        metadata = dataclasses.replace(node.metadata, labels={**labels, **wanted})
+        try:
+            self.store.update(dataclasses.replace(node, metadata=metadata))
+        except (Conflict, NotFound):
+            # Conflict: the cache is behind someone else's write, whose event marks the node
+            # again. NotFound: deleted meanwhile.
+            self._own.failed(name)
+            return
+        except BaseException:
+            self._own.failed(name)
+            raise
+        self._own.wrote(name, node.metadata.resource_version)

@@ -8,6 +8,7 @@ networks and subnets change, and every ``RETRY_SECONDS`` regardless.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -20,7 +21,7 @@ from hybridnet.api.annotations import (
     PodNetworkRequest,
     parse_pod_request,
 )
-from hybridnet.api.builtin import Namespace, Node, Pod
+from hybridnet.api.builtin import Pod
 from hybridnet.api.resources import IPInstance, Network, Subnet
 from hybridnet.ipamcore.errors import (
     AddressUnavailable,
@@ -32,10 +33,10 @@ from hybridnet.ipamcore.errors import (
 from hybridnet.ipamstore import ipinstances
 from hybridnet.ipamstore.service import IPAMService, PodRef
 from hybridnet.logs import fields
+from hybridnet.manager.caches import ClusterCache
 from hybridnet.manager.events import EventRecorder
 from hybridnet.manager.workqueue import WorkQueue
 from hybridnet.store.errors import Conflict, NotFound, StoreError
-from hybridnet.store.informer import Informer
 from hybridnet.store.interface import Store, WatchEvent
 
 log = logging.getLogger(__name__)
@@ -58,25 +59,48 @@ def blame(error: IPAMError, request: PodNetworkRequest) -> str:
     return f"annotation {culprit}: {error}" if culprit else str(error)
 
 
+def rebound(instance: IPInstance, ref: PodRef) -> IPInstance | None:
+    """A copy of a retained address's IPInstance pointing at the re-created pod (None when it
+    points there already). The informer's cached object is left as it is."""
+    binding = instance.spec.binding
+    if binding is None or (binding.pod_uid == ref.uid and binding.node_name == ref.node):
+        return None
+    referred = binding.referred_object
+    new_binding = dataclasses.replace(
+        binding,
+        pod_uid=ref.uid,
+        node_name=ref.node,
+        referred_object=dataclasses.replace(referred, uid=ref.uid) if referred else None,
+    )
+    labels = {**instance.metadata.labels, c.LABEL_NODE: ipinstances.label_value(ref.node)}
+    if ref.uid:
+        labels[c.LABEL_POD_UID] = ipinstances.label_value(ref.uid)
+    return dataclasses.replace(
+        instance,
+        metadata=dataclasses.replace(instance.metadata, labels=labels),
+        spec=dataclasses.replace(instance.spec, binding=new_binding),
+    )
+
+
 class PodController:
-    """Runs informers for pods and the objects allocation depends on, and worker threads."""
+    """Worker threads serving pods, woken by the events of the manager's caches."""
 
     def __init__(
         self,
         store: Store,
         service: IPAMService,
+        cache: ClusterCache,
         *,
         defaults: ClusterDefaults | None = None,
         workers: int = 4,
         on_allocated: Callable[[float], None] | None = None,
-        watch_timeout: float = 30.0,
     ):
         self.store = store
         self.service = service
+        self.cache = cache
         self.defaults = defaults or ClusterDefaults()
         self.workers = workers
         self.on_allocated = on_allocated
-        self.watch_timeout = watch_timeout
         self.events = EventRecorder(store)
         self.queue = WorkQueue()
         self._waiting: set[str] = set()
@@ -85,28 +109,15 @@ class PodController:
         """Owner -> names of its IPInstances in storage (an index over the informer cache)."""
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        ns = service.ipam_namespace
-        self.pods = Informer(store, Pod, self._on_pod, watch_timeout=watch_timeout)
-        self.instances = Informer(
-            store, IPInstance, self._on_instance, namespace=ns, watch_timeout=watch_timeout
-        )
-        self.subnets = Informer(store, Subnet, self._on_subnet, watch_timeout=watch_timeout)
-        self.networks = Informer(store, Network, self._on_network, watch_timeout=watch_timeout)
-        self.namespaces = Informer(store, Namespace, lambda _: None, watch_timeout=watch_timeout)
-        self.nodes = Informer(store, Node, lambda _: None, watch_timeout=watch_timeout)
+        cache.pods.subscribe(self._on_pod)
+        cache.instances.subscribe(self._on_instance)
+        cache.subnets.subscribe(self._on_subnet)
+        cache.networks.subscribe(self._on_network)
 
     # ----------------------------------------------------------------- lifecycle
 
-    def start(self, sync_timeout: float = 60.0) -> None:
-        """Start informers (dependencies first), wait for their caches, then the workers."""
-        for informer in (self.networks, self.subnets, self.instances, self.namespaces, self.nodes):
-            informer.start()
-        for informer in (self.networks, self.subnets, self.instances, self.namespaces, self.nodes):
-            if not informer.synced.wait(sync_timeout):
-                raise TimeoutError(f"cache of {informer.kind.KIND.plural} did not sync")
-        self.pods.start()
-        if not self.pods.synced.wait(sync_timeout):
-            raise TimeoutError("cache of pods did not sync")
+    def start(self) -> None:
+        """Start the workers (the caches are started, and synced, by the caller)."""
         for index in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"pod-worker-{index}", daemon=True)
             thread.start()
@@ -114,25 +125,9 @@ class PodController:
         log.info("pod controller started", extra=fields(workers=self.workers))
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop watching and working, waiting at most about ``timeout`` seconds in all."""
+        """Stop working, waiting at most about ``timeout`` seconds for the workers."""
         deadline = time.monotonic() + timeout
         self.queue.close()
-        informers = (
-            self.pods,
-            self.instances,
-            self.subnets,
-            self.networks,
-            self.namespaces,
-            self.nodes,
-        )
-        for informer in informers:
-            informer.signal_stop()
-        # A watch blocked on a quiet stream ends at its server-side timeout. Wait that long
-        # (they were all asked at once, so in parallel) but never more than a few seconds:
-        # the threads are daemons and a process on its way out must not hang on them.
-        informers_deadline = time.monotonic() + min(self.watch_timeout + 1, 5, timeout)
-        for informer in informers:
-            informer.stop(timeout=max(informers_deadline - time.monotonic(), 0))
         for thread in self._threads:  # a worker finishes the item it holds
             thread.join(timeout=max(deadline - time.monotonic(), 0))
 
@@ -155,10 +150,10 @@ class PodController:
                 if not names:
                     self._stored_names.pop(owner, None)
         if event.type == "DELETED":
-            self.service.forget(instance)
+            self.service.on_deleted(instance)
             self._retry_waiting()
             return
-        if not self.service.restore(instance) and owner:
+        if not self.service.on_stored(instance) and owner:
             self.queue.add_after(owner, 0.5)  # an in-flight claim of ours: settle it later
         if owner and len(self._stored(owner)) > 1:
             self.queue.add(owner)  # maybe two addresses of one family: the pass resolves it
@@ -172,7 +167,7 @@ class PodController:
         namespace = self.service.ipam_namespace
         with self._lock:
             names = sorted(self._stored_names.get(owner, ()))
-        found = (self.instances.cache.get((namespace, name)) for name in names)
+        found = (self.cache.instances.get(name, namespace) for name in names)
         return [instance for instance in found if instance is not None]
 
     def _settle_with_storage(self, owner: str) -> None:
@@ -181,7 +176,7 @@ class PodController:
         manager keeps the lowest IPInstance name, so they converge without talking."""
         by_version: dict[str, list[IPInstance]] = {}
         for instance in self._stored(owner):
-            self.service.restore(instance)
+            self.service.on_stored(instance)
             by_version.setdefault(instance.spec.address.version, []).append(instance)
         for instances in by_version.values():
             for extra in sorted(instances, key=lambda i: i.name)[1:]:
@@ -193,14 +188,14 @@ class PodController:
 
     def _on_subnet(self, event: WatchEvent[Subnet]) -> None:
         if event.type == "DELETED":
-            self._remove(self.service.allocator.remove_subnet, "subnet", event.object.name)
+            self._remove(self.service.remove_subnet, "subnet", event.object.name)
         else:
             self.service.apply_subnet(event.object)
         self._retry_waiting()
 
     def _on_network(self, event: WatchEvent[Network]) -> None:
         if event.type == "DELETED":
-            self._remove(self.service.allocator.remove_network, "network", event.object.name)
+            self._remove(self.service.remove_network, "network", event.object.name)
         else:
             self.service.apply_network(event.object)
         self._retry_waiting()
@@ -240,7 +235,7 @@ class PodController:
 
     def reconcile(self, key: str) -> None:
         namespace, name = key.split("/", 1)
-        pod = self.pods.cache.get((namespace, name))
+        pod = self.cache.pods.get(name, namespace)
         if pod is None:
             self._pod_gone(key, namespace, name)
             return
@@ -253,7 +248,7 @@ class PodController:
         node = pod.node_name
         if not node:
             return
-        namespace_obj = self.namespaces.cache.get(("", namespace))
+        namespace_obj = self.cache.namespaces.get(namespace)
         if namespace_obj is None:
             # A pod's namespace exists; ours has not heard of it yet, and its annotations may
             # decide the pod's network. Deciding without them would be wrong for good.
@@ -274,17 +269,17 @@ class PodController:
             return
         ref = PodRef(namespace, name, pod.metadata.uid, node, request.stateful_ordinal)
         self._settle_with_storage(key)
-        held = self.service.allocator.allocations_of(key)
+        held = self.service.held_by(key)
         if held and set(request.versions) <= {a.version for a in held}:
             self._rebind(ref)
             return
         started = time.perf_counter()
-        node_obj = self.nodes.cache.get(("", node))
+        node_obj = self.cache.nodes.get(node)
         try:
             network = self.service.network_for(
                 request,
                 node_obj.metadata.labels if node_obj else {},
-                list(self.networks.cache.values()),
+                self.cache.networks.items(),
             )
             allocations = self.service.ensure_allocated(ref, request, network)
         except IPAMError as exc:
@@ -312,7 +307,7 @@ class PodController:
         with self._lock:
             self._waiting.discard(key)
             retained = key in self._retained
-        if retained and self.service.allocator.allocations_of(key):
+        if retained and self.service.held_by(key):
             log.info("pod deleted, address retained for its StatefulSet", extra=fields(pod=key))
             return
         self._release(key, why="pod deleted")
@@ -327,25 +322,19 @@ class PodController:
 
     def _rebind(self, ref: PodRef) -> None:
         """A retained address serves the re-created pod: point the binding at the new pod."""
-        for allocation in self.service.allocator.allocations_of(ref.owner):
+        for allocation in self.service.held_by(ref.owner):
             name = ipinstances.instance_name(allocation.address)
-            try:
-                instance = self.store.get(IPInstance, name, self.service.ipam_namespace)
-            except NotFound:
+            cached = self.cache.instances.get(name, self.service.ipam_namespace)
+            if cached is None:
                 continue
-            binding = instance.spec.binding
-            if binding is None or (binding.pod_uid == ref.uid and binding.node_name == ref.node):
+            instance = rebound(cached, ref)
+            if instance is None:
                 continue
-            binding.pod_uid = ref.uid
-            binding.node_name = ref.node
-            if binding.referred_object is not None:
-                binding.referred_object.uid = ref.uid
-            instance.metadata.labels[c.LABEL_NODE] = ipinstances.label_value(ref.node)
-            if ref.uid:
-                instance.metadata.labels[c.LABEL_POD_UID] = ipinstances.label_value(ref.uid)
             try:
                 self.store.update(instance)
-            except Conflict:
+            except NotFound:
+                continue
+            except Conflict:  # the cache is behind: its next event wakes this pod again
                 self.queue.add_after(ref.owner, 0.2)
                 return
             log.info(

@@ -1,29 +1,30 @@
-"""Subnet and Network status counters, written when they change (at most once a second).
+"""Subnet and Network status counters, written when they change.
 
 The allocator is the source of truth; this copies its counters to the objects so `kubectl get
-subnet` shows used/total and the webhook can refuse deleting a subnet in use.
+subnet` shows used/total and the webhook can refuse deleting a subnet in use. Driven by
+changes, never by a timer that lists: an allocation or release marks its subnet and network,
+an event of a Subnet or Network marks that object, and a marked object whose status differs
+from the informer's cached one is written (with the cached resourceVersion; on Conflict the
+newer version's event marks it again).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import ipaddress
-import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from hybridnet.api.resources import Count, Network, Subnet
-from hybridnet.ipamcore.allocator import Allocator
-from hybridnet.ipamcore.errors import NoSuchSubnet
-from hybridnet.logs import fields
-from hybridnet.manager.periodic import Periodic
-from hybridnet.store.errors import Conflict, NotFound, StoreError
-from hybridnet.store.interface import Store
-
-log = logging.getLogger(__name__)
+from hybridnet.ipamstore.service import IPAMUsage
+from hybridnet.manager.batches import BatchLoop, OwnWrites
+from hybridnet.manager.caches import ClusterCache
+from hybridnet.store.errors import Conflict, NotFound
+from hybridnet.store.interface import Store, WatchEvent
 
 INT64_MAX = 2**63 - 1
 """JSON integers in the API are int64: an IPv6 /64's total is capped here."""
+
+RESYNC_SECONDS = 300.0
+"""Every object is compared again this often (from the caches, so it costs no request)."""
 
 
 def _cap(value: int) -> int:
@@ -31,75 +32,105 @@ def _cap(value: int) -> int:
 
 
 CountsObserver = Callable[[str, int, int, int], None]
-"""Told (subnet, total, used, available) at every flush: the metrics gauges."""
+"""Told (subnet, total, used, available) whenever a subnet's counters are computed: the
+metrics gauges."""
+
+SUBNET, NETWORK = "subnet", "network"
 
 
 class StatusWriter:
     def __init__(
         self,
         store: Store,
-        allocator: Allocator,
+        cache: ClusterCache,
+        usage: IPAMUsage,
+        *,
         interval: float = 1.0,
+        resync: float = RESYNC_SECONDS,
         on_counts: CountsObserver | None = None,
     ):
         self.store = store
         self.on_counts = on_counts
-        self.allocator = allocator
-        self._loop = Periodic("status-writer", interval, self._tick, tick_at_start=False)
+        self._subnets = cache.subnets
+        self._networks = cache.networks
+        self._usage = usage
+        self._own = OwnWrites()
+        self._loop = BatchLoop(
+            "status-writer", self._sync, self._every_key, interval=interval, resync=resync
+        )
+        usage.subscribe(self._usage_changed)
+        cache.subnets.subscribe(self._subnet_event)
+        cache.networks.subscribe(self._network_event)
 
     def start(self) -> None:
         self._loop.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop, and write the final counters unless the loop is still busy after ``timeout``."""
-        if self._loop.stop(timeout):
-            self.flush()
+        """Write what is still marked (the final counters), then stop."""
+        self._loop.stop(timeout)
 
-    def _tick(self) -> None:
-        try:
-            self.flush()
-        except StoreError as exc:
-            log.warning("status write failed", extra=fields(error=str(exc)))
+    # ----------------------------------------------------------------- what changed
 
-    def flush(self) -> None:
-        """Write every subnet's and network's counters that differ from what was written."""
-        for subnet in self.store.list(Subnet).items:
-            self._write_subnet(subnet)
-        for network in self.store.list(Network).items:
-            self._write_network(network)
+    def _usage_changed(self, network: str, subnet: str | None) -> None:
+        if subnet is not None:
+            self._loop.mark(f"{SUBNET}/{subnet}")
+        self._loop.mark(f"{NETWORK}/{network}")
 
-    def _write_subnet(self, subnet: Subnet) -> None:
-        try:
-            pool = self.allocator.pool(subnet.name)
-        except NoSuchSubnet:  # not loaded yet: nothing to report
+    def _subnet_event(self, event: WatchEvent[Subnet]) -> None:
+        if event.type != "DELETED":
+            self._loop.mark(f"{SUBNET}/{event.object.name}")
+        self._loop.mark(f"{NETWORK}/{event.object.spec.network}")  # its subnet list
+
+    def _network_event(self, event: WatchEvent[Network]) -> None:
+        if event.type != "DELETED":
+            self._loop.mark(f"{NETWORK}/{event.object.name}")
+
+    def _every_key(self) -> Iterator[str]:
+        for subnet in self._subnets.items():
+            yield f"{SUBNET}/{subnet.name}"
+        for network in self._networks.items():
+            yield f"{NETWORK}/{network.name}"
+
+    # ----------------------------------------------------------------- writing
+
+    def _sync(self, key: str) -> None:
+        kind, name = key.split("/", 1)
+        if kind == SUBNET:
+            self._sync_subnet(key, name)
+        else:
+            self._sync_network(key, name)
+
+    def _sync_subnet(self, key: str, name: str) -> None:
+        subnet = self._subnets.get(name)
+        usage = self._usage.subnet(name)
+        if subnet is None or usage is None:  # gone, or not loaded yet: nothing to report
             return
-        last = pool.last_allocated
         wanted = dataclasses.replace(
             subnet.status,
-            total=_cap(pool.total),
-            used=pool.used_count,
-            available=_cap(pool.available),
-            last_allocated_ip=str(ipaddress.ip_address(last)) if last is not None else None,
+            total=_cap(usage.total),
+            used=usage.used,
+            available=_cap(usage.available),
+            last_allocated_ip=usage.last_allocated,
         )
         if self.on_counts is not None:
-            self.on_counts(subnet.name, wanted.total, wanted.used, wanted.available)
-        if wanted == subnet.status:
-            return
-        subnet.status = wanted
-        self._update(subnet)
+            self.on_counts(name, wanted.total, wanted.used, wanted.available)
+        if wanted != subnet.status:
+            self._write(key, subnet, dataclasses.replace(subnet, status=wanted))
 
-    def _write_network(self, network: Network) -> None:
+    def _sync_network(self, key: str, name: str) -> None:
+        network = self._networks.get(name)
+        if network is None:
+            return
         counts: dict[int, Count] = {4: Count(), 6: Count()}
-        names = self.allocator.subnets_of(network.name)
-        for name in names:
-            pool = self.allocator.pool(name)
-            count = counts[pool.version]
-            count.total = _cap(count.total + pool.total)
-            count.used += pool.used_count
-            count.available = _cap(count.available + pool.available)
-        status = dataclasses.replace(
+        subnets = self._usage.subnets_of(name)
+        for usage in subnets:
+            count = counts[usage.version]
+            count.total = _cap(count.total + usage.total)
+            count.used += usage.used
+            count.available = _cap(count.available + usage.available)
+        wanted = dataclasses.replace(
             network.status,
-            subnet_list=names,
+            subnet_list=[usage.subnet for usage in subnets],
             statistics=counts[4],
             ipv6_statistics=counts[6],
             dual_stack_statistics=Count(
@@ -107,15 +138,24 @@ class StatusWriter:
                 used=min(counts[4].used, counts[6].used),
                 available=min(counts[4].available, counts[6].available),
             ),
-            last_allocated_subnet=self.allocator.sticky_subnet(network.name, 4),
-            last_allocated_ipv6_subnet=self.allocator.sticky_subnet(network.name, 6),
+            last_allocated_subnet=self._usage.sticky_subnet(name, 4),
+            last_allocated_ipv6_subnet=self._usage.sticky_subnet(name, 6),
         )
-        if status == network.status:
-            return
-        network.status = status
-        self._update(network)
+        if wanted != network.status:
+            self._write(key, network, dataclasses.replace(network, status=wanted))
 
-    def _update(self, obj: Subnet | Network) -> None:
-        # Changed or gone meanwhile: the next flush reads it again.
-        with contextlib.suppress(Conflict, NotFound):
-            self.store.update_status(obj)
+    def _write(self, key: str, cached: Subnet | Network, wanted: Subnet | Network) -> None:
+        version = cached.metadata.resource_version
+        if self._own.cache_is_behind(key, version):
+            return
+        try:
+            self.store.update_status(wanted)
+        except (Conflict, NotFound):
+            # Conflict: the cache is behind someone else's write, whose event marks the object
+            # again. NotFound: deleted meanwhile, nothing to write.
+            self._own.failed(key)
+            return
+        except BaseException:
+            self._own.failed(key)
+            raise
+        self._own.wrote(key, version)

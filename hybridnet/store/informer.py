@@ -71,6 +71,8 @@ class Informer(Generic[R]):
         self.synced = threading.Event()
         self.resource_version = ""
         self.relists = 0
+        self.last_error: StoreError | None = None
+        """The failure the loop is backing off from now (None once a list or watch works)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -103,6 +105,7 @@ class Informer(Generic[R]):
                 if must_list:
                     self._relist()
                     must_list = False
+                self.last_error = None
                 self._watch_once()
                 delays = self.backoff.delays()
             except Gone as exc:
@@ -114,6 +117,7 @@ class Informer(Generic[R]):
                 )
                 must_list = True
             except StoreError as exc:  # unreachable, overloaded, forbidden: wait, retry
+                self.last_error = exc
                 delay = next(delays)
                 log.warning(
                     "store request failed, retrying",

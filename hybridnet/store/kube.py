@@ -82,10 +82,16 @@ class KubeStore(Store):
         self._client = kubernetes.client.ApiClient(configuration)
 
     @classmethod
-    def from_kubeconfig(cls, path: str | Path | None = None) -> KubeStore:
+    def from_kubeconfig(
+        cls, path: str | Path | None = None, *, connections: int | None = None
+    ) -> KubeStore:
         """From a kubeconfig file, or in-cluster credentials when ``path`` is None and the
-        process runs in a pod."""
+        process runs in a pod. ``connections``: how many requests the caller has in flight at
+        once (a watch holds one while it runs); each beyond the pool's size opens a TLS
+        connection of its own and throws it away after. The client's default is 5 per CPU."""
         configuration = kubernetes.client.Configuration()
+        if connections is not None:
+            configuration.connection_pool_maxsize = connections
         try:
             if path is None:
                 kubernetes.config.load_incluster_config(client_configuration=configuration)

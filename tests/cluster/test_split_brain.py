@@ -71,7 +71,7 @@ class CountingStore(KubeStore):
 
 def view_of(manager: Manager) -> Callable[[str], list[str]]:
     """Owner -> the addresses the manager's allocator gives it."""
-    return lambda owner: [a.address for a in manager.allocator.allocations_of(owner)]
+    return lambda owner: [a.address for a in manager.service.held_by(owner)]
 
 
 def expected_families(namespace: str) -> dict[str, set[int]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hybridnet.ipamcore.allocator import Allocator
 from hybridnet.ipamstore.service import IPAMService
+from hybridnet.manager.caches import ClusterCache
 from hybridnet.manager.pods import PodController
 from hybridnet.store.sqlite import SQLiteStore
 
@@ -16,8 +17,9 @@ def test_a_stuck_worker_does_not_hold_up_stop(tmp_path: Path) -> None:
     """The worker can leave its call only once the test releases it, after stop() returned:
     stop() returning at all proves it did not wait for the worker (no timing is asserted)."""
     store = SQLiteStore(tmp_path / "s.db")
+    cache = ClusterCache(store, "kube-system", watch_timeout=1)
     controller = PodController(
-        store, IPAMService(store, Allocator(), "kube-system"), workers=2, watch_timeout=1
+        store, IPAMService(store, Allocator(), "kube-system"), cache, workers=2
     )
     release = threading.Event()
     entered = threading.Event()
@@ -29,6 +31,7 @@ def test_a_stuck_worker_does_not_hold_up_stop(tmp_path: Path) -> None:
         left.set()
 
     controller.reconcile = stuck  # type: ignore[method-assign]
+    cache.start(threading.Event())
     controller.start()
     try:
         controller.queue.add("default/web")
@@ -40,5 +43,6 @@ def test_a_stuck_worker_does_not_hold_up_stop(tmp_path: Path) -> None:
         assert not left.is_set()  # stop() came back while the worker was still stuck
     finally:
         release.set()
+        cache.stop()
         store.close()
     assert left.wait(30)  # and the worker was only held, not lost
