@@ -14,7 +14,7 @@ from hybridnet.daemon import bundle, probe
 from hybridnet.daemon import install as installer
 from hybridnet.daemon.server import serve
 from hybridnet.daemon.service import DaemonConfig, DaemonService
-from hybridnet.metrics import new_registry, parse_address, serve_metrics
+from hybridnet.metrics import MetricsError, new_registry, parse_address, serve_metrics
 from hybridnet.store.errors import StoreError
 from hybridnet.store.interface import Store
 from hybridnet.store.kube import KubeStore
@@ -135,7 +135,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         embedded_ip_family=args.ip_family,
     )
     registry = new_registry()
-    metrics = serve_metrics(registry, args.metrics_address)
+    try:
+        metrics = serve_metrics(registry, args.metrics_address)
+    except MetricsError as exc:
+        print(f"hybridnet-daemon: {exc}", file=sys.stderr)
+        store.close()
+        return 1
     service = DaemonService(store, config, registry).start()
     server = serve(service, args.socket)
     done = threading.Event()

@@ -47,7 +47,7 @@ from typing import Any, Protocol
 from hybridnet.api.builtin import Lease
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.logs import fields
-from hybridnet.store.errors import AlreadyExists, Conflict, NotFound, StoreError
+from hybridnet.store.errors import AlreadyExists, Conflict, NotFound, StoreError, Unavailable
 from hybridnet.store.interface import Store
 
 log = logging.getLogger(__name__)
@@ -179,6 +179,7 @@ class LeaderElector:
         self._observed_record: dict[str, Any] | None = None
         self._observed_time = 0.0  # monotonic time the record was last seen to change
         self._observed_lease: Lease | None = None
+        self._last_warning = ""  # the last store error logged as a warning (see _log_store_error)
 
     # ----------------------------------------------------------------- public
 
@@ -333,16 +334,24 @@ class LeaderElector:
 
     # ----------------------------------------------------------------- the loop
 
+    def _log_store_error(self, message: str, exc: StoreError) -> None:
+        """Races and outages are routine (debug); anything else (Forbidden: RBAC; NotFound: no
+        coordination.k8s.io API) keeps a replica from ever leading, so it is a warning, logged
+        again only when the error changes so a standby does not repeat it every retry."""
+        error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, Unavailable | Conflict | AlreadyExists):
+            log.debug(message, extra=self._log_fields(error=error))
+        elif error != self._last_warning:
+            log.warning(message, extra=self._log_fields(error=error))
+        self._last_warning = error
+
     def _acquire_once(self) -> float:
         """One attempt to take the Lease; returns how long to wait before the next step."""
         started = self._clock.monotonic()
         try:
             acquired = self._try_acquire()
         except StoreError as exc:
-            log.debug(
-                "could not acquire the lease",
-                extra=self._log_fields(error=f"{type(exc).__name__}: {exc}"),
-            )
+            self._log_store_error("could not acquire the lease", exc)
             acquired = False
         if acquired and self._clock.monotonic() < started + self.renew_deadline:
             self._become_leader(started)
@@ -361,10 +370,7 @@ class LeaderElector:
         try:
             lost = self._try_renew()
         except StoreError as exc:
-            log.debug(
-                "could not renew the lease",
-                extra=self._log_fields(error=f"{type(exc).__name__}: {exc}"),
-            )
+            self._log_store_error("could not renew the lease", exc)
             # Try again, but wake up no later than the deadline to step down on time.
             return max(0.0, min(self.retry_period, valid_until - self._clock.monotonic()))
         if lost is not None:

@@ -41,6 +41,7 @@ from hybridnet.manager.webhook.server import WebhookServer
 from hybridnet.manager.webhook.view import StoreView
 from hybridnet.metrics import (
     LATENCY_BUCKETS,
+    MetricsError,
     MetricsServer,
     new_registry,
     parse_address,
@@ -313,7 +314,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     leader_gauge = Gauge(
         "hybridnet_manager_leader", "1 while this replica leads.", registry=registry
     )
-    server = serve_metrics(registry, args.metrics_address)
+    try:
+        server = serve_metrics(registry, args.metrics_address)
+    except MetricsError as exc:
+        print(f"hybridnet-manager: {exc}", file=sys.stderr)
+        store.close()
+        return 1
     try:
         webhook = start_webhook(store, args, done) if args.webhook_address else None
     except OSError as exc:

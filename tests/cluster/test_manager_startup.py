@@ -31,12 +31,12 @@ from pathlib import Path
 
 import pytest
 
+from hack.controlplane import ControlPlane
 from hybridnet.api.resources import IPInstance, Network
+from hybridnet.lab.manager import IPAM_NAMESPACE, Harness, manager_argv
 from hybridnet.store.errors import StoreError, Unavailable
 from hybridnet.store.kube import KubeStore
 from tests.cluster.conftest import control_plane_binaries
-from tests.cluster.controlplane import ControlPlane
-from tests.manager_harness import IPAM_NAMESPACE, Harness, manager_argv
 from tests.store_contract import wait_until
 
 CORRUPT_KEY = b"/registry/networking.alibaba.com/networks/zz-undecodable"

@@ -13,8 +13,8 @@ from hybridnet.api.resources import IPInstance
 from hybridnet.ipamcore.allocator import Allocator
 from hybridnet.ipamcore.errors import InvalidRequest
 from hybridnet.ipamstore.service import IPAMService, PodRef
+from hybridnet.lab.manager import IPAM_NAMESPACE, Harness
 from hybridnet.store.sqlite import SQLiteStore
-from tests.manager_harness import IPAM_NAMESPACE, Harness
 
 Change = tuple[str, str | None]
 

@@ -34,7 +34,7 @@ from hybridnet.manager.leader import (
     LeaderElector,
     format_micro_time,
 )
-from hybridnet.store.errors import Unavailable
+from hybridnet.store.errors import Forbidden, StoreError, Unavailable
 from hybridnet.store.interface import R
 from hybridnet.store.sqlite import SQLiteStore
 
@@ -143,19 +143,21 @@ class FakeClock:
 
 class StandInStore(SQLiteStore):
     """A stand-in for an API server that fails or answers slowly: the real SQLite store,
-    except that while :attr:`broken` each call raises :class:`Unavailable`, and that
-    :attr:`while_writing` (if set) runs inside each create and update, before the write."""
+    except that while :attr:`broken` each call raises :attr:`error` (:class:`Unavailable`
+    unless a test says otherwise), and that :attr:`while_writing` (if set) runs inside each
+    create and update, before the write."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.broken = False
+        self.error: type[StoreError] = Unavailable
         self.failures = 0
         self.while_writing: Callable[[], None] | None = None
 
     def _enter(self, writing: bool) -> None:
         if self.broken:
             self.failures += 1
-            raise Unavailable("stand-in store: unreachable on purpose")
+            raise self.error("stand-in store: failing on purpose")
         if writing and self.while_writing is not None:
             self.while_writing()
 
@@ -809,3 +811,24 @@ def test_parameters_are_checked(
     arguments: dict[str, Any] = {"namespace": NAMESPACE, "name": NAME, "identity": "a", **options}
     with pytest.raises(ValueError, match=complaint):
         LeaderElector(store, **arguments)
+
+
+def test_a_lease_the_replica_may_not_touch_is_a_warning_once_and_an_outage_is_not(
+    candidate: CandidateFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Forbidden (RBAC) would keep this replica a standby forever: say so, but not on every
+    retry; an unreachable API server is routine and stays at debug level."""
+    caplog.set_level(logging.DEBUG, logger="hybridnet.manager.leader")
+    a = candidate("a")
+    a.store.broken = True
+    a.store.error = Forbidden
+    a.step()
+    a.step()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage() for r in warnings] == ["could not acquire the lease"]
+    assert log_fields(warnings[0])["error"].startswith("Forbidden: ")
+    a.store.error = Unavailable
+    a.step()
+    assert [r for r in caplog.records if r.levelno == logging.WARNING] == warnings
+    assert caplog.records[-1].levelno == logging.DEBUG
+    assert not a.leads()

@@ -21,16 +21,16 @@ from pathlib import Path
 
 import pytest
 
+from hack.controlplane import CertificateAuthority
 from hybridnet.api.builtin import ValidatingWebhookConfiguration
 from hybridnet.api.resources import IPInstance
+from hybridnet.lab.manager import IPAM_NAMESPACE, Harness
 from hybridnet.manager import main, startup
 from hybridnet.manager.startup import StartupAborted, StartupFailed, retry_transient
-from hybridnet.metrics import Registry
+from hybridnet.metrics import new_registry
 from hybridnet.store.errors import Forbidden, NotFound, StoreError, Unavailable
 from hybridnet.store.informer import Backoff
 from hybridnet.store.sqlite import SQLiteStore
-from tests.cluster.controlplane import CertificateAuthority
-from tests.manager_harness import IPAM_NAMESPACE, Harness
 from tests.store_contract import wait_until
 from tests.unit.manager.stores import FailingStore
 
@@ -133,7 +133,7 @@ def test_the_manager_starts_after_the_store_was_unavailable(
         SQLiteStore(seeded), verb, plural, 3, lambda: Unavailable("storage is (re)initializing")
     )
     manager = main.Manager(
-        store, main.parse_args(manager_args(seeded)), Registry(), watch_timeout=WATCH_SECONDS
+        store, main.parse_args(manager_args(seeded)), new_registry(), watch_timeout=WATCH_SECONDS
     )
     try:
         manager.start()
@@ -157,7 +157,7 @@ def test_the_manager_refuses_to_start_when_forbidden(
         SQLiteStore(seeded), verb, plural, 1, lambda: Forbidden(f"{plural} is forbidden")
     )
     manager = main.Manager(
-        store, main.parse_args(manager_args(seeded)), Registry(), watch_timeout=WATCH_SECONDS
+        store, main.parse_args(manager_args(seeded)), new_registry(), watch_timeout=WATCH_SECONDS
     )
     try:
         with pytest.raises(StartupFailed) as failed:

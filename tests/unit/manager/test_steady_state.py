@@ -17,10 +17,10 @@ from hybridnet.api import constants as c
 from hybridnet.api.builtin import Node
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import IPInstance, Network, NetworkSpec, Subnet
+from hybridnet.lab.manager import IPAM_NAMESPACE, Harness
 from hybridnet.manager import main
-from hybridnet.metrics import Registry
+from hybridnet.metrics import new_registry
 from hybridnet.store.sqlite import SQLiteStore
-from tests.manager_harness import IPAM_NAMESPACE, Harness
 from tests.store_contract import wait_until
 from tests.unit.manager.stores import CountingStore
 
@@ -36,7 +36,7 @@ Calls = collections.Counter[tuple[str, str]]
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[tuple[CountingStore, Harness, main.Manager]]:
-    inner = SQLiteStore(tmp_path / "store.db", poll_interval=0.01)
+    inner = SQLiteStore(tmp_path / "store.db")
     harness = Harness(inner, "t")
     harness.namespace(IPAM_NAMESPACE)
     harness.namespace("apps")
@@ -45,7 +45,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[CountingStore, Harness, main.Manager
     harness.subnet("s-t", "u-t", "198.19.40.0/24")
     store = CountingStore(inner)
     args = main.parse_args(["--store", "unused", "--no-leader-elect"])
-    manager = main.Manager(store, args, Registry(), watch_timeout=WATCH_SECONDS)
+    manager = main.Manager(store, args, new_registry(), watch_timeout=WATCH_SECONDS)
     manager.start()
     try:
         yield store, harness, manager
