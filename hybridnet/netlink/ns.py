@@ -39,32 +39,12 @@ def node() -> Iterator[IPRoute]:
 def in_pod(path: str, work: Callable[[IPRoute], T]) -> T:
     """Run ``work`` with a netlink socket inside the namespace at ``path``; never creates it.
     Raises NetnsGone when there is no such namespace, and whatever ``work`` raised."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise NetnsGone(f"network namespace {path} does not exist") from exc
-    outcome: list[T] = []
-    failure: list[BaseException] = []
 
-    def run() -> None:
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                errno = ctypes.get_errno()
-                raise NetnsGone(f"cannot enter {path}: {os.strerror(errno)}")
-            with IPRoute() as ipr:
-                outcome.append(work(ipr))
-        except BaseException as exc:  # handed to the caller's thread
-            failure.append(exc)
+    def with_socket() -> T:
+        with IPRoute() as ipr:
+            return work(ipr)
 
-    try:
-        thread = threading.Thread(target=run, name="netns-worker", daemon=True)
-        thread.start()
-        thread.join()
-    finally:
-        os.close(fd)
-    if failure:
-        raise failure[0]
-    return outcome[0]
+    return run_inside(path, with_socket)
 
 
 class WrongNamespace(Exception):
