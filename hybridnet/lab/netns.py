@@ -197,9 +197,16 @@ def remove_stale_runs() -> list[str]:
 
 
 def leftovers() -> list[str]:
-    """Everything of the bed's still on the machine: namespaces and root-namespace links."""
-    found = [f"netns {n}" for n in list_namespaces() if n.startswith(PREFIX_ROOT)]
-    found += [f"link {n}" for n in root_links() if n.startswith(PREFIX_ROOT)]
+    """What runs that are no longer alive left on the machine: namespaces and root-namespace
+    links. A run still alive (another checkout's tests, a benchmark) holds its lock and owns
+    what it has, so it is not counted; a name without a run prefix is always counted."""
+
+    def left(name: str) -> bool:
+        match = RUN_PREFIX_PATTERN.match(name)
+        return name.startswith(PREFIX_ROOT) and not (match and _run_is_alive(match.group(1)))
+
+    found = [f"netns {n}" for n in list_namespaces() if left(n)]
+    found += [f"link {n}" for n in root_links() if left(n)]
     return found
 
 

@@ -94,3 +94,24 @@ def test_leftovers_of_a_crashed_run_are_removed(testbed_run: testbed.TestbedRun)
     finally:
         alive_ns.delete()
         crashed_ns.delete()
+
+
+def test_leftovers_are_what_dead_runs_left_not_what_live_runs_own(
+    testbed_run: testbed.TestbedRun,
+) -> None:
+    """``make test`` ends by listing leftovers: another checkout's tests running meanwhile
+    (their lock held) must not fail it, while a dead run's namespace must."""
+    crashed = testbed.TestbedRun()
+    crashed_ns = testbed.create_namespace(crashed.name("node1"))
+    assert crashed._lock is not None
+    crashed._lock.close()  # dies without cleaning up
+    crashed._lock = None
+    alive_ns = testbed.create_namespace(testbed_run.unique("alive"))
+    try:
+        found = testbed.leftovers()
+        assert f"netns {crashed_ns.name}" in found
+        assert f"netns {alive_ns.name}" not in found
+    finally:
+        alive_ns.delete()
+        crashed_ns.delete()
+        crashed.lock_path.unlink(missing_ok=True)
