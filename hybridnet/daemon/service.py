@@ -31,6 +31,9 @@ from hybridnet.api.naming import pod_selector
 from hybridnet.api.resources import IPInstance
 from hybridnet.daemon import attachment
 from hybridnet.daemon.cache import AllocationTimeout, NodeCache, node_selector, one_per_family
+from hybridnet.daemon.datapath.config import NodeConfig
+from hybridnet.daemon.node_datapath import NodeDatapath
+from hybridnet.daemon.worker import DEFAULT_RESYNC_PERIOD
 from hybridnet.ipamcore.allocator import Allocator
 from hybridnet.ipamcore.errors import IPAMError, NoSuchNetwork
 from hybridnet.ipamstore import ipinstances
@@ -72,6 +75,9 @@ class DaemonConfig:
     datapath: attachment.DatapathConfig = dataclasses.field(
         default_factory=attachment.DatapathConfig
     )
+    node: NodeConfig | None = None
+    """The node datapath's settings; None runs no reconcile worker (pod attachments only)."""
+    resync_period: float = DEFAULT_RESYNC_PERIOD
 
 
 def _abort(context: grpc.ServicerContext, cni_code: int, message: str) -> NoReturn:
@@ -131,14 +137,29 @@ class DaemonService(pb_grpc.DaemonServicer):
         self.cache = NodeCache(
             store, config.node_name, config.ipam_namespace, watch_timeout=config.watch_timeout
         )
+        self.node_datapath = (
+            NodeDatapath(store, self.cache, config.node, registry, config.resync_period)
+            if config.node is not None
+            else None
+        )
 
     def start(self) -> DaemonService:
-        """Start the informers; CNI calls wait for their first list (STATUS says not ready)."""
+        """Start the informers and the reconcile worker; CNI calls wait for the informers'
+        first list (STATUS says not ready)."""
         self.cache.start()
+        if self.node_datapath is not None:
+            self.node_datapath.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
+        if self.node_datapath is not None:
+            self.node_datapath.stop(timeout)
         self.cache.stop(timeout)
+
+    def _wake_datapath(self) -> None:
+        """ADD and DEL touch only the pod's own objects; node-wide state is the worker's."""
+        if self.node_datapath is not None:
+            self.node_datapath.wake()
 
     @property
     def embedded(self) -> bool:
@@ -298,6 +319,7 @@ class DaemonService(pb_grpc.DaemonServicer):
             _abort(context, CNI_TRY_AGAIN_LATER, f"no address: {exc}")
         except StoreError as exc:
             _abort(context, CNI_INTERNAL, f"store: {exc}")
+        self._wake_datapath()
         log.info("pod attached", extra=fields(
             pod=owner, container=attach.container_id,
             addresses=list(plan.addresses), host_ifname=plan.host_ifname))  # fmt: skip
@@ -307,6 +329,7 @@ class DaemonService(pb_grpc.DaemonServicer):
     def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext) -> pb.DeleteReply:
         attach = request.attachment
         removed = attachment.detach(attach.container_id, attach.ifname)
+        self._wake_datapath()
         freed: list[str] = []
         if self.embedded and attach.pod_name:
             try:

@@ -76,3 +76,14 @@ def plugin_dir(directory: Path) -> Path:
     it (the bundled plugin, run by this interpreter outside the virtual environment)."""
     install_plugin(bundle.default_interpreter(), directory)
     return directory
+
+
+def start_node_daemon(
+    node: Namespace, node_name: str, directory: Path, store: Path, *args: str
+) -> tuple[Process, Path]:
+    """The daemon of ``node_name`` in ``node``, on the embedded store ``store`` that the other
+    nodes' daemons share (network ``pods``), its VTEP on the node's ``eth0``; ``args`` are more
+    daemon flags (a later ``--vtep-interface`` wins). Its socket lives in ``directory``."""
+    socket = directory / "run" / "daemon.sock"
+    argv = ["--node-name", node_name, "--store", str(store), "--network", POD_NETWORK]
+    return start_daemon(node, socket, *argv, "--vtep-interface", "eth0", *args), socket
