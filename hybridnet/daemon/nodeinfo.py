@@ -53,14 +53,17 @@ class NodeInfoPublisher:
         """Make the stored NodeInfo say ``spec`` and ``problems``; the object written, or
         None when nothing needed writing. Raises StoreError (the next reconcile retries)."""
         current = self._current(cached)
+        wrote = None
         if current is None:
             fresh = NodeInfo(ObjectMeta(name=self.node_name), spec=copy.deepcopy(spec))
             try:
-                current = self._remember(None, self.store.create(fresh))
+                current = wrote = self._remember(None, self.store.create(fresh))
             except AlreadyExists:
-                current = self.store.get(NodeInfo, self.node_name)
+                # Ours from before a restart, not in the informer's cache yet: its event
+                # wakes the worker, which then compares with it (no get: reads are the cache's).
+                self.forget_write()
+                return None
             log.info("nodeinfo created", extra=fields(node=self.node_name, spec=_text(spec)))
-        wrote = None
         if current.spec != spec:
             updated = copy.deepcopy(current)
             updated.spec = copy.deepcopy(spec)

@@ -155,6 +155,16 @@ ALLOWED = [
     ("list", IPINSTANCES, "-n", "{namespace}"),
     ("watch", IPINSTANCES, "-n", "{namespace}"),
     ("update", IPINSTANCES, "--subresource=status", "-n", "{namespace}"),
+    ("list", "subnets.networking.alibaba.com"),
+    ("watch", "subnets.networking.alibaba.com"),
+    ("list", "nodeinfos.networking.alibaba.com"),
+    ("watch", "nodeinfos.networking.alibaba.com"),
+    ("create", "nodeinfos.networking.alibaba.com"),
+    ("update", "nodeinfos.networking.alibaba.com"),
+    ("update", "nodeinfos.networking.alibaba.com", "--subresource=status"),
+    ("list", "nodes"),
+    ("watch", "nodes"),
+    ("create", "events", "-n", "default"),
 ]
 REFUSED = [
     ("get", "pods", "-n", "{pods}"),  # each IPInstance says its families: no pod read
@@ -175,9 +185,14 @@ REFUSED = [
     ("update", "pods", "-n", "{pods}"),
     ("create", "pods", "-n", "{pods}"),
     ("get", "secrets", "-n", "{namespace}"),
-    ("list", "nodes"),
+    ("get", "nodes"),
+    ("update", "nodes"),
+    ("delete", "nodeinfos.networking.alibaba.com"),
+    ("get", "nodeinfos.networking.alibaba.com"),
+    ("update", "subnets.networking.alibaba.com"),
+    ("list", "events", "-n", "default"),
+    ("delete", "events", "-n", "default"),
     ("update", "networks.networking.alibaba.com"),
-    ("list", "subnets.networking.alibaba.com"),
     ("update", "networks.networking.alibaba.com", "--subresource=status"),
 ]
 
