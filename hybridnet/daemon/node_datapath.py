@@ -13,7 +13,8 @@ import logging
 
 from prometheus_client import CollectorRegistry
 
-from hybridnet.api.resources import NodeInfo, NodeProblem
+from hybridnet.api import constants
+from hybridnet.api.resources import Network, NodeInfo, NodeProblem
 from hybridnet.daemon.cache import NodeCache
 from hybridnet.daemon.datapath.config import NodeConfig
 from hybridnet.daemon.datapath.reconcile import Reconciler, ReconcileResult
@@ -63,6 +64,29 @@ class NodeDatapath:
         """The problems of the last reconcile (none before the first)."""
         last = self.worker.last
         return desired_problems(last) if last is not None else []
+
+    def problems_for(self, network: Network, subnets: set[str]) -> list[str]:
+        """The last reconcile's problems that concern ``network``: about it, about one of
+        ``subnets``, or about the interface its type is carried by."""
+        interface = (
+            self.config.underlay_interface
+            if network.spec.type == constants.TYPE_UNDERLAY
+            else self.config.vtep_interface
+        )
+        subjects = {f"network/{network.name}", *(f"subnet/{name}" for name in subnets)}
+        found = []
+        for problem in self.problems():
+            about_link = (
+                problem.subject.startswith("link/")
+                and interface is not None
+                and (
+                    problem.subject == f"link/{interface}"
+                    or problem.subject.startswith(f"link/{interface}.")
+                )
+            )
+            if problem.subject in subjects or about_link:
+                found.append(f"node datapath: {problem.code} {problem.subject}: {problem.message}")
+        return found
 
     def _view(self) -> NodeView | None:
         if not self.cache.synced():

@@ -28,8 +28,8 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from hybridnet.api.annotations import ClusterDefaults, parse_pod_request
 from hybridnet.api.naming import pod_selector
-from hybridnet.api.resources import IPInstance
-from hybridnet.daemon import attachment
+from hybridnet.api.resources import IPInstance, Network
+from hybridnet.daemon import attachment, placement
 from hybridnet.daemon.cache import AllocationTimeout, NodeCache, node_selector, one_per_family
 from hybridnet.daemon.datapath.config import NodeConfig
 from hybridnet.daemon.node_datapath import NodeDatapath
@@ -46,6 +46,7 @@ from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
 from hybridnet.rpc.codes import CNI_CODE_KEY
 from hybridnet.rpc.codes import INTERNAL as CNI_INTERNAL
 from hybridnet.rpc.codes import INVALID_ENV as CNI_INVALID_ENV
+from hybridnet.rpc.codes import NETWORK_NOT_ON_NODE as CNI_NETWORK_NOT_ON_NODE
 from hybridnet.rpc.codes import TRY_AGAIN_LATER as CNI_TRY_AGAIN_LATER
 from hybridnet.store.errors import Conflict, StoreError, Unavailable
 from hybridnet.store.interface import Store
@@ -78,6 +79,10 @@ class DaemonConfig:
     node: NodeConfig | None = None
     """The node datapath's settings; None runs no reconcile worker (pod attachments only)."""
     resync_period: float = DEFAULT_RESYNC_PERIOD
+
+
+class NotAttached(Exception):
+    """The pod's network does not attach this node (hybridnet.daemon.placement)."""
 
 
 def _abort(context: grpc.ServicerContext, cni_code: int, message: str) -> NoReturn:
@@ -194,6 +199,7 @@ class DaemonService(pb_grpc.DaemonServicer):
         network = self.cache.network(name, self.config.allocation_timeout)
         if network is None:
             raise NoSuchNetwork(f"network {name} does not exist")
+        self._check_placement(network)  # before allocating: nothing to give back after
         service.apply_network(network)
         defaults = ClusterDefaults(ip_family=self.config.embedded_ip_family)
         request = parse_pod_request(attach.pod_name, {}, {}, (), defaults)
@@ -217,7 +223,17 @@ class DaemonService(pb_grpc.DaemonServicer):
         else:
             owner = ipinstances.owner_key(attach.pod_namespace, attach.pod_name)
             found = self.cache.wait_for_pod(owner, self.config.allocation_timeout)
+            for name in sorted({i.spec.network for i in found}):
+                network = self.cache.network(name, self.config.allocation_timeout)
+                if network is not None:
+                    self._check_placement(network)
         return one_per_family(found)
+
+    def _check_placement(self, network: Network) -> None:
+        networks = list(self.cache.networks.cache.copy().values())
+        why = placement.refusal(network, networks, self.config.node_name, self.cache.node_labels())
+        if why is not None:
+            raise NotAttached(why)
 
     def _plan(
         self, attach: pb.Attachment, mtu: int, instances: list[IPInstance]
@@ -315,6 +331,9 @@ class DaemonService(pb_grpc.DaemonServicer):
             _abort(context, CNI_TRY_AGAIN_LATER, f"IPInstance kept changing: {exc}")
         except ns.NetnsGone as exc:
             _abort(context, CNI_INVALID_ENV, f"CNI_NETNS: {exc}")
+        except NotAttached as exc:
+            log.warning("pod refused", extra=fields(pod=owner, error=str(exc)))
+            _abort(context, CNI_NETWORK_NOT_ON_NODE, str(exc))
         except IPAMError as exc:
             _abort(context, CNI_TRY_AGAIN_LATER, f"no address: {exc}")
         except StoreError as exc:
@@ -359,10 +378,25 @@ class DaemonService(pb_grpc.DaemonServicer):
         mtu = pod_side[0].mtu if pod_side else 0
         plan = self._plan(attach, mtu, one_per_family(found))
         differences = attachment.check(plan, self.config.datapath)
+        differences += self._datapath_problems(found)
         expected = sorted(ip.address for ip in request.expected.ips)
         if expected and expected != sorted(plan.addresses):
             differences.append(f"prevResult has {expected}, the pod holds {sorted(plan.addresses)}")
         return pb.CheckReply(differences=differences)
+
+    def _datapath_problems(self, found: list[IPInstance]) -> list[str]:
+        """What the node-wide datapath could not build for the pod's network."""
+        if self.node_datapath is None:
+            return []
+        problems = []
+        for name in sorted({i.spec.network for i in found}):
+            network = self.cache.networks.cache.get(("", name))
+            if network is None:
+                problems.append(f"network {name} does not exist")
+                continue
+            subnets = {i.spec.subnet for i in found if i.spec.network == name}
+            problems += self.node_datapath.problems_for(network, subnets)
+        return problems
 
     @timed("STATUS")
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusReply:

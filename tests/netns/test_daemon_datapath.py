@@ -21,9 +21,19 @@ from pathlib import Path
 import pytest
 
 from hybridnet import lab as testbed
-from hybridnet.api.resources import IPInstance, NodeInfo
+from hybridnet.api.builtin import Event
+from hybridnet.api.meta import ObjectMeta
+from hybridnet.api.resources import (
+    AddressRange,
+    IPInstance,
+    Network,
+    NetworkSpec,
+    NodeInfo,
+    Subnet,
+    SubnetSpec,
+)
 from hybridnet.lab import daemon as harness
-from hybridnet.lab.cni_runtime import Attachment, CniRuntime
+from hybridnet.lab.cni_runtime import Attachment, CniPluginError, CniRuntime
 from hybridnet.lab.processes import Process
 from hybridnet.store.errors import NotFound
 from hybridnet.store.sqlite import SQLiteStore
@@ -133,6 +143,14 @@ def pod_addresses(store: Path, pod: str) -> dict[str, str]:
         for i in found
         if i.spec.binding and i.spec.binding.pod_name == pod
     }
+
+
+def stored_events(store: Path) -> list[Event]:
+    opened = SQLiteStore(store)
+    try:
+        return opened.list(Event, "default").items
+    finally:
+        opened.close()
 
 
 def mac_of(namespace: testbed.Namespace, ifname: str) -> str:
@@ -305,9 +323,46 @@ def test_a_missing_vtep_interface_is_a_problem_and_overlay_adds_still_work(
         ]
         assert info.spec.vtep_info is None
         assert VXLAN not in node.links() and "eth9.vxlan5" not in node.links()
+        events = stored_events(store)
+        assert [(e.body["reason"], e.body["involvedObject"]["name"]) for e in events] == [
+            ("ParentInterfaceMissing", "lonely")
+        ]
         pod = fabric.add_pod("pc")
-        attach(daemon, pod)
+        attachment = attach(daemon, pod)
         address = pod_addresses(store, pod.name)["4"]
         assert pings(node, address)  # the node reaches its own pod
+        with pytest.raises(CniPluginError) as checked:  # CHECK says what the node lacks
+            daemon.cni().check(attachment)
+        assert "node datapath: ParentInterfaceMissing link/eth9" in checked.value.details
+    finally:
+        daemon.stop()
+
+
+def test_an_underlay_add_on_a_node_the_network_does_not_attach_is_refused(
+    fabric_factory: Callable[[int], testbed.Fabric], tmp_path: Path
+) -> None:
+    """CNI code 101 (hybridnet's NETWORK_NOT_ON_NODE), before anything is allocated or built."""
+    fabric = fabric_factory(1)
+    (node,) = fabric.nodes
+    path = tmp_path / "store.db"
+    store = SQLiteStore(path)
+    spec = NetworkSpec(type="Underlay", mode="VLAN", net_id=0, node_selector={"rack": "r9"})
+    store.create(Network(ObjectMeta(name=harness.POD_NETWORK), spec))
+    subnet = SubnetSpec(
+        network=harness.POD_NETWORK, range=AddressRange(version="4", cidr=OVERLAY_V4)
+    )
+    store.create(Subnet(ObjectMeta(name="pods-v4"), subnet))
+    store.close()
+    flags = ("--ip-family", "IPv4", "--underlay-interface", "eth0")
+    daemon = NodeDaemon(node, "elsewhere", tmp_path / "elsewhere", path, flags).start()
+    try:
+        pod = fabric.add_pod("pu")
+        links_before = node.links()
+        with pytest.raises(CniPluginError) as refused:
+            attach(daemon, pod)
+        assert refused.value.code == 101
+        assert "underlay network pods does not attach node elsewhere" in refused.value.msg
+        assert pod.links() == ["lo"] and node.links() == links_before
+        assert pod_addresses(path, pod.name) == {}
     finally:
         daemon.stop()
