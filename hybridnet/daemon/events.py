@@ -1,6 +1,6 @@
 """Kubernetes Events on this node's Node object, so ``kubectl describe node`` shows what its
-datapath could not build. Each distinct problem is sent once, when it first appears (and again
-only if it went away and came back); a failed write is logged and not retried.
+datapath could not build (the caller sends each distinct problem once, when it appears), and
+on a pod whose underlay address check failed. A failed write is logged and not retried.
 
 The manager has its own writer for pod Events (hybridnet.manager.events); components do not
 import each other, and these two share only the Event's shape.
@@ -30,11 +30,20 @@ class NodeEvents:
         self.node_name = node_name
 
     def warning(self, reason: str, message: str) -> None:
+        """A Warning on this Node."""
+        involved = {"kind": "Node", "name": self.node_name, "apiVersion": "v1"}
+        self._send(EVENT_NAMESPACE, involved, reason, message)
+
+    def pod_warning(self, namespace: str, name: str, reason: str, message: str) -> None:
+        involved = {"kind": "Pod", "namespace": namespace, "name": name, "apiVersion": "v1"}
+        self._send(namespace, involved, reason, message)
+
+    def _send(self, namespace: str, involved: dict[str, str], reason: str, message: str) -> None:
         stamp = now()
         event = Event(
-            ObjectMeta(generate_name=f"{self.node_name}.", namespace=EVENT_NAMESPACE),
+            ObjectMeta(generate_name=f"{involved['name']}.", namespace=namespace),
             body={
-                "involvedObject": {"kind": "Node", "name": self.node_name, "apiVersion": "v1"},
+                "involvedObject": involved,
                 "reason": reason,
                 "message": message,
                 "type": "Warning",
@@ -50,5 +59,5 @@ class NodeEvents:
         except StoreError as exc:
             log.warning(
                 "could not record event",
-                extra=fields(node=self.node_name, reason=reason, error=str(exc)),
+                extra=fields(about=involved, reason=reason, error=str(exc)),
             )

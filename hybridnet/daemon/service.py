@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import ipaddress
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from hybridnet.api.annotations import ClusterDefaults, parse_pod_request
 from hybridnet.api.naming import pod_selector
 from hybridnet.api.resources import IPInstance, Network
-from hybridnet.daemon import attachment, placement
+from hybridnet.daemon import attachment, placement, underlay_check
 from hybridnet.daemon.cache import AllocationTimeout, NodeCache, node_selector, one_per_family
 from hybridnet.daemon.datapath.config import NodeConfig
 from hybridnet.daemon.node_datapath import NodeDatapath
@@ -43,6 +44,7 @@ from hybridnet.metrics import LATENCY_BUCKETS
 from hybridnet.netlink import ns
 from hybridnet.rpc import daemon_pb2 as pb
 from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
+from hybridnet.rpc.codes import ADDRESS_IN_USE as CNI_ADDRESS_IN_USE
 from hybridnet.rpc.codes import CNI_CODE_KEY
 from hybridnet.rpc.codes import INTERNAL as CNI_INTERNAL
 from hybridnet.rpc.codes import INVALID_ENV as CNI_INVALID_ENV
@@ -79,6 +81,14 @@ class DaemonConfig:
     node: NodeConfig | None = None
     """The node datapath's settings; None runs no reconcile worker (pod attachments only)."""
     resync_period: float = DEFAULT_RESYNC_PERIOD
+
+
+class AddressCheckFailed(Exception):
+    """The underlay address check refused the pod's address (or could not run)."""
+
+    def __init__(self, message: str, cni_code: int):
+        super().__init__(message)
+        self.cni_code = cni_code
 
 
 class NotAttached(Exception):
@@ -229,6 +239,48 @@ class DaemonService(pb_grpc.DaemonServicer):
                     self._check_placement(network)
         return one_per_family(found)
 
+    def _check_addresses(
+        self, attach: pb.Attachment, instances: list[IPInstance]
+    ) -> list[underlay_check.Target]:
+        """Probe an underlay pod's addresses before it is built (nothing for overlay pods).
+        A failure frees what the embedded store allocated, and says why on the pod."""
+        node = self.config.node
+        checks = underlay_check.targets(
+            instances,
+            {n.name: n for n in self.cache.networks.cache.copy().values()},
+            {s.name: s for s in self.cache.subnets.cache.copy().values()},
+            node.underlay_interface if node is not None else None,
+        )
+        for ifname in sorted({t.ifname for t in checks}):
+            self._wait_for_link(ifname)
+        try:
+            underlay_check.probe_all(checks)
+        except underlay_check.CheckFailed as exc:
+            if self.embedded:
+                service = self._embedded_ipam()
+                for instance in instances:
+                    service.delete_instance(instance)
+            if self.node_datapath is not None:
+                reason = "AddressInUse" if exc.in_use else "AddressCheckFailed"
+                self.node_datapath.events.pod_warning(
+                    attach.pod_namespace, attach.pod_name, reason, str(exc)
+                )
+            code = CNI_ADDRESS_IN_USE if exc.in_use else CNI_TRY_AGAIN_LATER
+            raise AddressCheckFailed(f"underlay address check: {exc}", code) from exc
+        return checks
+
+    def _wait_for_link(self, ifname: str) -> None:
+        """The link the check runs on, built by the reconcile worker: a new network's first
+        pod may come before it; the worker is woken and waited for once."""
+        if _link_exists(ifname) or self.node_datapath is None:
+            return
+        worker = self.node_datapath.worker
+        runs = worker.runs
+        worker.wake()
+        worker.wait_for_run(runs, self.config.allocation_timeout)
+        if not _link_exists(ifname):
+            raise underlay_check.InterfaceNotReady(f"{ifname} does not exist on this node yet")
+
     def _check_placement(self, network: Network) -> None:
         networks = list(self.cache.networks.cache.copy().values())
         why = placement.refusal(network, networks, self.config.node_name, self.cache.node_labels())
@@ -316,6 +368,7 @@ class DaemonService(pb_grpc.DaemonServicer):
         try:
             with self._pod_lock(owner):
                 instances = self._instances(attach)
+                checks = self._check_addresses(attach, instances)
                 plan = self._plan(attach, request.mtu, instances)
                 attachment.attach(plan, self.config.datapath)
                 try:
@@ -323,6 +376,7 @@ class DaemonService(pb_grpc.DaemonServicer):
                 except BaseException:  # a failed ADD leaves no attachment behind
                     attachment.detach(attach.container_id, attach.ifname)
                     raise
+                underlay_check.announce_all(checks)
         except AllocationTimeout as exc:
             _abort(context, CNI_TRY_AGAIN_LATER, str(exc))
         except Unavailable as exc:
@@ -331,6 +385,10 @@ class DaemonService(pb_grpc.DaemonServicer):
             _abort(context, CNI_TRY_AGAIN_LATER, f"IPInstance kept changing: {exc}")
         except ns.NetnsGone as exc:
             _abort(context, CNI_INVALID_ENV, f"CNI_NETNS: {exc}")
+        except underlay_check.InterfaceNotReady as exc:
+            _abort(context, CNI_TRY_AGAIN_LATER, str(exc))
+        except AddressCheckFailed as exc:
+            _abort(context, exc.cni_code, str(exc))
         except NotAttached as exc:
             log.warning("pod refused", extra=fields(pod=owner, error=str(exc)))
             _abort(context, CNI_NETWORK_NOT_ON_NODE, str(exc))
@@ -420,6 +478,14 @@ class DaemonService(pb_grpc.DaemonServicer):
         log.info("garbage collected", extra=fields(
             removed=removed, freed=freed, kept=len(valid)))  # fmt: skip
         return pb.GarbageCollectReply(removed=removed)
+
+
+def _link_exists(ifname: str) -> bool:
+    try:
+        socket.if_nametoindex(ifname)
+    except OSError:
+        return False
+    return True
 
 
 def _reply(plan: attachment.AttachmentPlan, instances: list[IPInstance]) -> pb.AddReply:

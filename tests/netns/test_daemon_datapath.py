@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from hybridnet import lab as testbed
-from hybridnet.api.builtin import Event
+from hybridnet.api.builtin import Event, Node
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import (
     AddressRange,
@@ -146,9 +146,13 @@ def pod_addresses(store: Path, pod: str) -> dict[str, str]:
 
 
 def stored_events(store: Path) -> list[Event]:
+    return stored_events_in(store, "default")
+
+
+def stored_events_in(store: Path, namespace: str) -> list[Event]:
     opened = SQLiteStore(store)
     try:
-        return opened.list(Event, "default").items
+        return opened.list(Event, namespace).items
     finally:
         opened.close()
 
@@ -366,3 +370,67 @@ def test_an_underlay_add_on_a_node_the_network_does_not_attach_is_refused(
         assert pod_addresses(path, pod.name) == {}
     finally:
         daemon.stop()
+
+
+def underlay_store(path: Path) -> Path:
+    """Network ``pods`` as an underlay on the fabric itself (VLAN 0) for the nodes of rack r1
+    (node ``u1``'s Node object says it is there), two addresses of the fabric's subnet."""
+    store = SQLiteStore(path)
+    store.create(Node(ObjectMeta(name="u1", labels={"rack": "r1"})))
+    spec = NetworkSpec(type="Underlay", mode="VLAN", net_id=0, node_selector={"rack": "r1"})
+    store.create(Network(ObjectMeta(name=harness.POD_NETWORK), spec))
+    fabric_range = AddressRange(
+        version="4", cidr="198.18.0.0/24", gateway="198.18.0.1",
+        start="198.18.0.100", end="198.18.0.101",
+    )  # fmt: skip
+    subnet = SubnetSpec(network=harness.POD_NETWORK, range=fabric_range)
+    store.create(Subnet(ObjectMeta(name="fabric-v4"), subnet))
+    store.close()
+    return path
+
+
+@pytest.fixture
+def underlay_node(
+    fabric_factory: Callable[[int], testbed.Fabric], tmp_path: Path
+) -> Iterator[tuple[testbed.Fabric, NodeDaemon]]:
+    fabric = fabric_factory(1)
+    store = underlay_store(tmp_path / "store.db")
+    flags = ("--ip-family", "IPv4", "--underlay-interface", "eth0")
+    daemon = NodeDaemon(fabric.nodes[0], "u1", tmp_path / "u1", store, flags).start()
+    try:
+        yield fabric, daemon
+    finally:
+        daemon.stop()
+
+
+def test_an_underlay_pod_is_checked_attached_and_reaches_the_fabric_gateway(
+    underlay_node: tuple[testbed.Fabric, NodeDaemon],
+) -> None:
+    fabric, daemon = underlay_node
+    pod = fabric.add_pod("pu")
+    attach(daemon, pod)
+    assert pod_addresses(daemon.store, pod.name) == {"4": "198.18.0.100"}
+    wait_for("pod -> fabric gateway", lambda: pings(pod, fabric.gateway_ipv4))
+    # The gateway learned the pod's address from the announcement or the ping: at the node.
+    neighbours = fabric.gateway.ip("neigh", "show", "198.18.0.100").stdout
+    assert mac_of(daemon.node, "eth0") in neighbours
+
+
+def test_an_underlay_address_held_by_another_host_fails_add_and_leaves_nothing(
+    underlay_node: tuple[testbed.Fabric, NodeDaemon],
+) -> None:
+    fabric, daemon = underlay_node
+    fabric.gateway.ip("addr", "add", "198.18.0.100/24", "dev", "eth0")  # a squatter
+    pod = fabric.add_pod("pu")
+    links_before = daemon.node.links()
+    with pytest.raises(CniPluginError) as refused:
+        attach(daemon, pod)
+    assert refused.value.code == 102
+    said = refused.value.msg
+    assert "198.18.0.100 is already in use" in said and mac_of(fabric.gateway, "eth0") in said
+    assert pod.links() == ["lo"] and daemon.node.links() == links_before
+    assert pod_addresses(daemon.store, pod.name) == {}
+    events = [
+        e for e in stored_events_in(daemon.store, "default") if e.body["reason"] == "AddressInUse"
+    ]
+    assert [e.body["involvedObject"]["name"] for e in events] == [pod.name]
