@@ -49,17 +49,17 @@ def targets(
     subnets: Mapping[str, Subnet],
     underlay_interface: str | None,
 ) -> list[Target]:
-    """What to probe for the pod's underlay addresses (none for overlay pods). Raises
-    InterfaceNotReady when no underlay interface is configured."""
+    """What to probe for the pod's underlay addresses: none for overlay pods, nor when the
+    node has no underlay interface configured."""
     found = []
     for instance in instances:
         network = networks.get(instance.spec.network)
         if network is None or network.spec.type != constants.TYPE_UNDERLAY:
             continue
         if underlay_interface is None:
-            raise InterfaceNotReady(
-                f"underlay network {network.name}: the daemon has no --underlay-interface"
-            )
+            # Nothing to probe on: the datapath reports InterfaceNotConfigured (NodeInfo,
+            # Events, CHECK) and the pod is attached as before the datapath existed.
+            continue
         subnet = subnets.get(instance.spec.subnet)
         ifname = underlay_interface
         if (network.spec.mode or constants.MODE_VLAN) == constants.MODE_VLAN:
