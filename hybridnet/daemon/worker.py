@@ -24,6 +24,8 @@ from hybridnet.logs import fields
 log = logging.getLogger(__name__)
 
 DEFAULT_RESYNC_PERIOD = 30.0
+NOT_SYNCED_RETRY = 0.1
+"""Seconds between looks while the informers have not listed yet."""
 
 
 class ReconcileWorker:
@@ -51,6 +53,7 @@ class ReconcileWorker:
         self.runs = 0
         """Completed reconciles (successful or not): tests and CHECK wait on it."""
         self._thread: threading.Thread | None = None
+        self._no_view = False
 
     def start(self) -> ReconcileWorker:
         self._thread = threading.Thread(target=self._run, name="datapath-reconcile", daemon=True)
@@ -73,17 +76,22 @@ class ReconcileWorker:
             return self._done.wait_for(lambda: self.runs > after, timeout)
 
     def _run(self) -> None:
+        waiting_for_view = False
         while not self._stop.is_set():
-            self._wake.wait(self.resync_period)
+            # Until the informers have listed, look again soon: their last change may have
+            # come just before they said so, and the resync is long.
+            self._wake.wait(NOT_SYNCED_RETRY if waiting_for_view else self.resync_period)
             if self._stop.is_set():
                 return
             self._wake.clear()
-            self.run_once()
+            waiting_for_view = self.run_once() is None and self._no_view
 
     def run_once(self) -> ReconcileResult | None:
         result = None
+        self._no_view = False
         try:
             view = self.view()
+            self._no_view = view is None
             if view is not None:
                 result = self.reconciler.reconcile(view)
                 previous, self.last = self.last, result

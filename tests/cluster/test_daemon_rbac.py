@@ -67,7 +67,10 @@ def setup(control_plane: ControlPlane, fabric: testbed.Fabric, tmp_path: Path) -
     harness.namespace(pods)
     harness.node(f"node-{run}")
     harness.underlay(f"u-{run}")
-    harness.subnet(f"s-{run}", f"u-{run}", "198.18.180.0/24")
+    # An underlay the node really has: untagged on its eth0, the gateway on the fabric, so the
+    # daemon's address check and datapath serve the pod and CHECK finds nothing missing.
+    harness.subnet(f"s-{run}", f"u-{run}", "198.18.180.0/24", gateway="198.18.180.1")
+    fabric.gateway.ip("addr", "add", "198.18.180.1/24", "dev", "eth0")
     rbac = render(MANIFESTS / "rbac.yaml", namespace)
     manager = Manager(admin, namespace)
     node = fabric.nodes[0]
@@ -93,6 +96,8 @@ def setup(control_plane: ControlPlane, fabric: testbed.Fabric, tmp_path: Path) -
                 namespace,
                 "--allocation-timeout",
                 "20",
+                "--underlay-interface",
+                "eth0",
             )
             conflist = {"cniVersion": "1.1.0", "name": "hybridnet",
                         "plugins": [{"type": "hybridnet", "socket": str(socket)}]}  # fmt: skip

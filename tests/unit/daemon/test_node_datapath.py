@@ -87,6 +87,23 @@ def test_a_wake_runs_a_reconcile_and_no_view_means_no_reconcile() -> None:
         worker.stop()
 
 
+def test_until_the_informers_have_listed_the_worker_looks_again_soon() -> None:
+    """Their last change can come just before they say they have listed: the worker must not
+    wait a whole resync period (an hour here) for its first reconcile."""
+    reconciler = ScriptedReconciler(result())
+    views: list[NodeView | None] = [None, None, NodeView("n1")]
+    worker = ReconcileWorker(
+        reconciler, lambda: views.pop(0) if views else NodeView("n1"), lambda r, d: None, 3600
+    )
+    worker.start()
+    try:
+        worker.wake()  # once only
+        assert worker.wait_for_run(2, SIGNAL_TIMEOUT)
+        assert reconciler.views == [NodeView("n1")]
+    finally:
+        worker.stop()
+
+
 def test_the_resync_reconciles_without_any_wake() -> None:
     reconciler = ScriptedReconciler(result())
     worker = ReconcileWorker(reconciler, lambda: NodeView("n1"), lambda r, d: None, 0.01)
