@@ -196,6 +196,10 @@ def remote_fdb_entry(daemon: NodeDaemon, remote: NodeDaemon) -> bool:
     return f"{mac_of(remote.node, 'eth0')} dst {remote.node.ipv4}" in shown
 
 
+def has_reconciled(daemon: NodeDaemon) -> bool:
+    return daemon.metric("hybridnet_datapath_reconcile_seconds_count") >= 1
+
+
 def vtep_published(daemon: NodeDaemon) -> NodeInfo | None:
     info = stored_node_info(daemon.store, daemon.name)
     return info if info is not None and info.spec.vtep_info is not None else None
@@ -300,6 +304,14 @@ def test_a_daemon_restart_drops_no_packet_of_a_running_ping(
     summary = re.search(r"(\d+) packets transmitted, (\d+) received", output)
     assert summary is not None, output
     assert summary.groups() == (str(count), str(count)), output
+    # The restarted daemons found everything right and changed nothing (their counters
+    # start at zero with the process).
+    for daemon in (one, two):
+        wait_for(
+            f"{daemon.name}'s first reconcile after the restart",
+            functools.partial(has_reconciled, daemon),
+        )
+        assert daemon.metric("hybridnet_datapath_operations_applied_total") == 0
 
 
 def test_a_missing_vtep_interface_is_a_problem_and_overlay_adds_still_work(
