@@ -60,6 +60,14 @@ class NodeDatapath:
     def wake(self) -> None:
         self.worker.wake()
 
+    def not_ready(self) -> str | None:
+        """Why the node is not ready yet: until the first reconcile has completed, pods could
+        be attached on a node whose tunnel and routes do not exist. Problems found by that
+        reconcile do not count (they are reported; the rest is served)."""
+        if self.worker.last is None:
+            return "the node datapath has not been reconciled yet"
+        return None
+
     def problems(self) -> list[NodeProblem]:
         """The problems of the last reconcile (none before the first)."""
         last = self.worker.last

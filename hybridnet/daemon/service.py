@@ -459,6 +459,8 @@ class DaemonService(pb_grpc.DaemonServicer):
     @timed("STATUS")
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusReply:
         problem = self.cache.problem()
+        if problem is None and self.node_datapath is not None:
+            problem = self.node_datapath.not_ready()
         if problem is not None:
             return pb.StatusReply(ready=False, reason=problem)
         return pb.StatusReply(ready=True)

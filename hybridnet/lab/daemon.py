@@ -64,10 +64,12 @@ def start_embedded_daemon(
     *args: str,
 ) -> tuple[Process, Path]:
     """The daemon of node ``node1`` on a fresh embedded store (network ``pods`` with the given
-    subnets) kept in ``directory``; ``args`` are more daemon flags. Returns it and its socket."""
+    subnets) kept in ``directory``, its VTEP on the node's ``eth0`` (the overlay needs one);
+    ``args`` are more daemon flags. Returns it and its socket."""
     store = embedded_store(directory / "store.db", cidr_v4, cidr_v6)
     socket = directory / "run" / "daemon.sock"
-    argv = ["--node-name", "node1", "--store", str(store), "--network", POD_NETWORK, *args]
+    argv = ["--node-name", "node1", "--store", str(store), "--network", POD_NETWORK]
+    argv += ["--vtep-interface", "eth0", *args]
     return start_daemon(node, socket, *argv), socket
 
 

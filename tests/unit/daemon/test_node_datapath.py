@@ -11,6 +11,7 @@ import pytest
 
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import NodeInfo, NodeInfoSpec, NodeProblem, VTEPInfo
+from hybridnet.daemon.cache import NodeCache
 from hybridnet.daemon.datapath.config import NodeConfig
 from hybridnet.daemon.datapath.desired import DesiredState
 from hybridnet.daemon.datapath.errors import ObserveError, RouteError
@@ -21,6 +22,7 @@ from hybridnet.daemon.datapath.problems import Problem, ProblemCode
 from hybridnet.daemon.datapath.reconcile import Reconciler, ReconcileResult
 from hybridnet.daemon.datapath.view import NodeView
 from hybridnet.daemon.datapath_metrics import DatapathMetrics
+from hybridnet.daemon.node_datapath import NodeDatapath
 from hybridnet.daemon.nodeinfo import NodeInfoPublisher, desired_problems, desired_spec
 from hybridnet.daemon.worker import ReconcileWorker
 from hybridnet.metrics import new_registry
@@ -252,3 +254,12 @@ def test_metrics_count_operations_drift_and_failures_by_node() -> None:
     assert (
         registry.get_sample_value("hybridnet_datapath_reconcile_seconds_count", {"node": "n1"}) == 3
     )
+
+
+def test_the_node_is_not_ready_until_its_datapath_was_reconciled_once(store: SQLiteStore) -> None:
+    """Never started here: the worker's reconciler would change this process's namespace."""
+    cache = NodeCache(store, "n1", "kube-system")
+    datapath = NodeDatapath(store, cache, NodeConfig())
+    assert datapath.not_ready() == "the node datapath has not been reconciled yet"
+    datapath.worker.last = result(problems=(Problem(ProblemCode.PARENT_MISSING, "link/x", "y"),))
+    assert datapath.not_ready() is None  # problems are reported, not a reason to stop serving
