@@ -46,6 +46,7 @@ class ReconcileWorker:
         self.on_result = on_result
         self.resync_period = resync_period
         self.last: ReconcileResult | None = None
+        """The latest result, set once ``on_result`` has handled it."""
         self._last_view: NodeView | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -94,10 +95,13 @@ class ReconcileWorker:
             self._no_view = view is None
             if view is not None:
                 result = self.reconciler.reconcile(view)
-                previous, self.last = self.last, result
+                previous = self.last
                 drift = view == self._last_view and previous is not None and previous.converged
                 self._last_view = view
-                self.on_result(result, drift)
+                try:
+                    self.on_result(result, drift)
+                finally:
+                    self.last = result  # after publishing: readiness waits for both
         except DatapathError as exc:
             log.warning("datapath reconcile failed", extra=fields(error=str(exc)))
         except Exception as exc:  # the worker outlives any bug in one run
