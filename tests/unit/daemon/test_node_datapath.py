@@ -263,3 +263,14 @@ def test_the_node_is_not_ready_until_its_datapath_was_reconciled_once(store: SQL
     assert datapath.not_ready() == "the node datapath has not been reconciled yet"
     datapath.worker.last = result(problems=(Problem(ProblemCode.PARENT_MISSING, "link/x", "y"),))
     assert datapath.not_ready() is None  # problems are reported, not a reason to stop serving
+
+
+def test_the_result_becomes_last_only_once_it_was_handled() -> None:
+    """Readiness follows ``last``: a ready daemon has already published its NodeInfo, so it
+    writes nothing more at steady state (tests/cluster/test_daemon_kube.py counts it)."""
+    reconciler = ScriptedReconciler(result())
+    seen_during: list[ReconcileResult | None] = []
+    worker = ReconcileWorker(reconciler, lambda: NodeView("n1"), lambda r, d: None)
+    worker.on_result = lambda r, d: seen_during.append(worker.last)
+    produced = worker.run_once()
+    assert seen_during == [None] and worker.last is produced
