@@ -219,8 +219,19 @@ class NodeInfoSpec:
 
 
 @dataclasses.dataclass
+class NodeProblem:
+    """Something the node's datapath could not build, as its daemon reports it (an extension
+    of the reference's API: older readers ignore it)."""
+
+    code: str
+    subject: str
+    message: str
+
+
+@dataclasses.dataclass
 class NodeInfoStatus:
     update_timestamp: str | None = None
+    problems: list[NodeProblem] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass

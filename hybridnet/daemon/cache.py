@@ -1,9 +1,14 @@
 """The daemon's view of the store, kept current by informers instead of requests per CNI call.
 
-Two informers: this node's IPInstances (in the IPAM namespace, selected by the node label the
-allocation writes), indexed by pod, and the Networks. ADD waits here for the manager's
-allocation: a condition variable that the informer's handler wakes on every change, bounded by
-the allocation timeout. STATUS asks :meth:`NodeCache.problem`: ready means both caches have
+Five informers: this node's IPInstances (in the IPAM namespace, selected by the node label the
+allocation writes), indexed by pod, the Networks, the Subnets, every node's NodeInfo and the
+Nodes (the last three feed only the datapath's reconcile worker, which ``on_change`` wakes:
+NodeInfos carry the remote VTEPs, a Node's labels decide which underlay network attaches it;
+the API server cannot watch one Node by name, so all are watched, as kube-proxy does).
+
+ADD waits here for the manager's allocation: a condition variable that the informer's handler
+wakes on every change, bounded by the allocation timeout. STATUS asks
+:meth:`NodeCache.problem`: ready means every cache has
 synced and the store answered each informer's latest list or watch (hybridnet.daemon.health).
 
 A dual-stack allocation is written as two IPInstances in two steps; each says which families
@@ -15,10 +20,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 from hybridnet.api import constants as c
+from hybridnet.api.builtin import Node
 from hybridnet.api.naming import label_value
-from hybridnet.api.resources import IPInstance, Network
+from hybridnet.api.resources import IPInstance, Network, NodeInfo, Subnet
 from hybridnet.daemon.health import WatchHealth
 from hybridnet.ipamstore import ipinstances
 from hybridnet.store.informer import Backoff, Informer
@@ -57,7 +65,8 @@ def one_per_family(found: list[IPInstance]) -> list[IPInstance]:
 
 
 class NodeCache:
-    """This node's IPInstances by pod and the Networks, from the store's watches."""
+    """This node's IPInstances by pod, the Networks, Subnets and NodeInfos, from the store's
+    watches. ``on_change`` is called (from an informer's thread) after every change."""
 
     def __init__(
         self,
@@ -68,8 +77,13 @@ class NodeCache:
         watch_timeout: float = 30.0,
         backoff: Backoff | None = None,
     ):
+        self.on_change: Callable[[], None] = lambda: None
         self._instance_health = WatchHealth(store)
         self._network_health = WatchHealth(store)
+        self._subnet_health = WatchHealth(store)
+        self._node_info_health = WatchHealth(store)
+        self._node_health = WatchHealth(store)
+        self.node_name = node_name
         self.instances = Informer(
             self._instance_health,
             IPInstance,
@@ -82,7 +96,28 @@ class NodeCache:
         self.networks = Informer(
             self._network_health,
             Network,
-            lambda _: None,
+            self._on_other,
+            watch_timeout=watch_timeout,
+            backoff=backoff,
+        )
+        self.subnets = Informer(
+            self._subnet_health,
+            Subnet,
+            self._on_other,
+            watch_timeout=watch_timeout,
+            backoff=backoff,
+        )
+        self.node_infos = Informer(
+            self._node_info_health,
+            NodeInfo,
+            self._on_other,
+            watch_timeout=watch_timeout,
+            backoff=backoff,
+        )
+        self.nodes = Informer(
+            self._node_health,
+            Node,
+            self._on_node,
             watch_timeout=watch_timeout,
             backoff=backoff,
         )
@@ -93,24 +128,33 @@ class NodeCache:
 
     # ----------------------------------------------------------------- lifecycle
 
+    @property
+    def _informers(self) -> tuple[tuple[Informer[Any], WatchHealth], ...]:
+        return (
+            (self.instances, self._instance_health),
+            (self.networks, self._network_health),
+            (self.subnets, self._subnet_health),
+            (self.node_infos, self._node_info_health),
+            (self.nodes, self._node_health),
+        )
+
     def start(self) -> NodeCache:
-        self.instances.start()
-        self.networks.start()
+        for informer, _ in self._informers:
+            informer.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop both informers, waiting at most ``timeout`` seconds in all (a watch blocked on
+        """Stop the informers, waiting at most ``timeout`` seconds in all (a watch blocked on
         a quiet stream ends only at its timeout; the threads are daemons)."""
         deadline = time.monotonic() + timeout
-        for informer in (self.instances, self.networks):
+        for informer, _ in self._informers:
             informer.signal_stop()
-        for informer in (self.instances, self.networks):
+        for informer, _ in self._informers:
             informer.stop(timeout=max(deadline - time.monotonic(), 0))
 
     def problem(self) -> str | None:
         """None when the caches are current (ready), else why not."""
-        watched = ((self.instances, self._instance_health), (self.networks, self._network_health))
-        for informer, health in watched:
+        for informer, health in self._informers:
             plural = informer.kind.KIND.plural
             failure = health.problem
             if not informer.synced.is_set():
@@ -172,7 +216,34 @@ class NodeCache:
         self.networks.synced.wait(timeout)
         return self.networks.cache.get(("", name))
 
+    def synced(self) -> bool:
+        """Whether every informer has listed once (the datapath needs all of them)."""
+        return all(informer.synced.is_set() for informer, _ in self._informers)
+
+    def snapshot(self) -> tuple[list[Network], list[Subnet], list[IPInstance], list[NodeInfo]]:
+        """Copies of the cached lists (the informers' dicts change under their threads)."""
+        with self._changed:
+            local = [i for held in self._by_pod.values() for i in held.values()]
+        return (
+            list(self.networks.cache.copy().values()),
+            list(self.subnets.cache.copy().values()),
+            local,
+            list(self.node_infos.cache.copy().values()),
+        )
+
     # ----------------------------------------------------------------- events
+
+    def node_labels(self) -> dict[str, str]:
+        """This node's labels (none when it has no Node object, as in the embedded store)."""
+        node = self.nodes.cache.get(("", self.node_name))
+        return dict(node.metadata.labels or {}) if node is not None else {}
+
+    def _on_other(self, event: WatchEvent[Any]) -> None:
+        self.on_change()
+
+    def _on_node(self, event: WatchEvent[Node]) -> None:
+        if event.object.name == self.node_name:
+            self.on_change()  # another node's labels change nothing here
 
     def _on_instance(self, event: WatchEvent[IPInstance]) -> None:
         instance = event.object
@@ -188,3 +259,4 @@ class NodeCache:
                 self._by_pod.setdefault(owner, {})[instance.name] = instance
                 self._owner_of[instance.name] = owner
             self._changed.notify_all()
+        self.on_change()

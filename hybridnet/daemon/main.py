@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import threading
@@ -12,8 +13,16 @@ from pathlib import Path
 from hybridnet import logs
 from hybridnet.daemon import bundle, probe
 from hybridnet.daemon import install as installer
+from hybridnet.daemon.attachment import DatapathConfig
+from hybridnet.daemon.datapath.config import (
+    VXLAN_DEFAULT_PORT,
+    ConfigError,
+    NodeConfig,
+    RoutingNumbers,
+)
 from hybridnet.daemon.server import serve
 from hybridnet.daemon.service import DaemonConfig, DaemonService
+from hybridnet.daemon.worker import DEFAULT_RESYNC_PERIOD
 from hybridnet.metrics import MetricsError, new_registry, parse_address, serve_metrics
 from hybridnet.store.errors import StoreError
 from hybridnet.store.interface import Store
@@ -69,8 +78,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         sub.add_argument(
             "--metrics-address",
             default="",
-            help="host:port for /metrics (CNI latency by command and result)",
+            help="host:port for /metrics (CNI latency, datapath reconciles)",
         )
+        _add_datapath_flags(sub)
     args = parser.parse_args(argv)
     mtu_flag, mtu = (
         ("--mtu", args.mtu) if args.command == "install" else ("--mtu-default", args.mtu_default)
@@ -91,7 +101,55 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error("--network is for the embedded store (--store)")
         if args.store and not args.network:
             parser.error("--store needs --network: the daemon allocates from it itself")
+        if not args.resync_period > 0:
+            parser.error(f"--resync-period {args.resync_period}: must be above 0 seconds")
+        try:
+            args.node_config = node_config(args)
+        except ConfigError as exc:
+            parser.error(f"datapath: {exc}")
     return args
+
+
+def _add_datapath_flags(parser: argparse.ArgumentParser) -> None:
+    datapath = parser.add_argument_group("node datapath")
+    datapath.add_argument(
+        "--vtep-interface", help="the interface VXLAN leaves by (overlay networks)"
+    )
+    datapath.add_argument(
+        "--vtep-address", help="the local VTEP address (default: the first of --vtep-interface)"
+    )
+    datapath.add_argument("--underlay-interface", help="the parent of underlay VLAN sub-interfaces")
+    datapath.add_argument("--vxlan-port", type=int, default=VXLAN_DEFAULT_PORT)
+    datapath.add_argument(
+        "--resync-period",
+        type=float,
+        default=DEFAULT_RESYNC_PERIOD,
+        help="seconds between full reconciles without any change; bounds how long a route, "
+        "rule, FDB or neighbour entry deleted behind the daemon's back stays missing "
+        "(default %(default)s)",
+    )
+    for flag, default in _TABLE_FLAGS:
+        datapath.add_argument(f"--{flag}", type=int, default=default)
+
+
+_TABLE_FLAGS = tuple(
+    (field.name.replace("_", "-"), field.default) for field in dataclasses.fields(RoutingNumbers)
+)
+"""--local-pod-table, --overlay-table, ..., --route-protocol: RoutingNumbers, field for field."""
+
+
+def node_config(args: argparse.Namespace) -> NodeConfig:
+    """The node datapath's settings from the flags; ConfigError names what is wrong."""
+    numbers = RoutingNumbers(
+        **{field.name: getattr(args, field.name) for field in dataclasses.fields(RoutingNumbers)}
+    )
+    return NodeConfig(
+        underlay_interface=args.underlay_interface,
+        vtep_interface=args.vtep_interface,
+        vtep_address=args.vtep_address,
+        vxlan_port=args.vxlan_port,
+        numbers=numbers,
+    )
 
 
 def open_store(args: argparse.Namespace) -> Store:
@@ -133,6 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default_mtu=args.mtu_default,
         embedded_network=args.network,
         embedded_ip_family=args.ip_family,
+        node=args.node_config,
+        resync_period=args.resync_period,
+        datapath=DatapathConfig(
+            local_pod_table=args.node_config.numbers.local_pod_table,
+            local_pod_rule_priority=args.node_config.numbers.local_pod_priority,
+        ),
     )
     registry = new_registry()
     try:

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import ipaddress
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -28,9 +29,12 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from hybridnet.api.annotations import ClusterDefaults, parse_pod_request
 from hybridnet.api.naming import pod_selector
-from hybridnet.api.resources import IPInstance
-from hybridnet.daemon import attachment
+from hybridnet.api.resources import IPInstance, Network
+from hybridnet.daemon import attachment, placement, underlay_check
 from hybridnet.daemon.cache import AllocationTimeout, NodeCache, node_selector, one_per_family
+from hybridnet.daemon.datapath.config import NodeConfig
+from hybridnet.daemon.node_datapath import NodeDatapath
+from hybridnet.daemon.worker import DEFAULT_RESYNC_PERIOD
 from hybridnet.ipamcore.allocator import Allocator
 from hybridnet.ipamcore.errors import IPAMError, NoSuchNetwork
 from hybridnet.ipamstore import ipinstances
@@ -40,9 +44,11 @@ from hybridnet.metrics import LATENCY_BUCKETS
 from hybridnet.netlink import ns
 from hybridnet.rpc import daemon_pb2 as pb
 from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
+from hybridnet.rpc.codes import ADDRESS_IN_USE as CNI_ADDRESS_IN_USE
 from hybridnet.rpc.codes import CNI_CODE_KEY
 from hybridnet.rpc.codes import INTERNAL as CNI_INTERNAL
 from hybridnet.rpc.codes import INVALID_ENV as CNI_INVALID_ENV
+from hybridnet.rpc.codes import NETWORK_NOT_ON_NODE as CNI_NETWORK_NOT_ON_NODE
 from hybridnet.rpc.codes import TRY_AGAIN_LATER as CNI_TRY_AGAIN_LATER
 from hybridnet.store.errors import Conflict, StoreError, Unavailable
 from hybridnet.store.interface import Store
@@ -72,6 +78,21 @@ class DaemonConfig:
     datapath: attachment.DatapathConfig = dataclasses.field(
         default_factory=attachment.DatapathConfig
     )
+    node: NodeConfig | None = None
+    """The node datapath's settings; None runs no reconcile worker (pod attachments only)."""
+    resync_period: float = DEFAULT_RESYNC_PERIOD
+
+
+class AddressCheckFailed(Exception):
+    """The underlay address check refused the pod's address (or could not run)."""
+
+    def __init__(self, message: str, cni_code: int):
+        super().__init__(message)
+        self.cni_code = cni_code
+
+
+class NotAttached(Exception):
+    """The pod's network does not attach this node (hybridnet.daemon.placement)."""
 
 
 def _abort(context: grpc.ServicerContext, cni_code: int, message: str) -> NoReturn:
@@ -131,14 +152,29 @@ class DaemonService(pb_grpc.DaemonServicer):
         self.cache = NodeCache(
             store, config.node_name, config.ipam_namespace, watch_timeout=config.watch_timeout
         )
+        self.node_datapath = (
+            NodeDatapath(store, self.cache, config.node, registry, config.resync_period)
+            if config.node is not None
+            else None
+        )
 
     def start(self) -> DaemonService:
-        """Start the informers; CNI calls wait for their first list (STATUS says not ready)."""
+        """Start the informers and the reconcile worker; CNI calls wait for the informers'
+        first list (STATUS says not ready)."""
         self.cache.start()
+        if self.node_datapath is not None:
+            self.node_datapath.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
+        if self.node_datapath is not None:
+            self.node_datapath.stop(timeout)
         self.cache.stop(timeout)
+
+    def _wake_datapath(self) -> None:
+        """ADD and DEL touch only the pod's own objects; node-wide state is the worker's."""
+        if self.node_datapath is not None:
+            self.node_datapath.wake()
 
     @property
     def embedded(self) -> bool:
@@ -173,6 +209,7 @@ class DaemonService(pb_grpc.DaemonServicer):
         network = self.cache.network(name, self.config.allocation_timeout)
         if network is None:
             raise NoSuchNetwork(f"network {name} does not exist")
+        self._check_placement(network)  # before allocating: nothing to give back after
         service.apply_network(network)
         defaults = ClusterDefaults(ip_family=self.config.embedded_ip_family)
         request = parse_pod_request(attach.pod_name, {}, {}, (), defaults)
@@ -196,7 +233,59 @@ class DaemonService(pb_grpc.DaemonServicer):
         else:
             owner = ipinstances.owner_key(attach.pod_namespace, attach.pod_name)
             found = self.cache.wait_for_pod(owner, self.config.allocation_timeout)
+            for name in sorted({i.spec.network for i in found}):
+                network = self.cache.network(name, self.config.allocation_timeout)
+                if network is not None:
+                    self._check_placement(network)
         return one_per_family(found)
+
+    def _check_addresses(
+        self, attach: pb.Attachment, instances: list[IPInstance]
+    ) -> list[underlay_check.Target]:
+        """Probe an underlay pod's addresses before it is built (nothing for overlay pods).
+        A failure frees what the embedded store allocated, and says why on the pod."""
+        node = self.config.node
+        checks = underlay_check.targets(
+            instances,
+            {n.name: n for n in self.cache.networks.cache.copy().values()},
+            {s.name: s for s in self.cache.subnets.cache.copy().values()},
+            node.underlay_interface if node is not None else None,
+        )
+        for ifname in sorted({t.ifname for t in checks}):
+            self._wait_for_link(ifname)
+        try:
+            underlay_check.probe_all(checks)
+        except underlay_check.CheckFailed as exc:
+            if self.embedded:
+                service = self._embedded_ipam()
+                for instance in instances:
+                    service.delete_instance(instance)
+            if self.node_datapath is not None:
+                reason = "AddressInUse" if exc.in_use else "AddressCheckFailed"
+                self.node_datapath.events.pod_warning(
+                    attach.pod_namespace, attach.pod_name, reason, str(exc)
+                )
+            code = CNI_ADDRESS_IN_USE if exc.in_use else CNI_TRY_AGAIN_LATER
+            raise AddressCheckFailed(f"underlay address check: {exc}", code) from exc
+        return checks
+
+    def _wait_for_link(self, ifname: str) -> None:
+        """The link the check runs on, built by the reconcile worker: a new network's first
+        pod may come before it; the worker is woken and waited for once."""
+        if _link_exists(ifname) or self.node_datapath is None:
+            return
+        worker = self.node_datapath.worker
+        runs = worker.runs
+        worker.wake()
+        worker.wait_for_run(runs, self.config.allocation_timeout)
+        if not _link_exists(ifname):
+            raise underlay_check.InterfaceNotReady(f"{ifname} does not exist on this node yet")
+
+    def _check_placement(self, network: Network) -> None:
+        networks = list(self.cache.networks.cache.copy().values())
+        why = placement.refusal(network, networks, self.config.node_name, self.cache.node_labels())
+        if why is not None:
+            raise NotAttached(why)
 
     def _plan(
         self, attach: pb.Attachment, mtu: int, instances: list[IPInstance]
@@ -279,6 +368,7 @@ class DaemonService(pb_grpc.DaemonServicer):
         try:
             with self._pod_lock(owner):
                 instances = self._instances(attach)
+                checks = self._check_addresses(attach, instances)
                 plan = self._plan(attach, request.mtu, instances)
                 attachment.attach(plan, self.config.datapath)
                 try:
@@ -286,6 +376,7 @@ class DaemonService(pb_grpc.DaemonServicer):
                 except BaseException:  # a failed ADD leaves no attachment behind
                     attachment.detach(attach.container_id, attach.ifname)
                     raise
+                underlay_check.announce_all(checks)
         except AllocationTimeout as exc:
             _abort(context, CNI_TRY_AGAIN_LATER, str(exc))
         except Unavailable as exc:
@@ -294,10 +385,18 @@ class DaemonService(pb_grpc.DaemonServicer):
             _abort(context, CNI_TRY_AGAIN_LATER, f"IPInstance kept changing: {exc}")
         except ns.NetnsGone as exc:
             _abort(context, CNI_INVALID_ENV, f"CNI_NETNS: {exc}")
+        except underlay_check.InterfaceNotReady as exc:
+            _abort(context, CNI_TRY_AGAIN_LATER, str(exc))
+        except AddressCheckFailed as exc:
+            _abort(context, exc.cni_code, str(exc))
+        except NotAttached as exc:
+            log.warning("pod refused", extra=fields(pod=owner, error=str(exc)))
+            _abort(context, CNI_NETWORK_NOT_ON_NODE, str(exc))
         except IPAMError as exc:
             _abort(context, CNI_TRY_AGAIN_LATER, f"no address: {exc}")
         except StoreError as exc:
             _abort(context, CNI_INTERNAL, f"store: {exc}")
+        self._wake_datapath()
         log.info("pod attached", extra=fields(
             pod=owner, container=attach.container_id,
             addresses=list(plan.addresses), host_ifname=plan.host_ifname))  # fmt: skip
@@ -307,6 +406,7 @@ class DaemonService(pb_grpc.DaemonServicer):
     def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext) -> pb.DeleteReply:
         attach = request.attachment
         removed = attachment.detach(attach.container_id, attach.ifname)
+        self._wake_datapath()
         freed: list[str] = []
         if self.embedded and attach.pod_name:
             try:
@@ -336,14 +436,31 @@ class DaemonService(pb_grpc.DaemonServicer):
         mtu = pod_side[0].mtu if pod_side else 0
         plan = self._plan(attach, mtu, one_per_family(found))
         differences = attachment.check(plan, self.config.datapath)
+        differences += self._datapath_problems(found)
         expected = sorted(ip.address for ip in request.expected.ips)
         if expected and expected != sorted(plan.addresses):
             differences.append(f"prevResult has {expected}, the pod holds {sorted(plan.addresses)}")
         return pb.CheckReply(differences=differences)
 
+    def _datapath_problems(self, found: list[IPInstance]) -> list[str]:
+        """What the node-wide datapath could not build for the pod's network."""
+        if self.node_datapath is None:
+            return []
+        problems = []
+        for name in sorted({i.spec.network for i in found}):
+            network = self.cache.networks.cache.get(("", name))
+            if network is None:
+                problems.append(f"network {name} does not exist")
+                continue
+            subnets = {i.spec.subnet for i in found if i.spec.network == name}
+            problems += self.node_datapath.problems_for(network, subnets)
+        return problems
+
     @timed("STATUS")
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusReply:
         problem = self.cache.problem()
+        if problem is None and self.node_datapath is not None:
+            problem = self.node_datapath.not_ready()
         if problem is not None:
             return pb.StatusReply(ready=False, reason=problem)
         return pb.StatusReply(ready=True)
@@ -363,6 +480,14 @@ class DaemonService(pb_grpc.DaemonServicer):
         log.info("garbage collected", extra=fields(
             removed=removed, freed=freed, kept=len(valid)))  # fmt: skip
         return pb.GarbageCollectReply(removed=removed)
+
+
+def _link_exists(ifname: str) -> bool:
+    try:
+        socket.if_nametoindex(ifname)
+    except OSError:
+        return False
+    return True
 
 
 def _reply(plan: attachment.AttachmentPlan, instances: list[IPInstance]) -> pb.AddReply:

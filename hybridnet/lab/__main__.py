@@ -1,8 +1,9 @@
 """``python -m hybridnet.lab leftovers|clean|demo``: the lab's commands for people and CI.
 
-``leftovers`` lists namespaces and root-namespace links that dead runs left on the machine (exit 1 if
-any; ``make test`` ends with it), ``clean`` removes those of runs that are no longer alive
-(``make clean-testbed``), ``demo`` builds a fabric with two nodes and shows it carries traffic.
+``leftovers`` lists namespaces and root-namespace links that dead runs left on the machine
+(exit 1 if any; ``make test`` ends with it), ``clean`` removes those of runs that are no longer
+alive (``make clean-testbed``), ``demo`` builds a fabric with two nodes and shows it carries
+traffic.
 """
 
 from __future__ import annotations

@@ -64,10 +64,12 @@ def start_embedded_daemon(
     *args: str,
 ) -> tuple[Process, Path]:
     """The daemon of node ``node1`` on a fresh embedded store (network ``pods`` with the given
-    subnets) kept in ``directory``; ``args`` are more daemon flags. Returns it and its socket."""
+    subnets) kept in ``directory``, its VTEP on the node's ``eth0`` (the overlay needs one);
+    ``args`` are more daemon flags. Returns it and its socket."""
     store = embedded_store(directory / "store.db", cidr_v4, cidr_v6)
     socket = directory / "run" / "daemon.sock"
-    argv = ["--node-name", "node1", "--store", str(store), "--network", POD_NETWORK, *args]
+    argv = ["--node-name", "node1", "--store", str(store), "--network", POD_NETWORK]
+    argv += ["--vtep-interface", "eth0", *args]
     return start_daemon(node, socket, *argv), socket
 
 
@@ -76,3 +78,14 @@ def plugin_dir(directory: Path) -> Path:
     it (the bundled plugin, run by this interpreter outside the virtual environment)."""
     install_plugin(bundle.default_interpreter(), directory)
     return directory
+
+
+def start_node_daemon(
+    node: Namespace, node_name: str, directory: Path, store: Path, *args: str
+) -> tuple[Process, Path]:
+    """The daemon of ``node_name`` in ``node``, on the embedded store ``store`` that the other
+    nodes' daemons share (network ``pods``), its VTEP on the node's ``eth0``; ``args`` are more
+    daemon flags (a later ``--vtep-interface`` wins). Its socket lives in ``directory``."""
+    socket = directory / "run" / "daemon.sock"
+    argv = ["--node-name", node_name, "--store", str(store), "--network", POD_NETWORK]
+    return start_daemon(node, socket, *argv, "--vtep-interface", "eth0", *args), socket

@@ -27,5 +27,11 @@ LIMITED_CONNECTIVITY = 51
 # hybridnet's own (100 and up are plugin-specific).
 CHECK_FAILED = 100
 """CHECK found the attachment differs."""
+NETWORK_NOT_ON_NODE = 101
+"""ADD: the pod's network does not attach this node (an underlay network's nodeSelector does
+not pick it). Not 11, try again later: nothing changes until the node's labels or the
+network do; not 7, invalid network config: the runtime's configuration is fine."""
+ADDRESS_IN_USE = 102
+"""ADD: the underlay address check found another host holding the pod's address."""
 INTERNAL = 999
 """An unexpected failure inside the plugin or the daemon."""

@@ -67,7 +67,10 @@ def setup(control_plane: ControlPlane, fabric: testbed.Fabric, tmp_path: Path) -
     harness.namespace(pods)
     harness.node(f"node-{run}")
     harness.underlay(f"u-{run}")
-    harness.subnet(f"s-{run}", f"u-{run}", "198.18.180.0/24")
+    # An underlay the node really has: untagged on its eth0, the gateway on the fabric, so the
+    # daemon's address check and datapath serve the pod and CHECK finds nothing missing.
+    harness.subnet(f"s-{run}", f"u-{run}", "198.18.180.0/24", gateway="198.18.180.1")
+    fabric.gateway.ip("addr", "add", "198.18.180.1/24", "dev", "eth0")
     rbac = render(MANIFESTS / "rbac.yaml", namespace)
     manager = Manager(admin, namespace)
     node = fabric.nodes[0]
@@ -93,6 +96,8 @@ def setup(control_plane: ControlPlane, fabric: testbed.Fabric, tmp_path: Path) -
                 namespace,
                 "--allocation-timeout",
                 "20",
+                "--underlay-interface",
+                "eth0",
             )
             conflist = {"cniVersion": "1.1.0", "name": "hybridnet",
                         "plugins": [{"type": "hybridnet", "socket": str(socket)}]}  # fmt: skip
@@ -155,6 +160,16 @@ ALLOWED = [
     ("list", IPINSTANCES, "-n", "{namespace}"),
     ("watch", IPINSTANCES, "-n", "{namespace}"),
     ("update", IPINSTANCES, "--subresource=status", "-n", "{namespace}"),
+    ("list", "subnets.networking.alibaba.com"),
+    ("watch", "subnets.networking.alibaba.com"),
+    ("list", "nodeinfos.networking.alibaba.com"),
+    ("watch", "nodeinfos.networking.alibaba.com"),
+    ("create", "nodeinfos.networking.alibaba.com"),
+    ("update", "nodeinfos.networking.alibaba.com"),
+    ("update", "nodeinfos.networking.alibaba.com", "--subresource=status"),
+    ("list", "nodes"),
+    ("watch", "nodes"),
+    ("create", "events", "-n", "default"),
 ]
 REFUSED = [
     ("get", "pods", "-n", "{pods}"),  # each IPInstance says its families: no pod read
@@ -175,9 +190,14 @@ REFUSED = [
     ("update", "pods", "-n", "{pods}"),
     ("create", "pods", "-n", "{pods}"),
     ("get", "secrets", "-n", "{namespace}"),
-    ("list", "nodes"),
+    ("get", "nodes"),
+    ("update", "nodes"),
+    ("delete", "nodeinfos.networking.alibaba.com"),
+    ("get", "nodeinfos.networking.alibaba.com"),
+    ("update", "subnets.networking.alibaba.com"),
+    ("list", "events", "-n", "default"),
+    ("delete", "events", "-n", "default"),
     ("update", "networks.networking.alibaba.com"),
-    ("list", "subnets.networking.alibaba.com"),
     ("update", "networks.networking.alibaba.com", "--subresource=status"),
 ]
 

@@ -51,12 +51,18 @@ def test_rbac_is_explicit_commented_and_bound_to_one_account() -> None:
 
 
 def test_rights_are_exactly_what_the_code_does_in_the_right_scope() -> None:
-    """Two informers and one write: list and watch Networks cluster-wide; in the IPAM
-    namespace only, list and watch IPInstances and write their status. No get of anything
-    (a CNI call reads only the informers' caches), no pods or namespaces; the manager owns
-    everything else."""
+    """Informers and a few writes: list and watch Networks, Subnets, NodeInfos and Nodes
+    cluster-wide, write NodeInfos (this node's, with its status) and create Events (about the
+    Node); in the IPAM namespace only, list and watch IPInstances and write their status. No
+    get of anything (every read is an informer's cache), no pods or namespaces, no delete;
+    the manager owns everything else."""
     assert granted(documents()) == {
         ("ClusterRole", GROUP, "networks"): {"list", "watch"},
+        ("ClusterRole", GROUP, "subnets"): {"list", "watch"},
+        ("ClusterRole", GROUP, "nodeinfos"): {"list", "watch", "create", "update"},
+        ("ClusterRole", GROUP, "nodeinfos/status"): {"update"},
+        ("ClusterRole", "", "nodes"): {"list", "watch"},
+        ("ClusterRole", "", "events"): {"create"},
         ("Role", GROUP, "ipinstances"): {"list", "watch"},
         ("Role", GROUP, "ipinstances/status"): {"update"},
     }

@@ -19,7 +19,7 @@ from hybridnet.daemon.datapath.errors import ApplyError
 from hybridnet.daemon.datapath.model import Kind
 from hybridnet.daemon.datapath.plan import Action, Operation, Plan, plan
 from hybridnet.daemon.datapath.problems import Problem
-from hybridnet.daemon.datapath.view import NodeView
+from hybridnet.daemon.datapath.view import HostFacts, NodeView
 from hybridnet.logs import fields
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,8 @@ class ReconcileResult:
     applied: tuple[Operation, ...]
     failures: tuple[ApplyError, ...]
     seconds: float
+    host: HostFacts = dataclasses.field(default_factory=HostFacts)
+    """The host as observed (the daemon publishes the VTEP interface's addresses)."""
 
     @property
     def problems(self) -> tuple[Problem, ...]:
@@ -66,6 +68,7 @@ class Reconciler:
             applied=outcome.applied,
             failures=outcome.failures,
             seconds=time.monotonic() - started,
+            host=snapshot.host,
         )
         _log(result)
         return result

@@ -60,6 +60,12 @@ def _subnet_table(
     ctx.objects.add(Rule(version, ctx.config.numbers.subnet_priority, table, src=subnet.text))
 
 
+def vlan_link_name(parent: str, vlan: int) -> str:
+    """The VLAN sub-interface's name: ``<parent>.<vlan>``, ``vlan<vlan>`` when too long."""
+    name = f"{parent}.{vlan}"
+    return name if len(name) <= IFNAMSIZ else f"vlan{vlan}"
+
+
 def _vlan_link(
     ctx: Context, parent: HostLink, network: Network, subnet: inputs.SubnetInput
 ) -> str | None:
@@ -73,9 +79,7 @@ def _vlan_link(
         message = f"VLAN id {vlan} is not in 0-{MAX_VLAN_ID}"
         ctx.problem(ProblemCode.VLAN_ID_INVALID, f"subnet/{subnet.name}", message)
         return None
-    name = f"{parent.name}.{vlan}"
-    if len(name) > IFNAMSIZ:
-        name = f"vlan{vlan}"
+    name = vlan_link_name(parent.name, vlan)
     taken = ctx.name_taken(name)
     if taken is None:
         ctx.objects.add(VlanLink(name=name, parent=parent.name, vlan_id=vlan))

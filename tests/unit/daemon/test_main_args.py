@@ -30,6 +30,11 @@ def test_serve_on_the_embedded_store() -> None:
         (["serve", "--node-name", "n", "--mtu-default", "10"], "--mtu-default 10: an MTU"),
         (["serve", "--node-name", "n", "--allocation-timeout", "0"], "above 0 seconds"),
         (["serve", "--node-name", "n", "--ip-family", "IPv5"], "invalid choice"),
+        (["serve", "--node-name", "n", "--resync-period", "0"], "--resync-period 0.0: must be"),
+        (["serve", "--node-name", "n", "--vxlan-port", "70000"], "VXLAN port 70000 is not in"),
+        (["serve", "--node-name", "n", "--vtep-address", "nope"], "VTEP address 'nope'"),
+        (["serve", "--node-name", "n", "--overlay-table", "254"], "must differ and not be"),
+        (["serve", "--node-name", "n", "--overlay-priority", "1"], "rule priorities must rise"),
         (["install", "--mtu", "70000"], "--mtu 70000: an MTU"),
         (["install", "--mtu", "abc"], "invalid int value"),
     ],
@@ -42,3 +47,15 @@ def test_bad_arguments_exit_2_with_one_error_line(
     assert exited.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(errors) == 1 and message in errors[0], errors
+
+
+def test_datapath_flags_become_the_node_config() -> None:
+    args = main.parse_args(["--node-name", "n1", "--kubeconfig", "/k", "--vtep-interface",
+                            "eth1", "--underlay-interface", "bond0", "--vxlan-port", "4789",
+                            "--local-pod-table", "500", "--resync-period", "5"])  # fmt: skip
+    config = args.node_config
+    assert (config.vtep_interface, config.underlay_interface, config.vxlan_port) == (
+        "eth1", "bond0", 4789)  # fmt: skip
+    assert config.numbers.local_pod_table == 500 and args.resync_period == 5.0
+    defaults = main.parse_args(["--node-name", "n1"]).node_config
+    assert defaults.vtep_interface is None and defaults.numbers.overlay_table == 40000

@@ -1,0 +1,139 @@
+"""The node's datapath inside the daemon: the reconcile worker fed by the daemon's informers,
+and what follows each reconcile (NodeInfo, Events, the log, metrics).
+
+Problems (bad input, a missing interface) are reported three ways when they appear: on the
+NodeInfo's status (for as long as they last), as a Warning Event on the Node, and in the log.
+The reconciler leaves out only what depends on the bad input, so everything else keeps being
+served.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry
+
+from hybridnet.api import constants
+from hybridnet.api.resources import Network, NodeInfo, NodeProblem
+from hybridnet.daemon.cache import NodeCache
+from hybridnet.daemon.datapath.config import NodeConfig
+from hybridnet.daemon.datapath.reconcile import Reconciler, ReconcileResult
+from hybridnet.daemon.datapath.view import NodeView
+from hybridnet.daemon.datapath_metrics import DatapathMetrics
+from hybridnet.daemon.events import NodeEvents
+from hybridnet.daemon.nodeinfo import NodeInfoPublisher, desired_problems, desired_spec
+from hybridnet.daemon.worker import DEFAULT_RESYNC_PERIOD, ReconcileWorker
+from hybridnet.logs import fields
+from hybridnet.store.errors import StoreError
+from hybridnet.store.interface import Store
+
+log = logging.getLogger(__name__)
+
+
+class NodeDatapath:
+    def __init__(
+        self,
+        store: Store,
+        cache: NodeCache,
+        config: NodeConfig,
+        registry: CollectorRegistry | None = None,
+        resync_period: float = DEFAULT_RESYNC_PERIOD,
+    ):
+        self.cache = cache
+        self.config = config
+        self.node_name = cache.node_name
+        self.publisher = NodeInfoPublisher(store, self.node_name)
+        self.events = NodeEvents(store, self.node_name)
+        self.metrics = DatapathMetrics(registry, self.node_name) if registry is not None else None
+        self.worker = ReconcileWorker(Reconciler(config), self._view, self._after, resync_period)
+        self._reported: set[tuple[str, str, str]] = set()
+        cache.on_change = self.worker.wake
+
+    def start(self) -> NodeDatapath:
+        self.worker.start()
+        self.worker.wake()  # a first run as soon as the informers have listed
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.worker.stop(timeout)
+
+    def wake(self) -> None:
+        self.worker.wake()
+
+    def not_ready(self) -> str | None:
+        """Why the node is not ready yet: until the first reconcile has completed, pods could
+        be attached on a node whose tunnel and routes do not exist. Problems found by that
+        reconcile do not count (they are reported; the rest is served)."""
+        if self.worker.last is None:
+            return "the node datapath has not been reconciled yet"
+        return None
+
+    def problems(self) -> list[NodeProblem]:
+        """The problems of the last reconcile (none before the first)."""
+        last = self.worker.last
+        return desired_problems(last) if last is not None else []
+
+    def problems_for(self, network: Network, subnets: set[str]) -> list[str]:
+        """The last reconcile's problems that concern ``network``: about it, about one of
+        ``subnets``, or about the interface its type is carried by."""
+        interface = (
+            self.config.underlay_interface
+            if network.spec.type == constants.TYPE_UNDERLAY
+            else self.config.vtep_interface
+        )
+        subjects = {f"network/{network.name}", *(f"subnet/{name}" for name in subnets)}
+        found = []
+        for problem in self.problems():
+            about_link = (
+                problem.subject.startswith("link/")
+                and interface is not None
+                and (
+                    problem.subject == f"link/{interface}"
+                    or problem.subject.startswith(f"link/{interface}.")
+                )
+            )
+            if problem.subject in subjects or about_link:
+                found.append(f"node datapath: {problem.code} {problem.subject}: {problem.message}")
+        return found
+
+    def _view(self) -> NodeView | None:
+        if not self.cache.synced():
+            return None
+        networks, subnets, local_ips, node_infos = self.cache.snapshot()
+        return NodeView(
+            node_name=self.node_name,
+            node_labels=self.cache.node_labels(),
+            networks=tuple(networks),
+            subnets=tuple(subnets),
+            local_ips=tuple(local_ips),
+            node_infos=tuple(node_infos),
+        )
+
+    def _after(self, result: ReconcileResult, drift: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.observe(result, drift)
+        problems = desired_problems(result)
+        self._report(problems)
+        cached: NodeInfo | None = self.cache.node_infos.cache.get(("", self.node_name))
+        try:
+            self.publisher.publish(
+                cached, desired_spec(result, self.config.vtep_interface), problems
+            )
+        except StoreError as exc:
+            self.publisher.forget_write()
+            log.warning(
+                "could not publish nodeinfo", extra=fields(node=self.node_name, error=str(exc))
+            )
+
+    def _report(self, problems: list[NodeProblem]) -> None:
+        """Log and send an Event for each problem that was not there at the last reconcile."""
+        current = {(p.code, p.subject, p.message) for p in problems}
+        for code, subject, message in sorted(current - self._reported):
+            log.warning(
+                "datapath problem",
+                extra=fields(node=self.node_name, code=code, subject=subject, message=message),
+            )
+            self.events.warning(code, f"{subject}: {message}")
+        for code, subject, _ in sorted(self._reported - current):
+            log.info("datapath problem resolved", extra=fields(code=code, subject=subject))
+        self._reported = current
