@@ -148,11 +148,14 @@ def test_two_managers_serving_at_once_give_500_pods_one_address_per_family(
         assert problems(instances) == []
         assert len(instances) == PODS + PODS // 2
 
-        # It was split brain: both managers wrote addresses (and lost races to each other
-        # claims_refused times, which the storage refused and the manager learned from).
+        # It was split brain: both managers were allocating at once, each writing addresses
+        # or losing the race for them to the other (claims_refused: the storage refused the
+        # second claim and the manager learned from it). On a loaded machine one manager can
+        # lose every race; that still proves it was serving beside the other.
         written = [w.instances_created for w in writers]
         refused = [w.claims_refused for w in writers]
-        assert all(count > 0 for count in written), f"written {written}, refused {refused}"
+        attempts = [w + r for w, r in zip(written, refused, strict=True)]
+        assert all(count > 0 for count in attempts), f"written {written}, refused {refused}"
     finally:
         for manager in managers:
             manager.stop()
