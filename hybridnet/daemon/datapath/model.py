@@ -9,6 +9,7 @@ lives on: deleting such a link takes the object with it.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import enum
 from collections.abc import Hashable
@@ -39,12 +40,13 @@ DELETE_ORDER: tuple[Kind, ...] = tuple(k for k in reversed(CREATE_ORDER) if k is
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class KernelObject:
+class KernelObject(abc.ABC):
     kind: ClassVar[Kind]
 
     @property
+    @abc.abstractmethod
     def key(self) -> Hashable:
-        raise NotImplementedError
+        """What makes two objects the same one (attributes may still differ)."""
 
     @property
     def links(self) -> tuple[str, ...]:
@@ -54,8 +56,9 @@ class KernelObject:
         """Whether the kernel can turn ``self`` into ``other`` (same key) in place."""
         return False
 
+    @abc.abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError
+        """The object as a person reads it in a log line or a problem."""
 
 
 # --------------------------------------------------------------------------- links
@@ -82,8 +85,9 @@ class Link(KernelObject):
         return LINK_ALIAS_PREFIX + self.link_kind
 
     @property
+    @abc.abstractmethod
     def link_kind(self) -> str:
-        raise NotImplementedError
+        """The kernel's name for the device type (vxlan, vlan, ...)."""
 
     def updatable_to(self, other: KernelObject) -> bool:
         if type(other) is not type(self):
