@@ -11,10 +11,10 @@ STAMP := $(VENV)/.installed-stamp
 
 # What the tiers need from Debian: the kernel's tools, user-mode-linux for 802.1Q, BIRD as
 # the BGP peer, the reference CNI plugins, podman + runc + busybox-static as a second CNI
-# runtime (libcni), and ping/tcpdump for traffic checks.
+# runtime (libcni), ping/tcpdump for traffic checks, and iperf3 for the datapath benchmark.
 DEBIAN_PACKAGES := iproute2 iptables nftables kmod user-mode-linux bird2 \
 	containernetworking-plugins podman runc busybox-static iputils-ping procps tcpdump \
-	python3-venv ca-certificates gcc libc6-dev
+	iperf3 python3-venv ca-certificates gcc libc6-dev
 
 .PHONY: test demo deps venv controlplane lint typecheck unit netns bench clean-testbed controlplane-up proto \
 	controlplane-down
@@ -78,8 +78,11 @@ unit: venv
 netns: deps venv
 	$(BIN)/pytest tests/netns
 
+## make bench: the quick benchmarks (about 4 minutes on the 2-core reference machine).
 bench: deps venv
 	$(BIN)/python -m bench.cni_baseline --runs 50 --json bench/results/cni_baseline.json
+	$(BIN)/python -m bench.datapath_traffic --runs 3 --json bench/results/datapath_traffic.json
+	$(BIN)/python -m bench.node_join --joins 10 --json bench/results/node_join.json
 
 ## make proto: regenerate hybridnet/rpc/daemon_pb2*.py* from proto/ (a unit test checks that
 ## the committed files are what this produces).
