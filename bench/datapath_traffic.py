@@ -45,8 +45,9 @@ from hybridnet.lab.cni_runtime import Attachment, CniRuntime
 from hybridnet.lab.processes import Process
 from hybridnet.store.sqlite import SQLiteStore
 
-UNDERLAY, OVERLAY, PLAIN, PLAIN_HN = "underlay", "overlay", "plain", "plain-hn"
-PATHS = (UNDERLAY, OVERLAY, PLAIN, PLAIN_HN)
+UNDERLAY, OVERLAY, PLAIN = "underlay", "overlay", "plain"
+PLAIN_HN, PLAIN_VXLAN = "plain-hn", "vxlan-plain"
+PATHS = (UNDERLAY, OVERLAY, PLAIN, PLAIN_HN, PLAIN_VXLAN)
 TARGETS = {UNDERLAY: 0.95, OVERLAY: 0.90}
 """Throughput as a share of the plain path's, from issue 10."""
 NODE_LABEL = {"bench-underlay": "yes"}
@@ -60,6 +61,11 @@ PLAIN_SIDES = ("198.19.81", "198.19.82")
 PLAIN_HN_SIDES = ("198.19.83", "198.19.84")
 """The same, behind nodes 1 and 2, whose daemons' node-wide state (policy rules, the
 masquerade table and with it connection tracking) is then on the plain packets' way too."""
+PLAIN_VXLAN_SIDES = ("198.19.85", "198.19.86")
+"""Behind nodes 3 and 4 again, routed through a VXLAN device made by hand on each (VNI 42,
+UDP 4789, MTU 1450, a static flood entry to the other node): the kernel's encapsulation
+alone, as issue 10 measured it."""
+PLAIN_VXLAN_LINK, PLAIN_VXLAN_NET = "vxplain", "198.19.89"
 
 
 @dataclasses.dataclass
@@ -161,22 +167,43 @@ def hybridnet_pairs(fabric: lab.Fabric, work: Path) -> tuple[list[PodPair], list
 
 
 def plain_pair(
-    fabric: lab.Fabric, name: str, nodes: tuple[lab.Node, lab.Node], sides: tuple[str, str]
+    fabric: lab.Fabric,
+    name: str,
+    nodes: tuple[lab.Node, lab.Node],
+    sides: tuple[str, str],
+    tunnel: bool = False,
 ) -> PodPair:
     """Two pods, one on each of ``nodes``: each a /24 (``sides``) behind a veth to its node,
-    the nodes routing the other's /24 to each other over the fabric."""
+    the nodes routing the other's /24 to each other over the fabric (or, with ``tunnel``,
+    through a VXLAN device between them)."""
     pods = []
+    host_ifname = f"{name.replace('-', '')[:12]}0"
     for index, (node, side) in enumerate(zip(nodes, sides, strict=True)):
         peer, other = nodes[1 - index], sides[1 - index]
         pod = fabric.add_pod("plain")
-        lab.connect(pod, "eth0", node, "plainpod")
-        node.ip("addr", "add", f"{side}.1/24", "dev", "plainpod")
+        lab.connect(pod, "eth0", node, host_ifname)
+        node.ip("addr", "add", f"{side}.1/24", "dev", host_ifname)
         pod.ip("addr", "add", f"{side}.10/24", "dev", "eth0")
         pod.ip("route", "add", "default", "via", f"{side}.1")
-        node.ip("route", "add", f"{other}.0/24", "via", peer.ipv4)
+        if tunnel:
+            next_hop = f"{PLAIN_VXLAN_NET}.{2 - index}"
+            vxlan_device(node, peer, f"{PLAIN_VXLAN_NET}.{index + 1}/24")
+        else:
+            next_hop = peer.ipv4
+        node.ip("route", "add", f"{other}.0/24", "via", next_hop)
         node.sysctl("net.ipv4.ip_forward", "1")
         pods.append(pod)
     return PodPair(name, pods[0], pods[1], f"{sides[0]}.10", f"{sides[1]}.10")
+
+
+def vxlan_device(node: lab.Node, peer: lab.Node, address: str) -> None:
+    """The kernel's VXLAN between ``node`` and ``peer``: no learning, one flood entry."""
+    link = PLAIN_VXLAN_LINK
+    node.ip("link", "add", link, "type", "vxlan", "id", "42", "local", node.ipv4, "dev", "eth0",
+            "dstport", "4789", "nolearning")  # fmt: skip
+    node.ip("link", "set", link, "mtu", "1450", "up")
+    node.ip("addr", "add", address, "dev", link)
+    node.exec(["bridge", "fdb", "append", "00:00:00:00:00:00", "dev", link, "dst", peer.ipv4])
 
 
 # --------------------------------------------------------------------------- measuring
@@ -192,13 +219,16 @@ def link_mtu(namespace: lab.Namespace, ifname: str) -> int:
 
 def path_facts(pair: PodPair, node: lab.Namespace) -> dict[str, Any]:
     """What decides the packet size on the path: the pod's MTU, a path MTU the pod learned
-    (``ip route get``), and for the overlay the VXLAN device's MTU on the sending node."""
+    (``ip route get``), the MTU of a VXLAN device on the sending node; and whether that node
+    tracks connections (entries in its conntrack table: a NAT chain turns it on)."""
     route = pair.a.ip("route", "get", pair.b_address).stdout
     learned = route.split(" mtu ")[1].split()[0] if " mtu " in route else None
     facts: dict[str, Any] = {"pod_mtu": link_mtu(pair.a, "eth0"), "learned_pmtu": learned}
     for link in json.loads(node.ip("-j", "-d", "link", "show").stdout):
         if link.get("linkinfo", {}).get("info_kind") == "vxlan":
-            facts["vxlan_mtu"] = int(link["mtu"])
+            facts.setdefault("vxlan_mtu", {})[link["ifname"]] = int(link["mtu"])
+    counted = node.exec(["cat", "/proc/sys/net/netfilter/nf_conntrack_count"], check=False)
+    facts["conntrack_entries"] = int(counted.stdout) if counted.returncode == 0 else None
     return facts
 
 
@@ -212,6 +242,9 @@ def measure(runs: int, seconds: int, pings: int, interval: float) -> dict[str, A
             nodes = fabric.nodes
             pairs.append(plain_pair(fabric, PLAIN, (nodes[2], nodes[3]), PLAIN_SIDES))
             pairs.append(plain_pair(fabric, PLAIN_HN, (nodes[0], nodes[1]), PLAIN_HN_SIDES))
+            pairs.append(
+                plain_pair(fabric, PLAIN_VXLAN, (nodes[2], nodes[3]), PLAIN_VXLAN_SIDES, True)
+            )
             for pair in pairs:
                 if not reachable(pair):
                     raise lab.TestbedError(f"{pair.name}: pod B {pair.b_address} is unreachable")
@@ -230,7 +263,7 @@ def measure(runs: int, seconds: int, pings: int, interval: float) -> dict[str, A
                     pinged = perf.ping_rtts(pair.a, pair.b_address, pings, interval)
                     rtts[pair.name].extend(pinged.rtts_ms)
                     lost[pair.name] += pinged.lost
-            senders = dict.fromkeys(PATHS, nodes[0]) | {PLAIN: nodes[2]}
+            senders = dict.fromkeys(PATHS, nodes[0]) | {PLAIN: nodes[2], PLAIN_VXLAN: nodes[2]}
             facts = {p.name: path_facts(p, senders[p.name]) for p in pairs}
             for daemon in daemons:
                 daemon.stop()
@@ -271,24 +304,28 @@ def summarize(
 def report(paths: dict[str, Any]) -> None:
     print("\nPod-to-pod across two nodes, same run (iperf3 TCP, one stream; ping)")
     print(
-        f"  {'path':<10}{'Gbit/s':>8}{'x plain':>9}{'target':>8}"
+        f"  {'path':<13}{'Gbit/s':>8}{'x plain':>9}{'target':>8}"
         f"{'rtt ms':>9}{'p90 ms':>8}{'x plain':>9}   runs (Gbit/s), retransmits"
     )
     for name in PATHS:
         path = paths[name]
         target = f">={path['target_ratio']:.2f}" if "target_ratio" in path else ""
         print(
-            f"  {name:<10}{path['median_gbit_per_s']:>8.2f}{path['throughput_ratio']:>9.3f}"
+            f"  {name:<13}{path['median_gbit_per_s']:>8.2f}{path['throughput_ratio']:>9.3f}"
             f"{target:>8}{path['rtt_median_ms']:>9.3f}{path['rtt_p90_ms']:>8.3f}"
             f"{path.get('rtt_ratio', 1.0):>9.2f}   {path['gbit_per_s']} {path['retransmits']}"
         )
     print(f"\n  {PLAIN}: nodes 3-4, nothing of hybridnet; {PLAIN_HN}: the same through nodes 1-2")
-    print("  MTUs: pod eth0 / path MTU the pod learned / VXLAN device on node 1; pings lost")
+    print(f"  {PLAIN_VXLAN}: nodes 3-4 through a VXLAN device made by hand (MTU 1450)")
+    print("  pod eth0 MTU / path MTU the pod learned / VXLAN devices on the sending node /")
+    print("  conntrack entries there / pings lost")
     for name in PATHS:
         path = paths[name]
+        devices = " ".join(f"{k}={v}" for k, v in sorted(path.get("vxlan_mtu", {}).items()))
         print(
-            f"  {name:<10}pod {path['pod_mtu']}  learned {path['learned_pmtu'] or '-'}  "
-            f"vxlan {path.get('vxlan_mtu', '-')}  lost {path['pings_lost']}"
+            f"  {name:<13}pod {path['pod_mtu']}  learned {path['learned_pmtu'] or '-'}  "
+            f"vxlan {devices or '-'}  conntrack {path['conntrack_entries']}  "
+            f"lost {path['pings_lost']}"
             f"/{path['pings_answered'] + path['pings_lost']}"
         )
 
