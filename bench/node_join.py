@@ -10,15 +10,18 @@ join is done on a node when both are there, everywhere when the last node has th
 
 Two ways of joining, each repeated (one warm-up first, not counted):
 
-* ``daemon``: the real way. A daemon is started in the joining namespace; the start is the
-  moment the bench's own watch of the store delivers that node's NodeInfo with its VTEP (the
-  same wake-up the other daemons' informers get; the object's creationTimestamp has only
-  second resolution). To leave, the daemon is stopped and its NodeInfo deleted (a daemon
-  does not delete its NodeInfo when it exits).
+* ``daemon``: the real way. A daemon is started in the joining namespace (``--log-level
+  info``). The start is the earlier of two moments, both after the NodeInfo's commit: the
+  stamp (ms) of the daemon's own "nodeinfo created" log line, written as ``create`` returns,
+  and the delivery of that NodeInfo to the bench's own watch of the store (the wake-up the
+  other daemons' informers get too). The object's creationTimestamp has only second
+  resolution. Both moments may trail the commit by a few ms, so these figures may be that
+  much short. To leave, the daemon is stopped and its NodeInfo deleted (a daemon does not
+  delete its NodeInfo when it exits).
 * ``written``: the bench writes a NodeInfo the way a daemon would (a VTEP address on the
   fabric with no host behind it, a made-up MAC) and deletes it: the reconcile path alone. The
-  start is taken just before the write (``create`` itself is timed and printed); the delay to
-  the bench's own watch is printed too, as the resolution of the ``daemon`` start.
+  start is taken just before the write, so these figures include the write (``create``'s
+  own time is printed, and its delivery to the bench's watch).
 
 The end on each node is read from ``bridge -timestamp monitor fdb`` running in each node
 namespace: event-driven (no polling), stamped by ``bridge`` in microseconds as each netlink
@@ -32,7 +35,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import json
+import re
 import sys
 import tempfile
 import threading
@@ -211,13 +216,16 @@ def daemon_join(cluster: Cluster, timings: Timings | None) -> None:
     name = "joiner"
     socket = cluster.directory / name / "run" / "daemon.sock"
     argv = ["--node-name", name, "--store", str(cluster.store_path)]
-    argv += ["--network", harness.POD_NETWORK, "--vtep-interface", "eth0", *DAEMON_FLAGS]
+    argv += ["--network", harness.POD_NETWORK, "--vtep-interface", "eth0", "--ip-family", "IPv4"]
     after = len(cluster.watch.events)
     started = time.time()
-    process = harness.start_daemon(cluster.joiner, socket, *argv)
+    process = harness.start_daemon(cluster.joiner, socket, *argv, "--log-level", "info")
     try:
-        joined, vtep = cluster.watch.wait_for_vtep(name, after)
-        # From the daemon's start: a daemon may act on the NodeInfo before the bench's watch.
+        logged = published_at(process)
+        delivered, vtep = cluster.watch.wait_for_vtep(name, after)
+        # Both moments come after the write's commit: the earlier is the closer.
+        joined = min(logged, delivered)
+        # Events from the daemon's start on: the others may act before either moment.
         join = joined, cluster.joined(vtep, started)
     finally:
         stop(cluster.joiner, process)
@@ -225,6 +233,17 @@ def daemon_join(cluster: Cluster, timings: Timings | None) -> None:
     if timings is not None:
         timings.record(join, leave)
         timings.add("daemon start -> NodeInfo", joined - started)
+        timings.add("daemon's log -> the bench's watch", delivered - logged)
+
+
+PUBLISHED = re.compile(r'"msg": "nodeinfo (created|updated)".*"spec": "VTEP ')
+
+
+def published_at(daemon: Process) -> float:
+    """When the daemon wrote its NodeInfo with a VTEP: the stamp (ms) of its own log line,
+    written just after the store's ``create`` (or ``update``) returned."""
+    line = json.loads(daemon.wait_for_line(PUBLISHED.pattern, timeout=BOUND))
+    return datetime.datetime.fromisoformat(line["ts"]).timestamp()
 
 
 def stop(node: lab.Namespace, process: Process) -> None:
