@@ -13,7 +13,7 @@ VX, VLAN = "eth0.vxlan5", "eth0.101"
 OVERLAY_ROUTE = Route(4, NUMBERS.overlay_table, "198.19.60.0/24", VX)
 FDB = FdbEntry(VX, "00:00:00:00:00:00", "198.18.0.11")
 VLAN_LINK = VlanLink("eth0.101", parent="eth0", vlan_id=101)
-VLAN_SYSCTL = Sysctl("net/ipv4/conf/eth0.101/proxy_arp", "1", VLAN)
+VLAN_SYSCTL = Sysctl("net/ipv4/conf/eth0.101/proxy_arp", "0", VLAN)
 UNDERLAY_ROUTE = Route(4, 10001, "198.18.101.0/24", VLAN)
 UNDERLAY_DEFAULT = Route(4, 10001, "0.0.0.0/0", VLAN, gateway="198.18.101.1", onlink=True)
 UNDERLAY_RULE = Rule(4, NUMBERS.subnet_priority, 10001, src="198.18.101.0/24")
