@@ -466,7 +466,8 @@ class DaemonService(pb_grpc.DaemonServicer):
         return pb.CheckReply(differences=differences)
 
     def _datapath_problems(self, found: list[IPInstance]) -> list[str]:
-        """What the node-wide datapath could not build for the pod's network."""
+        """What the node-wide datapath could not build for the pod's network (its problems),
+        and what of it the kernel lacks now (the reconciler's diff)."""
         if self.node_datapath is None:
             return []
         problems = []
@@ -477,6 +478,7 @@ class DaemonService(pb_grpc.DaemonServicer):
                 continue
             subnets = {i.spec.subnet for i in found if i.spec.network == name}
             problems += self.node_datapath.problems_for(network, subnets)
+            problems += self.node_datapath.differences_for(network, subnets)
         return problems
 
     @timed("STATUS")

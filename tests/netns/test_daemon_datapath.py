@@ -497,3 +497,28 @@ def test_one_embedded_daemon_serves_underlay_and_overlay_pods_by_their_annotatio
         assert pod_addresses(path, broken.name) == {}
     finally:
         daemon.stop()
+
+
+def test_check_reports_what_the_kernel_lacks_of_the_pods_network(
+    fabric_factory: Callable[[int], testbed.Fabric], tmp_path: Path
+) -> None:
+    """CNI CHECK uses the reconciler's own diff: a route of the pod's table deleted behind
+    the daemon's back is named (a resync an hour away cannot have put it back)."""
+    fabric = fabric_factory(1)
+    store = harness.embedded_store(tmp_path / "store.db", OVERLAY_V4)
+    flags = ("--ip-family", "IPv4", "--resync-period", "3600")
+    daemon = NodeDaemon(fabric.nodes[0], "n1", tmp_path / "n1", store, flags).start()
+    try:
+        pod = fabric.add_pod("pc")
+        attachment = attach(daemon, pod)
+        wait_for("the overlay route", lambda: overlay_route(daemon))
+        daemon.cni().check(attachment)  # all there: CHECK passes
+        daemon.node.ip("route", "del", OVERLAY_V4, "table", "40000")
+        with pytest.raises(CniPluginError) as checked:
+            daemon.cni().check(attachment)
+        assert checked.value.code == 100
+        assert f"node datapath would create route {OVERLAY_V4} dev {VXLAN}" in (
+            checked.value.details
+        )
+    finally:
+        daemon.stop()
