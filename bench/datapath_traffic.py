@@ -2,23 +2,25 @@
 beside a plain routed veth path through the same fabric, measured in the same run.
 
 The lab's fabric (hybridnet/lab/fabric.py) gets four nodes. Nodes 1 and 2 run the real
-``hybridnet-daemon`` on ONE shared embedded store holding both networks: ``underlay``
-(untagged on the nodes' ``eth0``, its pods' addresses from the fabric's own subnet) and
-``overlay`` (VXLAN, VNI 5). Each daemon serves one embedded ``--network``, so they are started
-twice: with ``--network underlay`` while the underlay pods are attached, then, restarted, with
-``--network overlay`` for the overlay pods (a restart changes nothing already built, so the
-underlay pods keep working). Every daemon has ``--underlay-interface eth0`` and
-``--vtep-interface eth0``; pods are attached through the real plugin
-(hybridnet/lab/cni_runtime.py). Nodes 3 and 4 carry the plain path, built by hand and with
-nothing of hybridnet: a pod namespace behind each, a veth to its node, static routes.
+``hybridnet-daemon`` (``--underlay-interface eth0 --vtep-interface eth0``) on ONE shared
+embedded store holding both networks: ``underlay`` (untagged on the nodes' ``eth0``, its
+pods' addresses from the fabric's own subnet) and ``overlay`` (VXLAN, VNI 5). Each pod has a
+Pod object in the store naming its network, and is attached through the real plugin
+(hybridnet/lab/cni_runtime.py). Nodes 3 and 4 carry the reference, built by hand and with
+nothing of hybridnet: a pod namespace behind each, a veth to its node, static routes (the
+``plain`` path). Two more hand-made paths tell where a difference comes from: ``plain-hn``,
+the same through nodes 1 and 2 (hybridnet's node-wide state on the way: policy rules, the
+masquerade table and with it connection tracking), and ``vxlan-plain``, nodes 3 and 4 through
+a VXLAN device made by hand (the kernel's encapsulation alone).
 
 Each round measures every path in turn (the order rotates from round to round, so a slow
 moment of this shared machine does not always fall on the same path): one iperf3 TCP run
 (pod A on the first node -> pod B on the second) and a burst of pings. Printed: the median
 throughput of the rounds, the median and p90 round-trip time of all the pings, each beside the
 plain path as a ratio, with the issue's targets (underlay >= 95%, overlay >= 90% of the plain
-path's throughput); and each path's MTUs and iperf3's segment size and retransmits. Prints
-figures, asserts nothing.
+path's throughput); iperf3's retransmits; and what decides packet sizes and per-packet work on
+each path: the pod's MTU and the path MTU it learned, the VXLAN devices' MTUs, and whether the
+sending node tracks connections. Prints figures, asserts nothing.
 
     python -m bench.datapath_traffic [--runs 5] [--seconds 3] [--pings 200] [--json FILE]
 """
@@ -36,7 +38,8 @@ from typing import Any
 
 from bench.stats import percentile, write_json
 from hybridnet import lab
-from hybridnet.api.builtin import Node
+from hybridnet.api import constants
+from hybridnet.api.builtin import Node, Pod
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import AddressRange, Network, NetworkSpec, Subnet, SubnetSpec
 from hybridnet.lab import daemon as harness
@@ -51,6 +54,7 @@ PATHS = (UNDERLAY, OVERLAY, PLAIN, PLAIN_HN, PLAIN_VXLAN)
 TARGETS = {UNDERLAY: 0.95, OVERLAY: 0.90}
 """Throughput as a share of the plain path's, from issue 10."""
 NODE_LABEL = {"bench-underlay": "yes"}
+POD_NAMESPACE = "bench"
 UNDERLAY_RANGE = AddressRange(
     version="4", cidr=str(lab.FABRIC_V4), gateway="198.18.0.1",
     start="198.18.0.100", end="198.18.0.119",
@@ -114,8 +118,8 @@ class HybridnetNode:
     def socket(self) -> Path:
         return self.directory / "run" / "daemon.sock"
 
-    def start(self, network: str) -> None:
-        argv = ["--node-name", self.name, "--store", str(self.store), "--network", network]
+    def start(self) -> None:
+        argv = ["--node-name", self.name, "--store", str(self.store)]
         argv += ["--ip-family", "IPv4", "--log-level", "warning"]
         argv += ["--underlay-interface", "eth0", "--vtep-interface", "eth0"]
         self.process = harness.start_daemon(self.node, self.socket, *argv)
@@ -126,8 +130,17 @@ class HybridnetNode:
             self.node.processes.remove(self.process)
             self.process = None
 
-    def attach(self, pod: lab.Namespace) -> str:
-        """ADD through the real plugin, run inside the node; the pod's IPv4 address."""
+    def attach(self, pod: lab.Namespace, network: str) -> str:
+        """A Pod object bound to the node and asking for ``network`` (the API server's and
+        the scheduler's part), then ADD through the real plugin, run inside the node (the
+        runtime's); the pod's IPv4 address."""
+        annotations = {constants.ANNOTATION_SPECIFIED_NETWORK: network}
+        meta = ObjectMeta(name=pod.name, namespace=POD_NAMESPACE, annotations=annotations)
+        store = SQLiteStore(self.store)
+        try:
+            store.create(Pod(meta, body={"spec": {"nodeName": self.name}}))
+        finally:
+            store.close()
         conflist = {
             "cniVersion": "1.1.0",
             "name": "hybridnet",
@@ -136,13 +149,13 @@ class HybridnetNode:
         runtime = CniRuntime(
             conflist, [str(self.plugins)], self.directory / "cni-cache", exec_netns=self.node.name
         )
-        args = {"K8S_POD_NAMESPACE": "bench", "K8S_POD_NAME": pod.name, "IgnoreUnknown": "1"}
+        args = {"K8S_POD_NAMESPACE": POD_NAMESPACE, "K8S_POD_NAME": pod.name, "IgnoreUnknown": "1"}
         result = runtime.add(Attachment(container_id=pod.name, netns=pod.path, args=args))
         return str(result["ips"][0]["address"]).split("/")[0]
 
 
 def hybridnet_pairs(fabric: lab.Fabric, work: Path) -> tuple[list[PodPair], list[HybridnetNode]]:
-    """The underlay pair, then (daemons restarted for the overlay network) the overlay pair."""
+    """One daemon per node serving both networks; an underlay and an overlay pair of pods."""
     names = ["node1", "node2"]
     store = seed_store(work / "store.db", names)
     plugins = harness.plugin_dir(work / "cni-bin")
@@ -150,16 +163,15 @@ def hybridnet_pairs(fabric: lab.Fabric, work: Path) -> tuple[list[PodPair], list
         HybridnetNode(node, name, work / name, store, plugins)
         for node, name in zip(fabric.nodes[:2], names, strict=True)
     ]
+    print(f"daemons on {names}, one shared store", file=sys.stderr)
+    for node in nodes:
+        node.start()
     pairs = []
     for network in (UNDERLAY, OVERLAY):
-        print(f"daemons on {names} serving network {network}", file=sys.stderr)
-        for node in nodes:
-            node.start(network)
         a, b = fabric.add_pod(f"{network[0]}a"), fabric.add_pod(f"{network[0]}b")
-        pairs.append(PodPair(network, a, b, nodes[0].attach(a), nodes[1].attach(b)))
-        if network != OVERLAY:
-            for node in nodes:
-                node.stop()
+        pairs.append(
+            PodPair(network, a, b, nodes[0].attach(a, network), nodes[1].attach(b, network))
+        )
     return pairs, nodes
 
 
