@@ -15,9 +15,11 @@ Two ways of joining, each repeated (one warm-up first, not counted):
   stamp (ms) of the daemon's own "nodeinfo created" log line, written as ``create`` returns,
   and the delivery of that NodeInfo to the bench's own watch of the store (the wake-up the
   other daemons' informers get too). The object's creationTimestamp has only second
-  resolution. Both moments may trail the commit by a few ms, so these figures may be that
-  much short. To leave, the daemon is stopped and its NodeInfo deleted (a daemon does not
-  delete its NodeInfo when it exits).
+  resolution. Both moments trail the commit, usually by a few ms, rarely by ten or more
+  on a loaded machine (a first node done "before" the start shows it), so these figures
+  may be that much short; ``its log -> bench watch`` prints how far the two moments differ.
+  To leave, the daemon is stopped and its NodeInfo deleted (a daemon does not delete its
+  NodeInfo when it exits).
 * ``written``: the bench writes a NodeInfo the way a daemon would (a VTEP address on the
   fabric with no host behind it, a made-up MAC) and deletes it: the reconcile path alone. The
   start is taken just before the write, so these figures include the write (``create``'s
@@ -209,7 +211,7 @@ def written_join(cluster: Cluster, timings: Timings | None) -> None:
     if timings is not None:
         timings.record(join, leave)
         timings.add("create() call", written - joined)
-        timings.add("create() -> the bench's watch", delivered - joined)
+        timings.add("create() -> bench watch", delivered - joined)
 
 
 def daemon_join(cluster: Cluster, timings: Timings | None) -> None:
@@ -233,7 +235,7 @@ def daemon_join(cluster: Cluster, timings: Timings | None) -> None:
     if timings is not None:
         timings.record(join, leave)
         timings.add("daemon start -> NodeInfo", joined - started)
-        timings.add("daemon's log -> the bench's watch", delivered - logged)
+        timings.add("its log -> bench watch", delivered - logged)
 
 
 PUBLISHED = re.compile(r'"msg": "nodeinfo (created|updated)".*"spec": "VTEP ')
