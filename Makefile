@@ -78,7 +78,7 @@ unit: venv
 netns: deps venv
 	$(BIN)/pytest tests/netns
 
-## make bench: the quick benchmarks (about 4 minutes on the 2-core reference machine).
+## make bench: the quick benchmarks (3-4 minutes on the 2-core reference machine).
 bench: deps venv
 	$(BIN)/python -m bench.cni_baseline --runs 50 --json bench/results/cni_baseline.json
 	$(BIN)/python -m bench.datapath_traffic --runs 3 --json bench/results/datapath_traffic.json
