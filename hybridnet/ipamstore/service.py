@@ -129,6 +129,8 @@ class IPAMService:
         """Held while the allocator's record of stored addresses changes."""
         self._reading: dict[str, int] = {}
         """Owner -> storage events applied for it since its read-back began (only during one)."""
+        self.rebuilt_owners: frozenset[str] = frozenset()
+        """The pods that held addresses when :meth:`rebuild` read storage."""
 
     # ----------------------------------------------------------------- networks and subnets
 
@@ -173,9 +175,12 @@ class IPAMService:
             self.apply_subnet(subnet)
             self._allocator.set_cursor(subnet.metadata.name, subnet.status.last_allocated_ip)
         restored = 0
+        owners = set()
         for instance in self.store.list(IPInstance, self.ipam_namespace).items:
             if self.on_stored(instance):
                 restored += 1
+                owners.add(ipinstances.owner_of(instance) or "")
+        self.rebuilt_owners = frozenset(owners)
         log.info("ipam state rebuilt", extra=fields(allocations=restored))
         return restored
 

@@ -122,6 +122,9 @@ class PodController:
         self.queue = WorkQueue()
         self._waiting: set[str] = set()
         self._retained: set[str] = set()
+        self._seen: set[str] = set()
+        """Pods this controller has had in its cache (or knows were deleted before it started):
+        only those are taken for gone when the cache lacks them."""
         self._stored_names: dict[str, set[str]] = {}
         """Owner -> names of its IPInstances in storage (an index over the informer cache)."""
         self._lock = threading.Lock()
@@ -134,7 +137,14 @@ class PodController:
     # ----------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        """Start the workers (the caches are started, and synced, by the caller)."""
+        """Start the workers (the caches are started, and synced, by the caller). A pod that
+        held addresses when the IPAM state was rebuilt (before the pod cache listed) and is not
+        in the synced pod cache was deleted while no manager watched: its pass releases it."""
+        for owner in sorted(self.service.rebuilt_owners):
+            if not self._pod_cached(owner):
+                with self._lock:
+                    self._seen.add(owner)
+                self.queue.add(owner)
         for index in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"pod-worker-{index}", daemon=True)
             thread.start()
@@ -152,7 +162,10 @@ class PodController:
 
     def _on_pod(self, event: WatchEvent[Pod]) -> None:
         pod = event.object
-        self.queue.add(ipinstances.owner_key(pod.metadata.namespace or "", pod.metadata.name))
+        key = ipinstances.owner_key(pod.metadata.namespace or "", pod.metadata.name)
+        with self._lock:
+            self._seen.add(key)
+        self.queue.add(key)
 
     def _on_instance(self, event: WatchEvent[IPInstance]) -> None:
         instance = event.object
@@ -344,25 +357,23 @@ class PodController:
         )
 
     def _pod_gone(self, key: str, namespace: str, name: str) -> None:
-        if self.service.held_by(key) and self._pod_stored(namespace, name):
-            # Not in this manager's cache yet, though another manager served it: the pods'
-            # watch can be behind the IPInstances'. Its ADDED event brings the pod here.
+        with self._lock:
+            seen = key in self._seen
+        if not seen and self.service.held_by(key):
+            # Addresses learned from storage for a pod this cache has not had yet: another
+            # manager served it, and the pods' watch can be behind the IPInstances'. Its
+            # ADDED event, or its DELETED one, brings it here; releasing now would take
+            # the addresses of a running pod.
             return
         self.events.forget(namespace, name)
         with self._lock:
+            self._seen.discard(key)
             self._waiting.discard(key)
             retained = key in self._retained
         if retained and self.service.held_by(key):
             log.info("pod deleted, address retained for its StatefulSet", extra=fields(pod=key))
             return
         self._release(key, why="pod deleted")
-
-    def _pod_stored(self, namespace: str, name: str) -> bool:
-        try:
-            self.store.get(Pod, name, namespace)
-        except NotFound:
-            return False
-        return True
 
     def _release(self, key: str, why: str) -> None:
         released = self.service.release(key)

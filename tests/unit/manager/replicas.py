@@ -111,6 +111,17 @@ class Replica:
         self.controller = PodController(self.store, self.service, self.cache, workers=0)
         self._heard: dict[type[Resource], int] = dict.fromkeys(KINDS, 0)
 
+    def start(self) -> None:
+        """Start as a manager does: rebuild from storage, fill the caches from a list of what
+        is stored now (not from the history), start the controller (no worker threads)."""
+        self.service.rebuild()
+        for kind in KINDS:
+            namespace = IPAM_NAMESPACE if kind is IPInstance else None
+            for obj in self.store.list(kind, namespace).items:
+                self._deliver(kind, WatchEvent("ADDED", obj))
+            self._heard[kind] = len(self.journal.events)
+        self.controller.start()
+
     def hear(self, *kinds: type[Resource]) -> None:
         """Deliver every event of ``kinds`` (default: all) this replica has not heard yet."""
         for kind in kinds or KINDS:
