@@ -139,11 +139,20 @@ class PodController:
     def start(self) -> None:
         """Start the workers (the caches are started, and synced, by the caller). A pod that
         held addresses when the IPAM state was rebuilt (before the pod cache listed) and is not
-        in the synced pod cache was deleted while no manager watched: its pass releases it."""
+        in the synced pod cache was deleted while no manager watched: its pass releases it, or
+        keeps the addresses of a StatefulSet's pod. That is read from the synced cache here,
+        not left to the IPInstance events, which may still be on their way to the handlers."""
+        stateful = {
+            ipinstances.owner_of(i)
+            for i in self.cache.instances.items()
+            if i.spec.binding is not None and i.spec.binding.stateful is not None
+        }
         for owner in sorted(self.service.rebuilt_owners):
             if not self._pod_cached(owner):
                 with self._lock:
                     self._seen.add(owner)
+                    if owner in stateful:
+                        self._retained.add(owner)
                 self.queue.add(owner)
         for index in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"pod-worker-{index}", daemon=True)

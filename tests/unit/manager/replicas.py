@@ -110,15 +110,21 @@ class Replica:
         self.cache = ClusterCache(self.store, IPAM_NAMESPACE)
         self.controller = PodController(self.store, self.service, self.cache, workers=0)
         self._heard: dict[type[Resource], int] = dict.fromkeys(KINDS, 0)
+        self._listed: list[tuple[type[Resource], WatchEvent[Any]]] = []
+        """Listed by start() into the caches, not heard by the handlers yet."""
 
     def start(self) -> None:
         """Start as a manager does: rebuild from storage, fill the caches from a list of what
-        is stored now (not from the history), start the controller (no worker threads)."""
+        is stored now (not from the history), start the controller (no worker threads). An
+        informer's cache is synced before its handlers hear the list: here they hear it when
+        the test next calls hear(), the latest they may."""
         self.service.rebuild()
         for kind in KINDS:
             namespace = IPAM_NAMESPACE if kind is IPInstance else None
             for obj in self.store.list(kind, namespace).items:
-                self._deliver(kind, WatchEvent("ADDED", obj))
+                key = (obj.metadata.namespace or "", obj.metadata.name)
+                self._watched(kind).informer.cache[key] = obj
+                self._listed.append((kind, WatchEvent("ADDED", obj)))
             self._heard[kind] = len(self.journal.events)
         self.controller.start()
 
@@ -131,6 +137,11 @@ class Replica:
     def hear_next(self, kind: type[Resource]) -> WatchEvent[Any] | None:
         """Deliver the next event of ``kind`` this replica has not heard (None: there is
         none), as its informer would: into the cache first, then to the handlers."""
+        for listed in self._listed:
+            if listed[0] is kind:
+                self._listed.remove(listed)
+                self._watched(kind).informer.handler(listed[1])
+                return listed[1]
         events = self.journal.events
         while self._heard[kind] < len(events):
             event = events[self._heard[kind]]

@@ -44,10 +44,9 @@ def test_a_pod_deleted_while_no_manager_ran_is_released_when_one_starts(
     successor = Replica(journal)
     successor.start()
     try:
-        queued = successor.queued()
-        assert "apps/gone" in queued  # the running pod is queued by its cache's first list
-        for key in queued:
-            successor.controller.reconcile(key)
+        assert successor.queued() == ["apps/gone"]
+        successor.controller.reconcile("apps/gone")
+        successor.serve()
         assert stored_addresses(journal, "apps/gone") == []
         assert successor.addresses("apps/gone") == []
         assert len(stored_addresses(journal, "apps/running")) == 1
@@ -67,3 +66,28 @@ def test_a_pod_seen_and_then_deleted_is_released(journal: Journal) -> None:
     assert stored_addresses(journal, "apps/p") == []
     assert replica.addresses("apps/p") == []
     replica.close()
+
+
+def test_a_statefulset_pod_deleted_while_no_manager_ran_keeps_its_address(
+    journal: Journal,
+) -> None:
+    harness = Harness(journal, "t")
+    first = Replica(journal)
+    first.hear()
+    harness.pod("apps", "db-0", node="n1", statefulset="db")
+    first.serve()
+    first.close()
+    kept = stored_addresses(journal, "apps/db-0")
+    harness.delete_pod("apps", "db-0")
+
+    successor = Replica(journal)
+    successor.start()
+    try:
+        assert successor.queued() == ["apps/db-0"]
+        successor.controller.reconcile("apps/db-0")  # before the handlers heard the lists
+        assert stored_addresses(journal, "apps/db-0") == kept
+        successor.serve()
+        assert stored_addresses(journal, "apps/db-0") == kept
+        assert successor.addresses("apps/db-0") == kept
+    finally:
+        successor.close()
