@@ -229,8 +229,8 @@ class PodController:
         stale its view, and the pod is never left with none while they converge."""
         cached = self._stored(owner)
         held = {(a.subnet, a.address) for a in self.service.held_by(owner)}
-        seen = {(i.spec.subnet, ipinstances.address_of(i)) for i in cached}
-        if held == seen and not doubled(cached):
+        in_cache = {(i.spec.subnet, ipinstances.address_of(i)) for i in cached}
+        if held == in_cache and not doubled(cached):
             return True
         stored = self.service.read_back(owner)
         if stored is None:
