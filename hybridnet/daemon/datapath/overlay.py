@@ -18,7 +18,7 @@ from hybridnet.daemon.datapath.context import (
     link_sysctls,
     scope,
 )
-from hybridnet.daemon.datapath.model import FdbEntry, Neighbour, Route, Rule, VxlanLink
+from hybridnet.daemon.datapath.model import FdbEntry, Neighbour, Route, Rule, Sysctl, VxlanLink
 from hybridnet.daemon.datapath.problems import ProblemCode
 from hybridnet.daemon.datapath.view import HostLink
 
@@ -27,6 +27,12 @@ MAX_VNI = (1 << 24) - 1
 MIN_MTU = 68
 VXLAN_OVERHEAD = {4: 50, 6: 70}
 """Outer Ethernet + IP + UDP + VXLAN headers; an IPv6 underlay's header is 20 bytes longer."""
+UNKNOWN_MEDIUM = "-1"
+"""``medium_id`` of the VXLAN device: route-based proxy ARP never answers there, only the
+proxy entries do (one per local pod address, as NDP has). Route-based proxy ARP answers for
+every address the node routes out of another device: on the VXLAN segment every node would
+answer for another node's underlay pod (routed out of its underlay interface), and the asker
+sends that pod's traffic to whichever answered first, which sends it back (a loop)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +54,7 @@ def build(ctx: Context, network: Network) -> Vtep | None:
     ctx.objects.add(link)
     for sysctl in link_sysctls(link.name, versions | {4}):
         ctx.objects.add(sysctl)
+    ctx.objects.add(Sysctl(f"net/ipv4/conf/{link.name}/medium_id", UNKNOWN_MEDIUM, link.name))
     own_addresses = {
         str(ipaddress.ip_interface(a).ip)
         for host_link in ctx.host.links.values()
@@ -61,10 +68,9 @@ def build(ctx: Context, network: Network) -> Vtep | None:
     _overlay_table(ctx, link, own)
     for subnet in own:
         _subnet_table(ctx, link.name, subnet, remotes)
-    if 6 in versions:
-        for pod in ctx.pods:
-            if inputs.version_of(pod.address) == 6:
-                ctx.objects.add(Neighbour(link.name, pod.address))
+    for pod in ctx.pods:
+        if inputs.version_of(pod.address) in versions:
+            ctx.objects.add(Neighbour(link.name, pod.address))  # answered: a proxy entry
     nodes = [*own_addresses, *(a for remote in remotes for a in remote.addresses)]
     _masquerade(ctx, link.name, own, nodes)
     return Vtep(link=link.name, address=link.local, mac=link.mac)
