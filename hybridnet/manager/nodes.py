@@ -19,8 +19,9 @@ good (the reference makes the Node its owner and leaves it to Kubernetes' garbag
 the manager does the same job on any store). A Node's DELETED event marks its name, and a
 marked name without a Node loses its NodeInfo, once a GET confirms the Node is really gone
 (the two caches can lag each other). With ``nodes_registered`` (Kubernetes, where every node
-running a daemon is a registered Node) the leader also deletes, at start and at every resync,
-any NodeInfo whose Node does not exist: a Node deleted while no manager led. On the embedded
+running a daemon is a registered Node) the leader also deletes any NodeInfo whose Node does
+not exist, seen at start, at every resync (a Node deleted while no manager led) or in a
+NodeInfo's event (a daemon that wrote it again before it saw its Node go). On the embedded
 store Node objects are optional, so only deletions of a Node count there.
 """
 
@@ -121,6 +122,8 @@ class NodeLabeler:
         usage.subscribe(self._usage_changed)
         cache.nodes.subscribe(self._node_event)
         cache.networks.subscribe(self._network_event)
+        if nodes_registered:
+            cache.node_infos.subscribe(self._node_info_event)
 
     def start(self) -> None:
         """Start syncing; call it once the caches are synced (the orphans are read there)."""
@@ -136,6 +139,10 @@ class NodeLabeler:
 
     def _node_event(self, event: WatchEvent[Node]) -> None:
         self._loop.mark(event.object.name)  # also when deleted: its NodeInfo goes
+
+    def _node_info_event(self, event: WatchEvent[NodeInfo]) -> None:
+        if event.type != "DELETED" and self._nodes.get(event.object.name) is None:
+            self._loop.mark(event.object.name)
 
     def _network_event(self, event: WatchEvent[Network]) -> None:
         """Every node, when a network's type or node selector changed (not its status)."""

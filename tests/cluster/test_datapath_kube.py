@@ -22,6 +22,7 @@ entry present / absent in each other node's kernel) and the figures printed, nev
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import ipaddress
@@ -337,12 +338,12 @@ def test_overlay_and_underlay_pods_see_each_others_own_addresses(cluster: Cluste
 
 
 class NodeInfoTimes:
-    """When the test first saw each NodeInfo with a VTEP, and each NodeInfo's deletion: the
+    """When the test saw each NodeInfo written with a VTEP, and each NodeInfo's deletion: the
     test's own informer, so within milliseconds of the write."""
 
     def __init__(self, store: KubeStore):
-        self.published: dict[str, float] = {}
-        self.deleted: dict[str, float] = {}
+        self.published: dict[str, list[float]] = collections.defaultdict(list)
+        self.deleted: dict[str, list[float]] = collections.defaultdict(list)
         self._informer = Informer(store, NodeInfo, self._event, watch_timeout=30)
 
     def __enter__(self) -> NodeInfoTimes:
@@ -356,9 +357,15 @@ class NodeInfoTimes:
     def _event(self, event: WatchEvent[NodeInfo]) -> None:
         name = event.object.name
         if event.type == "DELETED":
-            self.deleted.setdefault(name, time.monotonic())
+            self.deleted[name].append(time.monotonic())
         elif event.object.spec.vtep_info is not None:
-            self.published.setdefault(name, time.monotonic())
+            self.published[name].append(time.monotonic())
+
+    def published_after(self, name: str, since: float) -> float | None:
+        return next((t for t in self.published[name] if t >= since), None)
+
+    def deleted_after(self, name: str, since: float) -> float | None:
+        return next((t for t in self.deleted[name] if t >= since), None)
 
 
 def summary(figures: dict[str, float]) -> str:
@@ -381,18 +388,15 @@ def test_a_node_joining_and_leaving_reaches_every_other_nodes_vxlan_state(
         cluster.start_daemon(newcomer)
         cluster.nodes.append(newcomer)
         arrival = newcomer.as_remote()
-        wait_for(
+        published = wait_for(
             f"{newcomer.name}'s NodeInfo",
-            lambda: newcomer.name in times.published,
+            lambda: times.published_after(newcomer.name, started),
             SIGNAL_BOUND,
         )
         joined = time_until_each(
-            others,
-            lambda node: node.has_fdb_for(arrival),
-            times.published[newcomer.name],
-            SIGNAL_BOUND,
+            others, lambda node: node.has_fdb_for(arrival), published, SIGNAL_BOUND
         )
-        from_start = times.published[newcomer.name] - started
+        from_start = published - started
         for node in others:
             wait_for(
                 f"{node.name}'s neighbours and routes for {newcomer.name}",
@@ -430,9 +434,9 @@ def test_a_node_joining_and_leaving_reaches_every_other_nodes_vxlan_state(
         left = time_until_each(
             others, lambda node: not node.has_any_fdb_for(arrival), deleting, SIGNAL_BOUND
         )
-        wait_for(
+        info_deleted = wait_for(
             f"{newcomer.name}'s NodeInfo deleted",
-            lambda: newcomer.name in times.deleted,
+            lambda: times.deleted_after(newcomer.name, deleting),
             SIGNAL_BOUND,
         )
         for node in others:
@@ -451,5 +455,82 @@ def test_a_node_joining_and_leaving_reaches_every_other_nodes_vxlan_state(
             f"{summary(joined)}; daemon start -> NodeInfo {from_start * 1000:.0f} ms"
             f"\ndatapath-kube: leave (Node deleted -> FDB entries gone on each other node): "
             f"{summary(left)}; Node deleted -> NodeInfo deleted "
-            f"{(times.deleted[newcomer.name] - deleting) * 1000:.0f} ms"
+            f"{(info_deleted - deleting) * 1000:.0f} ms"
+        )
+
+
+def node_info_absent(cluster: Cluster, name: str) -> bool:
+    try:
+        cluster.store.get(NodeInfo, name)
+    except NotFound:
+        return True
+    return False
+
+
+def test_a_node_deleted_while_its_daemon_runs_leaves_and_returns_when_registered_again(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``kubectl delete node`` while its daemon still runs (a drain leaves DaemonSet pods
+    alone): the manager deletes its NodeInfo, the daemon does not write it again while its
+    Node is gone (and logs so), and every other node drops it. kubelet registers the Node
+    again: the daemon publishes again, every node takes it back, its pods answer again."""
+    (leaving,) = [node for node in cluster.nodes if node.name == "dp3"]  # one of the three
+    others = [node for node in running(cluster) if node is not leaving]
+    remote = leaving.as_remote()
+    with NodeInfoTimes(cluster.store) as times:
+        deleting = time.monotonic()
+        cluster.store.delete(Node, leaving.name)
+        left = time_until_each(
+            others, lambda node: not node.has_any_fdb_for(remote), deleting, SIGNAL_BOUND
+        )
+        wait_for(
+            f"{leaving.name}'s daemon noticing its Node gone",
+            lambda: "node not registered" in leaving.log_path.read_text(),
+            SIGNAL_BOUND,
+        )
+        # From that log line on the daemon writes no NodeInfo; one it wrote before (it may
+        # see its NodeInfo go before its Node) the manager deletes on its event.
+        wait_for(
+            f"{leaving.name}'s NodeInfo gone",
+            functools.partial(node_info_absent, cluster, leaving.name),
+            SIGNAL_BOUND,
+        )
+        for node in others:
+            wait_for(
+                f"{node.name} holding nothing for {leaving.name}",
+                functools.partial(node.holds_nothing_for, remote),
+                SIGNAL_BOUND,
+            )
+
+        registering = time.monotonic()
+        cluster.harness.node(leaving.name, labels=dict(RACK))
+        published = wait_for(
+            f"{leaving.name}'s NodeInfo again",
+            lambda: times.published_after(leaving.name, registering),
+            SIGNAL_BOUND,
+        )
+        back = time_until_each(
+            others, lambda node: node.has_fdb_for(remote), registering, SIGNAL_BOUND
+        )
+    for node in others:
+        wait_for(
+            f"{node.name}'s VXLAN state for {leaving.name} again",
+            functools.partial(node.holds_state_for, remote),
+            SIGNAL_BOUND,
+        )
+    first = cluster.nodes[0].name
+    for pod in (p for p in cluster.pods if p.node == leaving.name):
+        (target,) = [p for p in cluster.pods if p.node == first and p.kind != pod.kind]
+        for version in ("4", "6"):
+            wait_for(
+                f"IPv{version} {pod.name} -> {target.name} after the Node's return",
+                functools.partial(pings, pod.netns, target.addresses[version]),
+                SIGNAL_BOUND,
+            )
+    with capsys.disabled():
+        print(
+            f"\ndatapath-kube: Node deleted, daemon running -> FDB entries gone on each other "
+            f"node: {summary(left)}"
+            f"\ndatapath-kube: Node registered again -> FDB entry on each other node: "
+            f"{summary(back)}; -> NodeInfo {(published - registering) * 1000:.0f} ms"
         )

@@ -83,3 +83,19 @@ def test_a_nodeinfo_whose_node_was_deleted_before_the_leader_started(
     else:
         assert exists(store, "orphan")
     assert exists(store, "stays")
+
+
+@pytest.mark.parametrize("cluster", ["registered"], indirect=True)
+def test_a_nodeinfo_written_again_after_its_node_was_deleted_is_deleted_again(
+    cluster: tuple[str, Harness],
+) -> None:
+    """A daemon that saw its NodeInfo go before its Node (two watches, no order between them)
+    writes it again; where Nodes are registered, that write's event brings the deletion."""
+    _, harness = cluster
+    store = harness.store
+    assert isinstance(store, SQLiteStore)
+    store.delete(Node, "goes")
+    wait_until(lambda: not exists(store, "goes"), "the departed node's NodeInfo deleted")
+    store.create(node_info("goes", "198.18.0.11"))
+    wait_until(lambda: not exists(store, "goes"), "the NodeInfo written again deleted again")
+    assert exists(store, "stays")
