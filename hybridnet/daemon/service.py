@@ -155,7 +155,14 @@ class DaemonService(pb_grpc.DaemonServicer):
             store, config.node_name, config.ipam_namespace, watch_timeout=config.watch_timeout
         )
         self.node_datapath = (
-            NodeDatapath(store, self.cache, config.node, registry, config.resync_period)
+            NodeDatapath(
+                store,
+                self.cache,
+                config.node,
+                registry,
+                config.resync_period,
+                requires_node=config.embedded_network is None,
+            )
             if config.node is not None
             else None
         )
