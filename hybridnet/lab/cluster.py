@@ -1,0 +1,637 @@
+"""A virtual hybridnet cluster on one machine: nodes in network namespaces, each running the real
+``hybridnet-daemon`` with its node datapath on one shared embedded store, and pods attached by
+the real plugin. No Kubernetes and no Go: the lab plays the API server (it writes the Node and
+Pod objects a cluster would hold) and the container runtime (:mod:`hybridnet.lab.cni_runtime`).
+
+``make demo`` and the tests of issue 10 build it here. Layout (addresses from the test ranges)::
+
+    outside ns  eth0 198.18.100.10/24, 2001:db8:100::10/64: a host beyond the fabric
+        |
+    gateway ns  eth1 198.18.100.1, 2001:db8:100::1   eth0 198.18.0.1/24, 2001:db8::1/64
+        |       (forwards between its two segments; no route to any overlay subnet, as a
+        |       real fabric, and no reverse-path filter)
+    fabric ns   br0: the switch
+        |
+    node i ns   eth0 198.18.0.(9+i), 2001:db8::(9+i); hybridnet-daemon --vtep-interface eth0
+        |       --underlay-interface eth0; the VXLAN device eth0.vxlan4 once the overlay exists
+    pod ns      eth0 with an address of the network the pod's annotations choose
+
+The store (``DIR/store.db``) holds a Node object per node (labels; the underlay network selects
+nodes by them) and, after :meth:`Cluster.create_networks`:
+
+* ``underlay``: Underlay, VLAN mode, netID 0 (untagged on each node's eth0), nodeSelector
+  ``hybridnet.lab/fabric=lab``; subnets ``underlay-v4`` 198.18.0.0/24 (pods .100-.199) and
+  ``underlay-v6`` 2001:db8::/64 (pods ::100-::1ff), the gateway as their gateway;
+* ``overlay``: Overlay, VXLAN, VNI 4; subnets ``overlay-v4`` 198.19.0.0/24 and ``overlay-v6``
+  2001:db8:1::/64, ``autoNatOutgoing`` as :attr:`ClusterConfig.overlay_nat` says.
+
+A pod is a Pod object carrying the reference's annotations (``network-type``, ``ip-family``, any
+other the caller adds), written before the CNI ADD that the daemon of its node serves. Use::
+
+    with testbed_run() as run, Cluster(run, directory) as cluster:
+        cluster.create_networks()
+        cluster.wait_converged()
+        web = cluster.add_pod(cluster.nodes[0], "web", OVERLAY)
+        db = cluster.add_pod(cluster.nodes[1], "db", UNDERLAY)
+        assert ping(web.netns, db.ipv4)
+
+Everything lives in namespaces of the run (stale-run cleanup finds them by its prefix) and in
+``directory`` (store, daemon sockets and logs, the plugin, the runtime's cache); the root
+namespace is never changed. :mod:`hybridnet.lab.cluster_command` keeps one running between
+commands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import ipaddress
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from hybridnet.api import constants as c
+from hybridnet.api.builtin import Node, Pod
+from hybridnet.api.builtin import Namespace as NamespaceObject
+from hybridnet.api.meta import ObjectMeta
+from hybridnet.api.resources import (
+    AddressRange,
+    Network,
+    NetworkSpec,
+    NodeInfo,
+    Subnet,
+    SubnetConfig,
+    SubnetSpec,
+)
+from hybridnet.lab import daemon as lab_daemon
+from hybridnet.lab.cni_runtime import Attachment, CniRuntime
+from hybridnet.lab.errors import TestbedError
+from hybridnet.lab.fabric import Fabric
+from hybridnet.lab.fabric import Node as NodeHost
+from hybridnet.lab.netns import Namespace, TestbedRun, connect, create_namespace
+from hybridnet.lab.processes import Process, in_namespace
+from hybridnet.lab.progress import Progress
+from hybridnet.rpc.client import DaemonClient, DaemonError
+from hybridnet.store.errors import NotFound
+from hybridnet.store.sqlite import SQLiteStore
+
+UNDERLAY: Final = "underlay"
+OVERLAY: Final = "overlay"
+"""The networks' names (pods choose them by type: ``network-type: Underlay|Overlay``)."""
+LABEL_FABRIC: Final = "hybridnet.lab/fabric"
+FABRIC_LABELS: Final = {LABEL_FABRIC: "lab"}
+"""What every node carries by default and the underlay network's nodeSelector asks for."""
+OVERLAY_VNI: Final = 4
+VXLAN_DEVICE: Final = f"eth0.vxlan{OVERLAY_VNI}"
+OUTSIDE_V4: Final = "198.18.100.10"
+OUTSIDE_V6: Final = "2001:db8:100::10"
+_OUTSIDE_GATEWAY = ("198.18.100.1/24", "2001:db8:100::1/64")
+POD_NAMESPACE: Final = "default"
+"""The Kubernetes namespace of pods unless the caller names another."""
+DAEMON_MODULE = "hybridnet.daemon.main"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterConfig:
+    nodes: int = 3
+    overlay_nat: bool = True
+    """``autoNatOutgoing`` of the overlay's subnets: its pods reach the outside host
+    masqueraded as their node (off: with their own address, which the fabric cannot route
+    back)."""
+    ip_family: str = "DualStack"
+    """The ``ip-family`` annotation of pods that do not give one, and the daemons' default."""
+    resync_period: float | None = None
+    """The daemons' ``--resync-period`` (None: the daemon's default)."""
+    daemon_log_level: str = "info"
+    ready_timeout: float = 60.0
+    """Bound on a daemon's start and on the datapath's convergence; reached only when broken."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SubnetPlan:
+    """A Subnet to create: its range, and the reference's ``autoNatOutgoing`` and ``private``."""
+
+    name: str
+    network: str
+    cidr: str
+    gateway: str | None = None
+    start: str | None = None
+    end: str | None = None
+    nat: bool | None = None
+    private: bool = False
+
+    @property
+    def version(self) -> str:
+        return str(ipaddress.ip_network(self.cidr).version)
+
+
+def default_subnets(config: ClusterConfig) -> tuple[SubnetPlan, ...]:
+    """The two networks' subnets: the underlay's on the fabric segment (pods above the nodes),
+    the overlay's in ranges only the nodes route."""
+    return (
+        SubnetPlan("underlay-v4", UNDERLAY, "198.18.0.0/24", "198.18.0.1",
+                   "198.18.0.100", "198.18.0.199"),
+        SubnetPlan("underlay-v6", UNDERLAY, "2001:db8::/64", "2001:db8::1",
+                   "2001:db8::100", "2001:db8::1ff"),
+        SubnetPlan("overlay-v4", OVERLAY, "198.19.0.0/24", nat=config.overlay_nat),
+        SubnetPlan("overlay-v6", OVERLAY, "2001:db8:1::/64", nat=config.overlay_nat),
+    )  # fmt: skip
+
+
+@dataclasses.dataclass
+class ClusterNode:
+    """A node: its namespace on the fabric, its Node object's labels, its daemon."""
+
+    name: str
+    host: NodeHost
+    labels: dict[str, str]
+    directory: Path
+    runtime: CniRuntime
+    daemon: Process | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.directory / "run" / "daemon.sock"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "daemon.log"
+
+
+@dataclasses.dataclass
+class ClusterPod:
+    """A pod: its Pod object's name and annotations, its namespace, its ADD result's addresses."""
+
+    name: str
+    namespace: str
+    node: ClusterNode
+    netns: Namespace
+    annotations: dict[str, str]
+    uid: str
+    addresses: tuple[str, ...] = ()
+    """CIDRs from the CNI ADD result; empty until attached."""
+
+    @property
+    def attachment(self) -> Attachment:
+        return Attachment(
+            container_id=self.netns.name,
+            netns=self.netns.path,
+            args={
+                "IgnoreUnknown": "1",
+                "K8S_POD_NAMESPACE": self.namespace,
+                "K8S_POD_NAME": self.name,
+                "K8S_POD_UID": self.uid,
+                "K8S_POD_INFRA_CONTAINER_ID": self.netns.name,
+            },
+        )
+
+    def address(self, version: int) -> str:
+        """The pod's address of IPv``version``, without its prefix length."""
+        for cidr in self.addresses:
+            interface = ipaddress.ip_interface(cidr)
+            if interface.version == version:
+                return str(interface.ip)
+        raise TestbedError(f"pod {self.name} has no IPv{version} address ({self.addresses})")
+
+    @property
+    def ipv4(self) -> str:
+        return self.address(4)
+
+    @property
+    def ipv6(self) -> str:
+        return self.address(6)
+
+    @property
+    def network_type(self) -> str | None:
+        return self.annotations.get(c.ANNOTATION_NETWORK_TYPE)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterLayout:
+    """Which namespace is what: all a later command needs to report on or remove a cluster."""
+
+    prefix: str
+    store: str
+    switch: str
+    gateway: str
+    outside: str
+    nodes: dict[str, str]
+    """Node name -> its namespace."""
+    pods: list[dict[str, str]]
+    """Each pod's ``namespace``, ``name``, ``node`` and ``netns``."""
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ClusterLayout:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
+
+class Cluster:
+    """The virtual cluster of one run, kept in ``directory``; :meth:`up` builds it,
+    :meth:`down` removes it (also after a failed :meth:`up`)."""
+
+    def __init__(
+        self,
+        run: TestbedRun,
+        directory: Path,
+        config: ClusterConfig | None = None,
+        progress: Progress | None = None,
+    ):
+        self.run = run
+        self.directory = directory
+        self.config = config or ClusterConfig()
+        self.progress = progress or Progress()
+        self.store_path = directory / "store.db"
+        self.nodes: list[ClusterNode] = []
+        self.pods: list[ClusterPod] = []
+        self._fabric: Fabric | None = None
+        self._outside: Namespace | None = None
+        self._hosts: list[Namespace] = []
+        self._store: SQLiteStore | None = None
+        self._plugins: Path | None = None
+
+    def __enter__(self) -> Cluster:
+        return self.up()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.down()
+
+    # ----------------------------------------------------------------- the parts
+
+    @property
+    def fabric(self) -> Fabric:
+        if self._fabric is None:
+            raise TestbedError("the cluster is not up")
+        return self._fabric
+
+    @property
+    def outside(self) -> Namespace:
+        """The host behind the gateway (``OUTSIDE_V4``, ``OUTSIDE_V6``)."""
+        if self._outside is None:
+            raise TestbedError("the cluster is not up")
+        return self._outside
+
+    @property
+    def store(self) -> SQLiteStore:
+        """The cluster's store, as the API server's clients see it."""
+        if self._store is None:
+            raise TestbedError("the cluster is not up")
+        return self._store
+
+    def node(self, name: str) -> ClusterNode:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise TestbedError(f"no node {name} in the cluster")
+
+    # ----------------------------------------------------------------- building
+
+    def up(self) -> Cluster:
+        """The fabric with its gateway and outside host, the store, the nodes and their
+        daemons (ready: their informers listed, their datapath reconciled once)."""
+        try:
+            with self.progress.step("fabric: switch, gateway, outside host"):
+                self._fabric = Fabric(self.run)
+                self._outside = self._build_outside(self._fabric)
+            with self.progress.step(f"store and {self.config.nodes} node namespaces"):
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._store = SQLiteStore(self.store_path)
+                self._store.create(NamespaceObject(ObjectMeta(name=POD_NAMESPACE)))
+                self._plugins = lab_daemon.plugin_dir(self.directory / "cni-bin")
+                added = [self._new_node(None) for _ in range(self.config.nodes)]
+            with self.progress.step(f"hybridnet-daemon on {len(added)} nodes"):
+                self._start_daemons(added)
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def _build_outside(self, fabric: Fabric) -> Namespace:
+        outside = create_namespace(self.run.name("outside"))
+        self._hosts.append(outside)
+        gateway = fabric.gateway
+        connect(gateway, "eth1", outside, "eth0")
+        v4, v6 = _OUTSIDE_GATEWAY
+        gateway.ip("addr", "add", v4, "dev", "eth1")
+        gateway.ip("-6", "addr", "add", v6, "dev", "eth1", "nodad")
+        # A router that drops what it has no route back for would hide an overlay pod's
+        # un-NATed packet from the outside host, where the tests look for it.
+        for device in ("all", "eth0", "eth1"):
+            gateway.sysctl(f"net.ipv4.conf.{device}.rp_filter", "0")
+        outside.ip("addr", "add", f"{OUTSIDE_V4}/24", "dev", "eth0")
+        outside.ip("-6", "addr", "add", f"{OUTSIDE_V6}/64", "dev", "eth0", "nodad")
+        outside.ip("route", "add", "default", "via", v4.split("/")[0])
+        outside.ip("-6", "route", "add", "default", "via", v6.split("/")[0])
+        return outside
+
+    def add_node(self, labels: Mapping[str, str] | None = None) -> ClusterNode:
+        """One more node, its daemon started: labels ``FABRIC_LABELS`` unless given (a node
+        without them is one the underlay network does not attach)."""
+        node = self._new_node(labels)
+        with self.progress.step(f"hybridnet-daemon on {node.name}"):
+            self._start_daemons([node])
+        return node
+
+    def _new_node(self, labels: Mapping[str, str] | None) -> ClusterNode:
+        name = f"node{len(self.fabric.nodes) + 1}"
+        host = self.fabric.add_node()
+        chosen = {"kubernetes.io/hostname": name, **(FABRIC_LABELS if labels is None else labels)}
+        addresses = [{"type": "InternalIP", "address": a} for a in (host.ipv4, host.ipv6)]
+        self.store.create(
+            Node(ObjectMeta(name=name, labels=chosen), body={"status": {"addresses": addresses}})
+        )
+        directory = self.directory / name
+        directory.mkdir(parents=True, exist_ok=True)
+        node = ClusterNode(name, host, chosen, directory, self._runtime(host, directory))
+        self.nodes.append(node)
+        self.progress.item(f"{name}: {host.name}, eth0 {host.ipv4} {host.ipv6}")
+        return node
+
+    def _runtime(self, host: NodeHost, directory: Path) -> CniRuntime:
+        socket = directory / "run" / "daemon.sock"
+        conflist = {
+            "cniVersion": "1.1.0",
+            "name": "hybridnet",
+            "plugins": [{"type": "hybridnet", "socket": str(socket)}],
+        }
+        plugins = [str(self._plugins)]
+        return CniRuntime(conflist, plugins, directory / "cni-cache", exec_netns=host.name)
+
+    def _daemon_argv(self, node: ClusterNode) -> list[str]:
+        argv = [
+            sys.executable, "-m", DAEMON_MODULE,
+            "--socket", str(node.socket), "--log-level", self.config.daemon_log_level,
+            "--node-name", node.name, "--store", str(self.store_path),
+            "--ip-family", self.config.ip_family,
+            "--vtep-interface", "eth0", "--underlay-interface", "eth0",
+        ]  # fmt: skip
+        if self.config.resync_period is not None:
+            argv += ["--resync-period", str(self.config.resync_period)]
+        return argv
+
+    def _start_daemons(self, nodes: Sequence[ClusterNode]) -> None:
+        """Start every daemon first, then wait for each: they come up side by side."""
+        for node in nodes:
+            node.daemon = Process(self._daemon_argv(node), netns=node.host.name, log_path=node.log)
+        for node in nodes:
+            started = time.monotonic()
+            self._wait_ready(node)
+            pid = node.daemon.pid if node.daemon else "?"
+            self.progress.item(
+                f"{node.name}: ready in {time.monotonic() - started:.1f} s (pid {pid})"
+            )
+
+    def _wait_ready(self, node: ClusterNode) -> None:
+        """Until the daemon's CNI STATUS says ready (its informers listed and its datapath
+        reconciled once): the positive signal; the bound is only for a daemon that broke."""
+        deadline = time.monotonic() + self.config.ready_timeout
+        why = "its socket did not appear"
+        while time.monotonic() < deadline:
+            if node.daemon is None or node.daemon.poll() is not None:
+                raise TestbedError(f"{node.name}'s daemon exited:\n{_tail(node.log)}")
+            if node.socket.exists():
+                try:
+                    status = DaemonClient(str(node.socket), 2.0).status()
+                except DaemonError as exc:
+                    why = str(exc)
+                else:
+                    if status.ready:
+                        return
+                    why = status.reason
+            time.sleep(0.05)
+        raise TestbedError(f"{node.name}'s daemon not ready ({why}):\n{_tail(node.log)}")
+
+    # ----------------------------------------------------------------- networks
+
+    def create_networks(self) -> None:
+        """The underlay and overlay networks of the module docstring, with their subnets."""
+        with self.progress.step("networks: underlay (untagged on eth0), overlay (VXLAN)"):
+            underlay = NetworkSpec(
+                type=c.TYPE_UNDERLAY, mode=c.MODE_VLAN, net_id=0, node_selector=dict(FABRIC_LABELS)
+            )
+            self.store.create(Network(ObjectMeta(name=UNDERLAY), underlay))
+            overlay = NetworkSpec(type=c.TYPE_OVERLAY, mode=c.MODE_VXLAN, net_id=OVERLAY_VNI)
+            self.store.create(Network(ObjectMeta(name=OVERLAY), overlay))
+            for plan in default_subnets(self.config):
+                self.create_subnet(plan)
+
+    def create_subnet(self, plan: SubnetPlan) -> Subnet:
+        address_range = AddressRange(
+            version=plan.version, cidr=plan.cidr, gateway=plan.gateway,
+            start=plan.start, end=plan.end,
+        )  # fmt: skip
+        config = None
+        if plan.nat is not None or plan.private:
+            config = SubnetConfig(auto_nat_outgoing=plan.nat, private=plan.private or None)
+        spec = SubnetSpec(network=plan.network, range=address_range, config=config)
+        subnet = self.store.create(Subnet(ObjectMeta(name=plan.name), spec))
+        self.progress.item(f"subnet {plan.name} of {plan.network}: {plan.cidr}")
+        return subnet
+
+    def wait_converged(self, nodes: Sequence[ClusterNode] | None = None) -> None:
+        """Until every node's datapath holds what the networks ask of it: its VTEP published,
+        a VXLAN forwarding entry for every other node, the VXLAN device's IPv6 link-local
+        address past duplicate address detection, and, where the underlay attaches, its
+        subnets' rules. Each is the positive signal; the bound is only for a broken node."""
+        chosen = list(nodes or self.nodes)
+        with self.progress.step(f"datapath converged on {len(chosen)} nodes"):
+            for node in chosen:
+                deadline = time.monotonic() + self.config.ready_timeout
+                while missing := self.missing_datapath(node):
+                    if time.monotonic() > deadline:
+                        raise TestbedError(
+                            f"{node.name}'s datapath did not converge: {'; '.join(missing)}"
+                        )
+                    time.sleep(0.1)
+                self.progress.item(f"{node.name}: VXLAN to {len(self.nodes) - 1} nodes" + (
+                    ", underlay on eth0" if self._underlay_attaches(node) else ""))  # fmt: skip
+
+    def missing_datapath(self, node: ClusterNode) -> list[str]:
+        """What ``node``'s kernel still lacks of the networks in the store (empty: nothing)."""
+        missing = []
+        vteps = {info.name: info.spec.vtep_info for info in self.store.list(NodeInfo).items}
+        networks = {n.name: n for n in self.store.list(Network).items}
+        subnets = self.store.list(Subnet).items
+        if OVERLAY in networks:
+            if vteps.get(node.name) is None:
+                missing.append("its NodeInfo has no VTEP")
+            fdb = node.host.exec(["bridge", "fdb", "show", "dev", VXLAN_DEVICE], check=False)
+            for other in self.nodes:
+                vtep = vteps.get(other.name)
+                if other is not node and (vtep is None or f"{vtep.mac} dst {vtep.ip}" not in fdb.stdout):
+                    missing.append(f"no VXLAN forwarding entry for {other.name}")
+            if any(s.spec.network == OVERLAY and s.spec.range.version == "6" for s in subnets):
+                shown = node.host.ip("-6", "addr", "show", "dev", VXLAN_DEVICE, check=False)
+                if "fe80::" not in shown.stdout or "tentative" in shown.stdout:
+                    missing.append(f"{VXLAN_DEVICE} has no usable IPv6 link-local address")
+        if UNDERLAY in networks and self._underlay_attaches(node):
+            rules = node.host.ip("rule", "show", check=False).stdout
+            rules += node.host.ip("-6", "rule", "show", check=False).stdout
+            for subnet in (s for s in subnets if s.spec.network == UNDERLAY):
+                if f"from {subnet.spec.range.cidr} lookup" not in rules:
+                    missing.append(f"no rule for underlay subnet {subnet.name}")
+        return missing
+
+    def _underlay_attaches(self, node: ClusterNode) -> bool:
+        return all(node.labels.get(k) == v for k, v in FABRIC_LABELS.items())
+
+    # ----------------------------------------------------------------- pods
+
+    def create_pod(
+        self,
+        node: ClusterNode,
+        name: str,
+        network_type: str | None = None,
+        *,
+        namespace: str = POD_NAMESPACE,
+        annotations: Mapping[str, str] | None = None,
+    ) -> ClusterPod:
+        """The Pod object (bound to ``node``, annotated with ``network-type`` when given, the
+        cluster's ``ip-family`` unless ``annotations`` say otherwise, and ``annotations``) and
+        an empty namespace for it; :meth:`attach` runs the CNI ADD."""
+        wanted = {c.ANNOTATION_IP_FAMILY: self.config.ip_family}
+        if network_type is not None:
+            wanted[c.ANNOTATION_NETWORK_TYPE] = network_type
+        wanted.update(annotations or {})
+        netns = create_namespace(self.run.name(f"pod-{namespace}-{name}"))
+        try:
+            spec = {"nodeName": node.name, "containers": [{"name": "main", "image": "pause"}]}
+            meta = ObjectMeta(name=name, namespace=namespace, annotations=wanted)
+            stored = self.store.create(Pod(meta, body={"spec": spec}))
+        except BaseException:
+            netns.delete()
+            raise
+        pod = ClusterPod(name, namespace, node, netns, wanted, stored.metadata.uid or "")
+        self.pods.append(pod)
+        return pod
+
+    def attach(self, pod: ClusterPod) -> ClusterPod:
+        """CNI ADD through the real plugin, run in the pod's node; raises CniPluginError."""
+        result = pod.node.runtime.add(pod.attachment)
+        pod.addresses = tuple(ip["address"] for ip in result.get("ips", []))
+        return pod
+
+    def add_pod(
+        self,
+        node: ClusterNode,
+        name: str,
+        network_type: str | None = None,
+        *,
+        namespace: str = POD_NAMESPACE,
+        annotations: Mapping[str, str] | None = None,
+    ) -> ClusterPod:
+        """:meth:`create_pod` and :meth:`attach`; a pod whose ADD failed is removed again."""
+        pod = self.create_pod(
+            node, name, network_type, namespace=namespace, annotations=annotations
+        )
+        try:
+            return self.attach(pod)
+        except BaseException:
+            self.delete_pod(pod)
+            raise
+
+    def delete_pod(self, pod: ClusterPod) -> None:
+        """CNI DEL (also after a failed ADD, as a runtime does), then the namespace and the
+        Pod object."""
+        try:
+            pod.node.runtime.delete(pod.attachment)
+        finally:
+            pod.netns.delete()
+            with contextlib.suppress(NotFound):
+                self.store.delete(Pod, pod.name, pod.namespace, grace_period_seconds=0)
+            self.pods.remove(pod)
+
+    def add_fabric_host(self, role: str, addresses: Sequence[str]) -> Namespace:
+        """A plain host on the fabric segment holding ``addresses`` (CIDRs), e.g. one that
+        already uses an address a pod is about to get; removed with the cluster."""
+        host = create_namespace(self.run.unique(role))
+        self._hosts.append(host)
+        self.fabric.attach(host, "eth0")
+        for address in addresses:
+            host.ip("addr", "add", address, "dev", "eth0", *(["nodad"] if ":" in address else []))
+        return host
+
+    def remove_host(self, host: Namespace) -> None:
+        host.delete()
+        self._hosts.remove(host)
+
+    # ----------------------------------------------------------------- reports and teardown
+
+    def layout(self) -> ClusterLayout:
+        return ClusterLayout(
+            prefix=self.run.prefix,
+            store=str(self.store_path),
+            switch=self.fabric.switch.name,
+            gateway=self.fabric.gateway.name,
+            outside=self.outside.name,
+            nodes={n.name: n.host.name for n in self.nodes},
+            pods=[
+                {"namespace": p.namespace, "name": p.name, "node": p.node.name,
+                 "netns": p.netns.name}
+                for p in self.pods
+            ],
+        )  # fmt: skip
+
+    def leave_running(self) -> int:
+        """Keep the cluster after this process exits: a keeper process inside the switch's
+        namespace inherits the run's lock (so stale-run cleanup leaves the cluster alone while
+        it lives, and removes it once it is gone), and the daemons are let go (they log to
+        files). Returns the keeper's PID; :mod:`hybridnet.lab.cluster_command` ends it."""
+        argv = in_namespace(["sleep", "infinity"], self.fabric.switch.name)
+        keeper = subprocess.Popen(
+            argv,
+            pass_fds=(self.run.lock_fileno(),),
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        # The keeper outlives us on purpose: keep Popen from warning that it still runs.
+        keeper.returncode = 0
+        for node in self.nodes:
+            if node.daemon is not None:
+                node.daemon.forget()
+                node.daemon = None
+        return keeper.pid
+
+    def down(self) -> None:
+        """Stop the daemons, remove every namespace the cluster made and close the store;
+        safe after a failed :meth:`up` and when called twice. ``directory`` is the caller's."""
+        for node in self.nodes:
+            if node.daemon is not None:
+                node.daemon.stop()
+                node.daemon = None
+        for pod in self.pods:
+            pod.netns.delete()
+        self.pods.clear()
+        while self._hosts:
+            self._hosts.pop().delete()
+        self._outside = None
+        if self._fabric is not None:
+            self._fabric.teardown()
+            self._fabric = None
+        self.nodes.clear()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    """The end of a daemon's log, for an error that says why it did not come up."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"(no log: {exc})"
+    return "\n".join(text.splitlines()[-lines:])
+
