@@ -65,12 +65,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         where = sub.add_mutually_exclusive_group()
         where.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster credentials)")
         where.add_argument("--store", help="embedded SQLite store file instead of Kubernetes")
-        sub.add_argument("--network", help="embedded store: the network to allocate from")
+        sub.add_argument(
+            "--network",
+            help="embedded store: the network of pods whose Pod object (if any) names no "
+            "network or network type",
+        )
         sub.add_argument(
             "--ip-family",
             default="IPv4",
             choices=["IPv4", "IPv6", "DualStack"],
-            help="embedded store: the address families every pod gets",
+            help="embedded store: the address families of pods that do not say",
         )
         sub.add_argument("--ipam-namespace", default="kube-system")
         sub.add_argument("--allocation-timeout", type=float, default=30.0)
@@ -99,8 +103,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error("--node-name is required")
         if args.network and not args.store:
             parser.error("--network is for the embedded store (--store)")
-        if args.store and not args.network:
-            parser.error("--store needs --network: the daemon allocates from it itself")
         if not args.resync_period > 0:
             parser.error(f"--resync-period {args.resync_period}: must be above 0 seconds")
         try:
@@ -189,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ipam_namespace=args.ipam_namespace,
         allocation_timeout=args.allocation_timeout,
         default_mtu=args.mtu_default,
+        embedded=args.store is not None,
         embedded_network=args.network,
         embedded_ip_family=args.ip_family,
         node=args.node_config,

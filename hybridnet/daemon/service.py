@@ -27,10 +27,10 @@ from typing import Any, NoReturn
 import grpc
 from prometheus_client import CollectorRegistry, Histogram
 
-from hybridnet.api.annotations import ClusterDefaults, parse_pod_request
+from hybridnet.api.annotations import AnnotationError
 from hybridnet.api.naming import pod_selector
 from hybridnet.api.resources import IPInstance, Network
-from hybridnet.daemon import attachment, placement, underlay_check
+from hybridnet.daemon import attachment, embedded_request, placement, underlay_check
 from hybridnet.daemon.cache import AllocationTimeout, NodeCache, node_selector, one_per_family
 from hybridnet.daemon.datapath.config import NodeConfig
 from hybridnet.daemon.node_datapath import NodeDatapath
@@ -49,6 +49,7 @@ from hybridnet.rpc.codes import CNI_CODE_KEY
 from hybridnet.rpc.codes import INTERNAL as CNI_INTERNAL
 from hybridnet.rpc.codes import INVALID_ENV as CNI_INVALID_ENV
 from hybridnet.rpc.codes import NETWORK_NOT_ON_NODE as CNI_NETWORK_NOT_ON_NODE
+from hybridnet.rpc.codes import POD_REQUEST_INVALID as CNI_POD_REQUEST_INVALID
 from hybridnet.rpc.codes import TRY_AGAIN_LATER as CNI_TRY_AGAIN_LATER
 from hybridnet.store.errors import Conflict, StoreError, Unavailable
 from hybridnet.store.interface import Store
@@ -69,10 +70,12 @@ class DaemonConfig:
     ipam_namespace: str = "kube-system"
     allocation_timeout: float = 30.0
     default_mtu: int = 1500
+    embedded: bool = False
+    """The embedded store: the daemon allocates itself (hybridnet.daemon.embedded_request)."""
     embedded_network: str | None = None
-    """With the embedded store: the network this daemon allocates from itself."""
+    """With the embedded store: the network of pods that choose none."""
     embedded_ip_family: str = "IPv4"
-    """With the embedded store: IPv4, IPv6 or DualStack for every pod."""
+    """With the embedded store: IPv4, IPv6 or DualStack for pods that do not say."""
     watch_timeout: float = 30.0
     """How long each of the daemon's watches lasts before its informer renews it."""
     datapath: attachment.DatapathConfig = dataclasses.field(
@@ -178,7 +181,7 @@ class DaemonService(pb_grpc.DaemonServicer):
 
     @property
     def embedded(self) -> bool:
-        return self.config.embedded_network is not None
+        return self.config.embedded
 
     # ----------------------------------------------------------------- addresses
 
@@ -205,14 +208,24 @@ class DaemonService(pb_grpc.DaemonServicer):
 
     def _allocate_embedded(self, attach: pb.Attachment) -> list[IPInstance]:
         service = self._embedded_ipam()
-        name = self.config.embedded_network or ""
+        self.cache.networks.synced.wait(self.config.allocation_timeout)
+        networks = list(self.cache.networks.cache.copy().values())
+        annotations = embedded_request.read_annotations(
+            self.store, attach.pod_namespace, attach.pod_name
+        )
+        request, name = embedded_request.resolve(
+            attach.pod_name,
+            annotations,
+            default_network=self.config.embedded_network,
+            default_family=self.config.embedded_ip_family,
+            node_labels=self.cache.node_labels(),
+            networks=networks,
+        )
         network = self.cache.network(name, self.config.allocation_timeout)
         if network is None:
             raise NoSuchNetwork(f"network {name} does not exist")
         self._check_placement(network)  # before allocating: nothing to give back after
-        service.apply_network(network)
-        defaults = ClusterDefaults(ip_family=self.config.embedded_ip_family)
-        request = parse_pod_request(attach.pod_name, {}, {}, (), defaults)
+        self._learn_network(service, network)
         ref = PodRef(
             attach.pod_namespace, attach.pod_name, attach.pod_uid or None, self.config.node_name
         )
@@ -226,6 +239,14 @@ class DaemonService(pb_grpc.DaemonServicer):
             service.ensure_allocated(ref, request, name)
             found = self._stored(selector)
         return found
+
+    def _learn_network(self, service: IPAMService, network: Network) -> None:
+        """Give the allocator the network and its subnets as the cache has them now: a subnet
+        created after the daemon started is allocated from at once."""
+        service.apply_network(network)
+        for subnet in self.cache.subnets.cache.copy().values():
+            if subnet.spec.network == network.name:
+                service.apply_subnet(subnet)
 
     def _instances(self, attach: pb.Attachment) -> list[IPInstance]:
         if self.embedded:
@@ -392,6 +413,8 @@ class DaemonService(pb_grpc.DaemonServicer):
         except NotAttached as exc:
             log.warning("pod refused", extra=fields(pod=owner, error=str(exc)))
             _abort(context, CNI_NETWORK_NOT_ON_NODE, str(exc))
+        except AnnotationError as exc:
+            _abort(context, CNI_POD_REQUEST_INVALID, f"pod {owner}: {exc}")
         except IPAMError as exc:
             _abort(context, CNI_TRY_AGAIN_LATER, f"no address: {exc}")
         except StoreError as exc:

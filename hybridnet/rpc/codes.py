@@ -33,5 +33,8 @@ not pick it). Not 11, try again later: nothing changes until the node's labels o
 network do; not 7, invalid network config: the runtime's configuration is fine."""
 ADDRESS_IN_USE = 102
 """ADD: the underlay address check found another host holding the pod's address."""
+POD_REQUEST_INVALID = 103
+"""ADD on the embedded store: the pod's annotations ask for something impossible (the message
+names the annotation). With Kubernetes the webhook refuses such a pod before it is created."""
 INTERNAL = 999
 """An unexpected failure inside the plugin or the daemon."""

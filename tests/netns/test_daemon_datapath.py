@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import ipaddress
 import json
 import re
 import subprocess
@@ -21,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from hybridnet import lab as testbed
-from hybridnet.api.builtin import Event, Node
+from hybridnet.api import constants
+from hybridnet.api.builtin import Event, Node, Pod
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import (
     AddressRange,
@@ -446,3 +448,52 @@ def test_an_underlay_address_held_by_another_host_fails_add_and_leaves_nothing(
         e for e in stored_events_in(daemon.store, "default") if e.body["reason"] == "AddressInUse"
     ]
     assert [e.body["involvedObject"]["name"] for e in events] == [pod.name]
+
+
+def annotated_pod(store: Path, name: str, annotations: dict[str, str]) -> None:
+    """The Pod object the embedded daemon reads at ADD (here the test plays the API server)."""
+    opened = SQLiteStore(store)
+    try:
+        opened.create(Pod(ObjectMeta(name=name, namespace="default", annotations=annotations)))
+    finally:
+        opened.close()
+
+
+def test_one_embedded_daemon_serves_underlay_and_overlay_pods_by_their_annotations(
+    fabric_factory: Callable[[int], testbed.Fabric], tmp_path: Path
+) -> None:
+    """The default network (--network) serves pods that choose nothing; a Pod object's
+    annotations choose another, as the manager would; a bad annotation is refused by name."""
+    fabric = fabric_factory(1)
+    path = underlay_store(tmp_path / "store.db")  # the underlay network "pods" on rack r1
+    opened = SQLiteStore(path)
+    overlay = NetworkSpec(type="Overlay", mode="VXLAN", net_id=5)
+    opened.create(Network(ObjectMeta(name="vx"), overlay))
+    subnet = SubnetSpec(network="vx", range=AddressRange(version="4", cidr=OVERLAY_V4))
+    opened.create(Subnet(ObjectMeta(name="vx-v4"), subnet))
+    opened.close()
+    flags = ("--ip-family", "IPv4", "--underlay-interface", "eth0")
+    daemon = NodeDaemon(fabric.nodes[0], "u1", tmp_path / "u1", path, flags).start()
+    try:
+        plain, overlaid, named, broken = (fabric.add_pod(r) for r in ("pd", "po", "pn", "pb"))
+        annotated_pod(path, overlaid.name, {constants.ANNOTATION_NETWORK_TYPE: "Overlay"})
+        annotated_pod(path, named.name, {constants.ANNOTATION_SPECIFIED_NETWORK: "vx"})
+        annotated_pod(path, broken.name, {constants.ANNOTATION_IP_FAMILY: "IPv5"})
+        attach(daemon, plain)  # no Pod object: the daemon's --network, the underlay
+        attach(daemon, overlaid)
+        attach(daemon, named)
+        assert pod_addresses(path, plain.name) == {"4": "198.18.0.100"}
+        for pod in (overlaid, named):
+            address = pod_addresses(path, pod.name)["4"]
+            assert ipaddress.ip_address(address) in ipaddress.ip_network(OVERLAY_V4)
+            assert pings(daemon.node, address)
+        wait_for("underlay pod -> fabric gateway", lambda: pings(plain, fabric.gateway_ipv4))
+        links_before = daemon.node.links()
+        with pytest.raises(CniPluginError) as refused:
+            attach(daemon, broken)
+        assert refused.value.code == 103
+        assert constants.ANNOTATION_IP_FAMILY in refused.value.msg
+        assert broken.links() == ["lo"] and daemon.node.links() == links_before
+        assert pod_addresses(path, broken.name) == {}
+    finally:
+        daemon.stop()

@@ -19,12 +19,17 @@ def test_serve_on_the_embedded_store() -> None:
     assert (args.store, args.network, args.ip_family) == ("/s.db", "pods", "IPv4")
 
 
+def test_the_embedded_store_needs_no_default_network() -> None:
+    """Pods then choose their network by their Pod objects' annotations."""
+    args = main.parse_args(["--node-name", "n1", "--store", "/s.db"])
+    assert (args.store, args.network) == ("/s.db", None)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["serve"], "--node-name is required"),
         (["serve", "--node-name", "n", "--network", "pods"], "--network is for the embedded"),
-        (["serve", "--node-name", "n", "--store", "/s.db"], "--store needs --network"),
         (["serve", "--node-name", "n", "--store", "/s", "--kubeconfig", "/k"], "not allowed with"),
         (["serve", "--node-name", "n", "--metrics-address", "nope"], "--metrics-address"),
         (["serve", "--node-name", "n", "--mtu-default", "10"], "--mtu-default 10: an MTU"),
