@@ -55,8 +55,8 @@ from types import TracebackType
 from typing import Any, Final
 
 from hybridnet.api import constants as c
-from hybridnet.api.builtin import Node, Pod
 from hybridnet.api.builtin import Namespace as NamespaceObject
+from hybridnet.api.builtin import Node, Pod
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import (
     AddressRange,
@@ -467,9 +467,9 @@ class Cluster:
             if vteps.get(node.name) is None:
                 missing.append("its NodeInfo has no VTEP")
             fdb = node.host.exec(["bridge", "fdb", "show", "dev", VXLAN_DEVICE], check=False)
-            for other in self.nodes:
+            for other in (n for n in self.nodes if n is not node):
                 vtep = vteps.get(other.name)
-                if other is not node and (vtep is None or f"{vtep.mac} dst {vtep.ip}" not in fdb.stdout):
+                if vtep is None or f"{vtep.mac} dst {vtep.ip}" not in fdb.stdout:
                     missing.append(f"no VXLAN forwarding entry for {other.name}")
             if any(s.spec.network == OVERLAY and s.spec.range.version == "6" for s in subnets):
                 shown = node.host.ip("-6", "addr", "show", "dev", VXLAN_DEVICE, check=False)
@@ -552,6 +552,21 @@ class Cluster:
                 self.store.delete(Pod, pod.name, pod.namespace, grace_period_seconds=0)
             self.pods.remove(pod)
 
+    def add_pods_of_both_kinds(self) -> list[ClusterPod]:
+        """An overlay pod ``overlay-N`` and an underlay pod ``underlay-N`` on every node N
+        that the underlay attaches (only the overlay one elsewhere)."""
+        pods = []
+        with self.progress.step(f"pods of both kinds on {len(self.nodes)} nodes"):
+            for node in self.nodes:
+                kinds = [OVERLAY, UNDERLAY] if self._underlay_attaches(node) else [OVERLAY]
+                for kind in kinds:
+                    network_type = c.TYPE_OVERLAY if kind == OVERLAY else c.TYPE_UNDERLAY
+                    name = f"{kind}-{node.name.removeprefix('node')}"
+                    pod = self.add_pod(node, name, network_type)
+                    pods.append(pod)
+                    self.progress.item(f"{name} on {node.name}: {' '.join(pod.addresses)}")
+        return pods
+
     def add_fabric_host(self, role: str, addresses: Sequence[str]) -> Namespace:
         """A plain host on the fabric segment holding ``addresses`` (CIDRs), e.g. one that
         already uses an address a pod is about to get; removed with the cluster."""
@@ -586,8 +601,9 @@ class Cluster:
     def leave_running(self) -> int:
         """Keep the cluster after this process exits: a keeper process inside the switch's
         namespace inherits the run's lock (so stale-run cleanup leaves the cluster alone while
-        it lives, and removes it once it is gone), and the daemons are let go (they log to
-        files). Returns the keeper's PID; :mod:`hybridnet.lab.cluster_command` ends it."""
+        it lives, and removes it once it is gone), the daemons are let go (they log to files)
+        and the store is closed; this object is done with. Returns the keeper's PID;
+        :mod:`hybridnet.lab.cluster_command` ends it."""
         argv = in_namespace(["sleep", "infinity"], self.fabric.switch.name)
         keeper = subprocess.Popen(
             argv,
@@ -603,6 +619,8 @@ class Cluster:
             if node.daemon is not None:
                 node.daemon.forget()
                 node.daemon = None
+        self.store.close()
+        self._store = None
         return keeper.pid
 
     def down(self) -> None:
@@ -634,4 +652,3 @@ def _tail(path: Path, lines: int = 30) -> str:
     except OSError as exc:
         return f"(no log: {exc})"
     return "\n".join(text.splitlines()[-lines:])
-
