@@ -95,13 +95,15 @@ def addresses_of(link: HostLink, version: int) -> list[str]:
     return [str(a.ip) for a in found if a.version == version]
 
 
-def link_sysctls(link: str, versions: Iterable[int]) -> list[Sysctl]:
-    """What a link answering ARP/NDP for local pods needs."""
+def link_sysctls(link: str, versions: Iterable[int], *, route_proxy: bool = True) -> list[Sysctl]:
+    """What a link answering ARP/NDP for local pods needs. ``route_proxy``: IPv4 answers for
+    every address routed out of another link (``proxy_arp``); without it, only for the proxy
+    entries the link holds."""
     found = []
     for version in sorted(set(versions)):
         conf, neigh = f"net/ipv{version}/conf/{link}", f"net/ipv{version}/neigh/{link}"
         if version == 4:
-            found.append(Sysctl(f"{conf}/proxy_arp", "1", link))
+            found.append(Sysctl(f"{conf}/proxy_arp", "1" if route_proxy else "0", link))
             found.append(Sysctl(f"{conf}/rp_filter", "0", link))
         else:
             found.append(Sysctl(f"{conf}/proxy_ndp", "1", link))

@@ -150,10 +150,30 @@ def test_the_vxlan_device_answers_arp_for_local_pods_at_once() -> None:
     state = build(overlay_view())
     assert of(state, Sysctl) == [
         Sysctl("net/ipv4/ip_forward", "1"),
-        Sysctl(f"net/ipv4/conf/{VX}/proxy_arp", "1", VX),
+        Sysctl(f"net/ipv4/conf/{VX}/proxy_arp", "0", VX),
         Sysctl(f"net/ipv4/conf/{VX}/rp_filter", "0", VX),
         Sysctl(f"net/ipv4/neigh/{VX}/proxy_delay", "0", VX),
     ]
+
+
+def test_the_vxlan_device_answers_only_for_local_pods_of_both_kinds() -> None:
+    """Route-based proxy ARP on the VXLAN device made every node answer for the underlay pods
+    of the others (each routes the underlay subnet out of its own eth0): with three nodes,
+    two claimed one pod and looped its traffic. Proxy entries for local pods only."""
+    networks = (overlay(), underlay("fabric", vlan=0, selector={}))
+    subnets = (
+        subnet("ov4", "overlay", "198.19.0.0/24"),
+        subnet("under", "fabric", "198.18.0.0/24", gateway="198.18.0.1"),
+    )
+    pods = (
+        pod_ip("p1", "ov4", "198.19.0.5/24"),
+        pod_ip("u1", "under", "198.18.0.100/24", network="fabric"),
+    )
+    state = build(overlay_view(networks=networks, subnets=subnets, local_ips=pods))
+    proxies = [n for n in of(state, Neighbour) if n.proxy]
+    assert proxies == [Neighbour(VX, "198.19.0.5"), Neighbour(VX, "198.18.0.100")]
+    assert Sysctl(f"net/ipv4/conf/{VX}/proxy_arp", "0", VX) in of(state, Sysctl)
+    assert Sysctl("net/ipv4/conf/eth0/proxy_arp", "1", "eth0") in of(state, Sysctl)
 
 
 def test_overlay_tables_route_every_underlay_subnet_of_the_cluster_through_vxlan() -> None:
