@@ -31,8 +31,8 @@ other the caller adds), written before the CNI ADD that the daemon of its node s
     with testbed_run() as run, Cluster(run, directory) as cluster:
         cluster.create_networks()
         cluster.wait_converged()
-        web = cluster.add_pod(cluster.nodes[0], "web", OVERLAY)
-        db = cluster.add_pod(cluster.nodes[1], "db", UNDERLAY)
+        web = cluster.add_pod(cluster.nodes[0], "web", "Overlay")
+        db = cluster.add_pod(cluster.nodes[1], "db", "Underlay")
         assert ping(web.netns, db.ipv4)
 
 Everything lives in namespaces of the run (stale-run cleanup finds them by its prefix) and in
@@ -44,15 +44,11 @@ commands.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import ipaddress
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
 
 from hybridnet.api import constants as c
 from hybridnet.api.builtin import Namespace as NamespaceObject
@@ -62,174 +58,58 @@ from hybridnet.api.resources import (
     AddressRange,
     Network,
     NetworkSpec,
-    NodeInfo,
     Subnet,
     SubnetConfig,
     SubnetSpec,
 )
+from hybridnet.lab import cluster_daemons, convergence
 from hybridnet.lab import daemon as lab_daemon
-from hybridnet.lab.cni_runtime import Attachment, CniRuntime
+from hybridnet.lab.cluster_model import (
+    FABRIC_LABELS,
+    LABEL_FABRIC,
+    OUTSIDE_GATEWAY,
+    OUTSIDE_V4,
+    OUTSIDE_V6,
+    OVERLAY,
+    OVERLAY_VNI,
+    POD_NAMESPACE,
+    UNDERLAY,
+    VXLAN_DEVICE,
+    ClusterConfig,
+    ClusterLayout,
+    ClusterNode,
+    ClusterPod,
+    SubnetPlan,
+    default_subnets,
+)
+from hybridnet.lab.cni_runtime import CniRuntime
 from hybridnet.lab.errors import TestbedError
 from hybridnet.lab.fabric import Fabric
 from hybridnet.lab.fabric import Node as NodeHost
 from hybridnet.lab.netns import Namespace, TestbedRun, connect, create_namespace
-from hybridnet.lab.processes import Process, in_namespace
+from hybridnet.lab.processes import in_namespace
 from hybridnet.lab.progress import Progress
-from hybridnet.rpc.client import DaemonClient, DaemonError
 from hybridnet.store.errors import NotFound
 from hybridnet.store.sqlite import SQLiteStore
 
-UNDERLAY: Final = "underlay"
-OVERLAY: Final = "overlay"
-"""The networks' names (pods choose them by type: ``network-type: Underlay|Overlay``)."""
-LABEL_FABRIC: Final = "hybridnet.lab/fabric"
-FABRIC_LABELS: Final = {LABEL_FABRIC: "lab"}
-"""What every node carries by default and the underlay network's nodeSelector asks for."""
-OVERLAY_VNI: Final = 4
-VXLAN_DEVICE: Final = f"eth0.vxlan{OVERLAY_VNI}"
-OUTSIDE_V4: Final = "198.18.100.10"
-OUTSIDE_V6: Final = "2001:db8:100::10"
-_OUTSIDE_GATEWAY = ("198.18.100.1/24", "2001:db8:100::1/64")
-POD_NAMESPACE: Final = "default"
-"""The Kubernetes namespace of pods unless the caller names another."""
-DAEMON_MODULE = "hybridnet.daemon.main"
-
-
-@dataclasses.dataclass(frozen=True)
-class ClusterConfig:
-    nodes: int = 3
-    overlay_nat: bool = True
-    """``autoNatOutgoing`` of the overlay's subnets: its pods reach the outside host
-    masqueraded as their node (off: with their own address, which the fabric cannot route
-    back)."""
-    ip_family: str = "DualStack"
-    """The ``ip-family`` annotation of pods that do not give one, and the daemons' default."""
-    resync_period: float | None = None
-    """The daemons' ``--resync-period`` (None: the daemon's default)."""
-    daemon_log_level: str = "info"
-    ready_timeout: float = 60.0
-    """Bound on a daemon's start and on the datapath's convergence; reached only when broken."""
-
-
-@dataclasses.dataclass(frozen=True)
-class SubnetPlan:
-    """A Subnet to create: its range, and the reference's ``autoNatOutgoing`` and ``private``."""
-
-    name: str
-    network: str
-    cidr: str
-    gateway: str | None = None
-    start: str | None = None
-    end: str | None = None
-    nat: bool | None = None
-    private: bool = False
-
-    @property
-    def version(self) -> str:
-        return str(ipaddress.ip_network(self.cidr).version)
-
-
-def default_subnets(config: ClusterConfig) -> tuple[SubnetPlan, ...]:
-    """The two networks' subnets: the underlay's on the fabric segment (pods above the nodes),
-    the overlay's in ranges only the nodes route."""
-    return (
-        SubnetPlan("underlay-v4", UNDERLAY, "198.18.0.0/24", "198.18.0.1",
-                   "198.18.0.100", "198.18.0.199"),
-        SubnetPlan("underlay-v6", UNDERLAY, "2001:db8::/64", "2001:db8::1",
-                   "2001:db8::100", "2001:db8::1ff"),
-        SubnetPlan("overlay-v4", OVERLAY, "198.19.0.0/24", nat=config.overlay_nat),
-        SubnetPlan("overlay-v6", OVERLAY, "2001:db8:1::/64", nat=config.overlay_nat),
-    )  # fmt: skip
-
-
-@dataclasses.dataclass
-class ClusterNode:
-    """A node: its namespace on the fabric, its Node object's labels, its daemon."""
-
-    name: str
-    host: NodeHost
-    labels: dict[str, str]
-    directory: Path
-    runtime: CniRuntime
-    daemon: Process | None = None
-
-    @property
-    def socket(self) -> Path:
-        return self.directory / "run" / "daemon.sock"
-
-    @property
-    def log(self) -> Path:
-        return self.directory / "daemon.log"
-
-
-@dataclasses.dataclass
-class ClusterPod:
-    """A pod: its Pod object's name and annotations, its namespace, its ADD result's addresses."""
-
-    name: str
-    namespace: str
-    node: ClusterNode
-    netns: Namespace
-    annotations: dict[str, str]
-    uid: str
-    addresses: tuple[str, ...] = ()
-    """CIDRs from the CNI ADD result; empty until attached."""
-
-    @property
-    def attachment(self) -> Attachment:
-        return Attachment(
-            container_id=self.netns.name,
-            netns=self.netns.path,
-            args={
-                "IgnoreUnknown": "1",
-                "K8S_POD_NAMESPACE": self.namespace,
-                "K8S_POD_NAME": self.name,
-                "K8S_POD_UID": self.uid,
-                "K8S_POD_INFRA_CONTAINER_ID": self.netns.name,
-            },
-        )
-
-    def address(self, version: int) -> str:
-        """The pod's address of IPv``version``, without its prefix length."""
-        for cidr in self.addresses:
-            interface = ipaddress.ip_interface(cidr)
-            if interface.version == version:
-                return str(interface.ip)
-        raise TestbedError(f"pod {self.name} has no IPv{version} address ({self.addresses})")
-
-    @property
-    def ipv4(self) -> str:
-        return self.address(4)
-
-    @property
-    def ipv6(self) -> str:
-        return self.address(6)
-
-    @property
-    def network_type(self) -> str | None:
-        return self.annotations.get(c.ANNOTATION_NETWORK_TYPE)
-
-
-@dataclasses.dataclass(frozen=True)
-class ClusterLayout:
-    """Which namespace is what: all a later command needs to report on or remove a cluster."""
-
-    prefix: str
-    store: str
-    switch: str
-    gateway: str
-    outside: str
-    nodes: dict[str, str]
-    """Node name -> its namespace."""
-    pods: list[dict[str, str]]
-    """Each pod's ``namespace``, ``name``, ``node`` and ``netns``."""
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ClusterLayout:
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+__all__ = [
+    "FABRIC_LABELS",
+    "LABEL_FABRIC",
+    "OUTSIDE_V4",
+    "OUTSIDE_V6",
+    "OVERLAY",
+    "OVERLAY_VNI",
+    "POD_NAMESPACE",
+    "UNDERLAY",
+    "VXLAN_DEVICE",
+    "Cluster",
+    "ClusterConfig",
+    "ClusterLayout",
+    "ClusterNode",
+    "ClusterPod",
+    "SubnetPlan",
+    "default_subnets",
+]
 
 
 class Cluster:
@@ -311,7 +191,7 @@ class Cluster:
                 self._plugins = lab_daemon.plugin_dir(self.directory / "cni-bin")
                 added = [self._new_node(None) for _ in range(self.config.nodes)]
             with self.progress.step(f"hybridnet-daemon on {len(added)} nodes"):
-                self._start_daemons(added)
+                cluster_daemons.start(added, self.store_path, self.config, self.progress)
         except BaseException:
             self.down()
             raise
@@ -322,7 +202,7 @@ class Cluster:
         self._hosts.append(outside)
         gateway = fabric.gateway
         connect(gateway, "eth1", outside, "eth0")
-        v4, v6 = _OUTSIDE_GATEWAY
+        v4, v6 = OUTSIDE_GATEWAY
         gateway.ip("addr", "add", v4, "dev", "eth1")
         gateway.ip("-6", "addr", "add", v6, "dev", "eth1", "nodad")
         # A router that drops what it has no route back for would hide an overlay pod's
@@ -340,7 +220,7 @@ class Cluster:
         without them is one the underlay network does not attach)."""
         node = self._new_node(labels)
         with self.progress.step(f"hybridnet-daemon on {node.name}"):
-            self._start_daemons([node])
+            cluster_daemons.start([node], self.store_path, self.config, self.progress)
         return node
 
     def _new_node(self, labels: Mapping[str, str] | None) -> ClusterNode:
@@ -359,7 +239,7 @@ class Cluster:
         return node
 
     def _runtime(self, host: NodeHost, directory: Path) -> CniRuntime:
-        socket = directory / "run" / "daemon.sock"
+        socket = ClusterNode.socket_in(directory)
         conflist = {
             "cniVersion": "1.1.0",
             "name": "hybridnet",
@@ -367,50 +247,6 @@ class Cluster:
         }
         plugins = [str(self._plugins)]
         return CniRuntime(conflist, plugins, directory / "cni-cache", exec_netns=host.name)
-
-    def _daemon_argv(self, node: ClusterNode) -> list[str]:
-        argv = [
-            sys.executable, "-m", DAEMON_MODULE,
-            "--socket", str(node.socket), "--log-level", self.config.daemon_log_level,
-            "--node-name", node.name, "--store", str(self.store_path),
-            "--ip-family", self.config.ip_family,
-            "--vtep-interface", "eth0", "--underlay-interface", "eth0",
-        ]  # fmt: skip
-        if self.config.resync_period is not None:
-            argv += ["--resync-period", str(self.config.resync_period)]
-        return argv
-
-    def _start_daemons(self, nodes: Sequence[ClusterNode]) -> None:
-        """Start every daemon first, then wait for each: they come up side by side."""
-        for node in nodes:
-            node.daemon = Process(self._daemon_argv(node), netns=node.host.name, log_path=node.log)
-        for node in nodes:
-            started = time.monotonic()
-            self._wait_ready(node)
-            pid = node.daemon.pid if node.daemon else "?"
-            self.progress.item(
-                f"{node.name}: ready in {time.monotonic() - started:.1f} s (pid {pid})"
-            )
-
-    def _wait_ready(self, node: ClusterNode) -> None:
-        """Until the daemon's CNI STATUS says ready (its informers listed and its datapath
-        reconciled once): the positive signal; the bound is only for a daemon that broke."""
-        deadline = time.monotonic() + self.config.ready_timeout
-        why = "its socket did not appear"
-        while time.monotonic() < deadline:
-            if node.daemon is None or node.daemon.poll() is not None:
-                raise TestbedError(f"{node.name}'s daemon exited:\n{_tail(node.log)}")
-            if node.socket.exists():
-                try:
-                    status = DaemonClient(str(node.socket), 2.0).status()
-                except DaemonError as exc:
-                    why = str(exc)
-                else:
-                    if status.ready:
-                        return
-                    why = status.reason
-            time.sleep(0.05)
-        raise TestbedError(f"{node.name}'s daemon not ready ({why}):\n{_tail(node.log)}")
 
     # ----------------------------------------------------------------- networks
 
@@ -440,51 +276,21 @@ class Cluster:
         return subnet
 
     def wait_converged(self, nodes: Sequence[ClusterNode] | None = None) -> None:
-        """Until every node's datapath holds what the networks ask of it: its VTEP published,
-        a VXLAN forwarding entry for every other node, the VXLAN device's IPv6 link-local
-        address past duplicate address detection, and, where the underlay attaches, its
-        subnets' rules. Each is the positive signal; the bound is only for a broken node."""
+        """Until every node's datapath holds what the networks ask of it
+        (:func:`hybridnet.lab.convergence.missing`): the positive signal; the bound is only
+        for a broken node."""
         chosen = list(nodes or self.nodes)
         with self.progress.step(f"datapath converged on {len(chosen)} nodes"):
             for node in chosen:
                 deadline = time.monotonic() + self.config.ready_timeout
-                while missing := self.missing_datapath(node):
+                while lacking := convergence.missing(self.store, node, self.nodes):
                     if time.monotonic() > deadline:
                         raise TestbedError(
-                            f"{node.name}'s datapath did not converge: {'; '.join(missing)}"
+                            f"{node.name}'s datapath did not converge: {'; '.join(lacking)}"
                         )
                     time.sleep(0.1)
-                self.progress.item(f"{node.name}: VXLAN to {len(self.nodes) - 1} nodes" + (
-                    ", underlay on eth0" if self._underlay_attaches(node) else ""))  # fmt: skip
-
-    def missing_datapath(self, node: ClusterNode) -> list[str]:
-        """What ``node``'s kernel still lacks of the networks in the store (empty: nothing)."""
-        missing = []
-        vteps = {info.name: info.spec.vtep_info for info in self.store.list(NodeInfo).items}
-        networks = {n.name: n for n in self.store.list(Network).items}
-        subnets = self.store.list(Subnet).items
-        if OVERLAY in networks:
-            if vteps.get(node.name) is None:
-                missing.append("its NodeInfo has no VTEP")
-            fdb = node.host.exec(["bridge", "fdb", "show", "dev", VXLAN_DEVICE], check=False)
-            for other in (n for n in self.nodes if n is not node):
-                vtep = vteps.get(other.name)
-                if vtep is None or f"{vtep.mac} dst {vtep.ip}" not in fdb.stdout:
-                    missing.append(f"no VXLAN forwarding entry for {other.name}")
-            if any(s.spec.network == OVERLAY and s.spec.range.version == "6" for s in subnets):
-                shown = node.host.ip("-6", "addr", "show", "dev", VXLAN_DEVICE, check=False)
-                if "fe80::" not in shown.stdout or "tentative" in shown.stdout:
-                    missing.append(f"{VXLAN_DEVICE} has no usable IPv6 link-local address")
-        if UNDERLAY in networks and self._underlay_attaches(node):
-            rules = node.host.ip("rule", "show", check=False).stdout
-            rules += node.host.ip("-6", "rule", "show", check=False).stdout
-            for subnet in (s for s in subnets if s.spec.network == UNDERLAY):
-                if f"from {subnet.spec.range.cidr} lookup" not in rules:
-                    missing.append(f"no rule for underlay subnet {subnet.name}")
-        return missing
-
-    def _underlay_attaches(self, node: ClusterNode) -> bool:
-        return all(node.labels.get(k) == v for k, v in FABRIC_LABELS.items())
+                underlay = ", underlay on eth0" if convergence.underlay_attaches(node) else ""
+                self.progress.item(f"{node.name}: VXLAN to {len(self.nodes) - 1} nodes{underlay}")
 
     # ----------------------------------------------------------------- pods
 
@@ -558,7 +364,7 @@ class Cluster:
         pods = []
         with self.progress.step(f"pods of both kinds on {len(self.nodes)} nodes"):
             for node in self.nodes:
-                kinds = [OVERLAY, UNDERLAY] if self._underlay_attaches(node) else [OVERLAY]
+                kinds = [OVERLAY, UNDERLAY] if convergence.underlay_attaches(node) else [OVERLAY]
                 for kind in kinds:
                     network_type = c.TYPE_OVERLAY if kind == OVERLAY else c.TYPE_UNDERLAY
                     name = f"{kind}-{node.name.removeprefix('node')}"
@@ -626,10 +432,7 @@ class Cluster:
     def down(self) -> None:
         """Stop the daemons, remove every namespace the cluster made and close the store;
         safe after a failed :meth:`up` and when called twice. ``directory`` is the caller's."""
-        for node in self.nodes:
-            if node.daemon is not None:
-                node.daemon.stop()
-                node.daemon = None
+        cluster_daemons.stop(self.nodes)
         for pod in self.pods:
             pod.netns.delete()
         self.pods.clear()
@@ -643,12 +446,3 @@ class Cluster:
         if self._store is not None:
             self._store.close()
             self._store = None
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    """The end of a daemon's log, for an error that says why it did not come up."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"(no log: {exc})"
-    return "\n".join(text.splitlines()[-lines:])
