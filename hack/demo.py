@@ -23,10 +23,12 @@ from types import FrameType
 from hybridnet import lab
 from hybridnet.lab.cluster import OUTSIDE_V4, Cluster, ClusterPod
 from hybridnet.lab.cluster_report import report
+from hybridnet.lab.cni_runtime import CniPluginError
 from hybridnet.lab.errors import TestbedError
 from hybridnet.lab.netns import Namespace
 from hybridnet.lab.progress import Progress
 from hybridnet.lab.reach import ping_matrix, render_matrix
+from hybridnet.store.errors import StoreError
 
 ECHO_PORT = 7000
 
@@ -113,8 +115,8 @@ def main() -> int:
     except Interrupted as exc:
         print(f"interrupted ({exc}): everything removed", file=sys.stderr)
         status = 130
-    except TestbedError as exc:
-        failures.append(str(exc))
+    except (TestbedError, CniPluginError, StoreError) as exc:
+        failures.append(f"{type(exc).__name__}: {exc}")
     print("leftovers:", ", ".join(lab.leftovers()) or "none")
     if failures:
         print(f"FAILED ({len(failures)}):\n  " + "\n  ".join(failures), file=sys.stderr)

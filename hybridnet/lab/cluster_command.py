@@ -129,26 +129,26 @@ def down(directory: Path) -> int:
         print(f"no cluster in {directory}")
         return 0
     prefix = state["prefix"]
-    _end_processes(prefix)
+    found = _run_namespaces(prefix)
+    pids = {int(p) for n in found for p in ip("netns", "pids", n, check=False).stdout.split()}
+    keeper = {state["keeper"]} & pids
+    # The daemons first, while the keeper still holds the run: stale-run cleanup elsewhere
+    # must not take the run over meanwhile. Then the keeper, and its lock at once.
+    _end_processes(pids - keeper)
+    _end_processes(keeper)
     try:
         run = TestbedRun(prefix)
     except BlockingIOError as exc:
         raise TestbedError(f"run {prefix} is still held by a process outside it") from exc
-    removed = run.namespaces()
     run.close()
     shutil.rmtree(directory)
-    print(f"cluster {prefix} removed: {len(removed)} namespaces, {directory}")
+    print(f"cluster {prefix} removed: {len(found)} namespaces, {directory}")
     return 0
 
 
-def _end_processes(prefix: str) -> None:
-    """SIGTERM every process inside the run's namespaces (only the lab starts any there),
-    wait until they are gone, SIGKILL what lingers."""
-    pids = {
-        int(pid)
-        for netns in _run_namespaces(prefix)
-        for pid in ip("netns", "pids", netns, check=False).stdout.split()
-    }
+def _end_processes(pids: set[int]) -> None:
+    """SIGTERM ``pids`` (processes inside the run's namespaces: only the lab starts any
+    there), wait until they are gone, SIGKILL what lingers."""
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
