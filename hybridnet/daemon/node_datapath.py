@@ -16,7 +16,9 @@ from prometheus_client import CollectorRegistry
 from hybridnet.api import constants
 from hybridnet.api.resources import Network, NodeInfo, NodeProblem
 from hybridnet.daemon.cache import NodeCache
+from hybridnet.daemon.datapath import pod_scope
 from hybridnet.daemon.datapath.config import NodeConfig
+from hybridnet.daemon.datapath.errors import DatapathError
 from hybridnet.daemon.datapath.reconcile import Reconciler, ReconcileResult
 from hybridnet.daemon.datapath.view import NodeView
 from hybridnet.daemon.datapath_metrics import DatapathMetrics
@@ -95,6 +97,20 @@ class NodeDatapath:
             if problem.subject in subjects or about_link:
                 found.append(f"node datapath: {problem.code} {problem.subject}: {problem.message}")
         return found
+
+    def differences_for(self, network: Network, subnets: set[str]) -> list[str]:
+        """What the kernel lacks (or holds wrongly) of what a pod of ``network`` and
+        ``subnets`` relies on, now: the reconciler's own diff, changing nothing."""
+        view = self._view()
+        if view is None:
+            return ["node datapath: the daemon's informers have not listed yet"]
+        try:
+            desired, drift = self.worker.reconciler.diff(view)
+        except DatapathError as exc:
+            return [f"node datapath: cannot read the kernel: {exc}"]
+        overlay = network.spec.type == constants.TYPE_OVERLAY
+        pending = pod_scope.concerning(desired, drift, subnets, self.config.numbers, overlay)
+        return [f"node datapath would {op.describe()}" for op in pending]
 
     def _view(self) -> NodeView | None:
         if not self.cache.synced():

@@ -34,6 +34,7 @@ from hybridnet.daemon import attachment, embedded_request, placement, underlay_c
 from hybridnet.daemon.cache import AllocationTimeout, NodeCache, node_selector, one_per_family
 from hybridnet.daemon.datapath.config import NodeConfig
 from hybridnet.daemon.node_datapath import NodeDatapath
+from hybridnet.daemon.pod_locks import PodLocks
 from hybridnet.daemon.worker import DEFAULT_RESYNC_PERIOD
 from hybridnet.ipamcore.allocator import Allocator
 from hybridnet.ipamcore.errors import IPAMError, NoSuchNetwork
@@ -60,8 +61,6 @@ Handler = Callable[..., Any]
 
 SANDBOX_WRITE_ATTEMPTS = 5
 """Writes of an IPInstance's status that may meet a newer version (the manager writes it too)."""
-POD_LOCK_STRIPES = 64
-"""Embedded store: ADD, DEL and GC of one pod never overlap (a pod maps to one of these locks)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +150,7 @@ class DaemonService(pb_grpc.DaemonServicer):
         )
         self._ipam: IPAMService | None = None
         self._ipam_lock = threading.Lock()
-        self._pod_locks = [threading.Lock() for _ in range(POD_LOCK_STRIPES)]
+        self._pod_locks = PodLocks()
         self.cache = NodeCache(
             store, config.node_name, config.ipam_namespace, watch_timeout=config.watch_timeout
         )
@@ -194,12 +193,11 @@ class DaemonService(pb_grpc.DaemonServicer):
                 self._ipam = service
             return self._ipam
 
-    def _pod_lock(self, owner: str) -> contextlib.AbstractContextManager[Any]:
-        """Embedded store: one pod's ADD (allocate to record), DEL and GC run one at a time,
-        so an IPInstance without a sandbox recorded is never one an ADD is still building."""
-        if not self.embedded:
-            return contextlib.nullcontext()
-        return self._pod_locks[hash(owner) % POD_LOCK_STRIPES]
+    def _pod_lock(self, owner: str) -> contextlib.AbstractContextManager[None]:
+        """ADD, DEL and GC of one pod run one at a time (hybridnet.daemon.pod_locks): on the
+        embedded store this also means an IPInstance without a sandbox recorded is never one
+        an ADD is still building."""
+        return self._pod_locks.hold(owner)
 
     def _stored(self, selector: str) -> list[IPInstance]:
         """IPInstances read from the embedded store itself: the daemon writes them there and
@@ -346,20 +344,20 @@ class DaemonService(pb_grpc.DaemonServicer):
 
     def _free_sandbox(self, attach: pb.Attachment) -> list[str]:
         """Embedded store, at DEL: free the pod's addresses that belong to this sandbox (or to
-        none: an ADD that failed before recording), never those of its current sandbox."""
+        none: an ADD that failed before recording), never those of its current sandbox.
+        The caller holds the pod's lock."""
         service = self._embedded_ipam()
         owner = ipinstances.owner_key(attach.pod_namespace, attach.pod_name)
-        with self._pod_lock(owner):
-            stored = self._stored(pod_selector(attach.pod_namespace, attach.pod_name))
-            if not stored:
-                # Nothing stored can belong to any sandbox: let go of whatever the allocator
-                # still holds for the pod (the store lost it, or this DEL is a repeat).
-                service.release(owner)
-                return []
-            mine = [i for i in stored if i.status.sandbox_id in (attach.container_id, None)]
-            for instance in mine:
-                service.delete_instance(instance)
-            return [ipinstances.address_of(i) for i in mine]
+        stored = self._stored(pod_selector(attach.pod_namespace, attach.pod_name))
+        if not stored:
+            # Nothing stored can belong to any sandbox: let go of whatever the allocator
+            # still holds for the pod (the store lost it, or this DEL is a repeat).
+            service.release(owner)
+            return []
+        mine = [i for i in stored if i.status.sandbox_id in (attach.container_id, None)]
+        for instance in mine:
+            service.delete_instance(instance)
+        return [ipinstances.address_of(i) for i in mine]
 
     def _free_stale(self, valid_sandboxes: set[str]) -> list[str]:
         """Embedded store, at GC: free every address on this node whose sandbox is not valid,
@@ -428,14 +426,22 @@ class DaemonService(pb_grpc.DaemonServicer):
     @timed("DEL")
     def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext) -> pb.DeleteReply:
         attach = request.attachment
-        removed = attachment.detach(attach.container_id, attach.ifname)
-        self._wake_datapath()
+        # Without the pod's name (a runtime outside Kubernetes may send none), the container
+        # is what one ADD and its DEL have in common.
+        owner = (
+            ipinstances.owner_key(attach.pod_namespace, attach.pod_name)
+            if attach.pod_name
+            else f"container:{attach.container_id}"
+        )
         freed: list[str] = []
-        if self.embedded and attach.pod_name:
-            try:
-                freed = self._free_sandbox(attach)
-            except StoreError as exc:
-                _abort(context, CNI_TRY_AGAIN_LATER, f"store: {exc}")
+        with self._pod_lock(owner):  # never while this pod's ADD is still building
+            removed = attachment.detach(attach.container_id, attach.ifname)
+            if self.embedded and attach.pod_name:
+                try:
+                    freed = self._free_sandbox(attach)
+                except StoreError as exc:
+                    _abort(context, CNI_TRY_AGAIN_LATER, f"store: {exc}")
+        self._wake_datapath()
         log.info("pod detached", extra=fields(
             container=attach.container_id, removed=removed, freed=freed))  # fmt: skip
         return pb.DeleteReply()
@@ -466,7 +472,8 @@ class DaemonService(pb_grpc.DaemonServicer):
         return pb.CheckReply(differences=differences)
 
     def _datapath_problems(self, found: list[IPInstance]) -> list[str]:
-        """What the node-wide datapath could not build for the pod's network."""
+        """What the node-wide datapath could not build for the pod's network (its problems),
+        and what of it the kernel lacks now (the reconciler's diff)."""
         if self.node_datapath is None:
             return []
         problems = []
@@ -477,6 +484,7 @@ class DaemonService(pb_grpc.DaemonServicer):
                 continue
             subnets = {i.spec.subnet for i in found if i.spec.network == name}
             problems += self.node_datapath.problems_for(network, subnets)
+            problems += self.node_datapath.differences_for(network, subnets)
         return problems
 
     @timed("STATUS")

@@ -8,18 +8,24 @@ never by name.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import re
-import select
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
 from hybridnet.lab.errors import TestbedError
+
+OUTPUT_LINES_KEPT = 20_000
+"""Lines of a child's output kept in memory (the oldest go first)."""
+OUTPUT_DRAIN_SECONDS = 2.0
+"""How long to wait for a finished child's last lines (a grandchild may hold the pipe)."""
 
 
 def in_namespace(argv: Sequence[str], netns: str | None) -> list[str]:
@@ -89,8 +95,19 @@ class Process:
             env=env,
             start_new_session=True,
         )
-        self._buffer = b""
-        self.output_lines: list[str] = []
+        self.output_lines: collections.deque[str] = collections.deque(maxlen=OUTPUT_LINES_KEPT)
+        """The latest lines of output (stdout and stderr together)."""
+        self._lines = threading.Condition()
+        self._read = 0
+        self._ended = False
+        self._reader: threading.Thread | None = None
+        if self._popen.stdout is not None:
+            # Read all the time: a pipe nobody empties fills after 64 KiB and then blocks the
+            # child in its next write (a daemon logging every reconcile gets there in minutes).
+            self._reader = threading.Thread(
+                target=self._pump, args=(self._popen.stdout,), name="output", daemon=True
+            )
+            self._reader.start()
 
     @property
     def pid(self) -> int:
@@ -99,54 +116,52 @@ class Process:
     def poll(self) -> int | None:
         return self._popen.poll()
 
+    def _pump(self, stream: IO[bytes]) -> None:
+        try:
+            for raw in iter(stream.readline, b""):
+                with self._lines:
+                    self.output_lines.append(raw.decode(errors="replace").rstrip("\n"))
+                    self._read += 1
+                    self._lines.notify_all()
+        except (OSError, ValueError):
+            pass  # our end was closed by stop()
+        finally:
+            with self._lines:
+                self._ended = True
+                self._lines.notify_all()
+
     def wait_for_line(self, pattern: str, timeout: float = 10.0) -> str:
-        """Block until a line of output matches ``pattern`` and return it."""
+        """Block until a line of output matches ``pattern`` and return it (lines printed
+        before the call count too)."""
+        if self._reader is None:
+            raise TestbedError(f"{' '.join(self.argv)} writes its output to {self.log_path}")
         regex = re.compile(pattern)
-        for seen in self.output_lines:
-            if regex.search(seen):
-                return seen
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self._read_line(deadline - time.monotonic())
-            if line is None:
-                if self.poll() is not None:
+        checked = 0
+        with self._lines:
+            while True:
+                unchecked = min(self._read - checked, len(self.output_lines))
+                fresh = list(self.output_lines)[len(self.output_lines) - unchecked :]
+                checked = self._read
+                for line in fresh:
+                    if regex.search(line):
+                        return line
+                remaining = deadline - time.monotonic()
+                if self._ended or remaining <= 0:
                     break
-                continue
-            if regex.search(line):
-                return line
+                self._lines.wait(remaining)
+            tail = list(self.output_lines)[-40:]
         raise TestbedError(
             f"no output matching {pattern!r} within {timeout}s from {' '.join(self.argv)}; "
-            f"exit={self.poll()} output:\n" + "\n".join(self.output_lines[-40:])
+            f"exit={self.poll()} output:\n" + "\n".join(tail)
         )
 
-    def _output(self) -> IO[bytes]:
-        if self._popen.stdout is None:
-            raise TestbedError(f"{' '.join(self.argv)} writes its output to {self.log_path}")
-        return self._popen.stdout
-
-    def _read_line(self, timeout: float) -> str | None:
-        stream = self._output()
-        while b"\n" not in self._buffer:
-            ready, _, _ = select.select([stream], [], [], max(timeout, 0))
-            if not ready:
-                return None
-            chunk = os.read(stream.fileno(), 65536)
-            if not chunk:
-                if not self._buffer:
-                    return None
-                self._buffer += b"\n"
-                break
-            self._buffer += chunk
-        raw, self._buffer = self._buffer.split(b"\n", 1)
-        line = raw.decode(errors="replace")
-        self.output_lines.append(line)
-        return line
-
     def read_remaining(self) -> str:
-        """Drain whatever the (finished) process printed and return all of its output."""
-        while self._read_line(0.05) is not None:
-            pass
-        return "\n".join(self.output_lines)
+        """All the output kept so far (for a finished process, up to its end)."""
+        if self._reader is not None and self._popen.poll() is not None:
+            self._reader.join(OUTPUT_DRAIN_SECONDS)
+        with self._lines:
+            return "\n".join(self.output_lines)
 
     def stop(self, timeout: float = 5.0) -> int:
         """SIGTERM the process group, SIGKILL it if it lingers; return the exit code."""
@@ -159,6 +174,8 @@ class Process:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self._popen.pid, signal.SIGKILL)
                 self._popen.wait(timeout)
+        if self._reader is not None:
+            self._reader.join(OUTPUT_DRAIN_SECONDS)  # the rest of what it printed
         self._close_output()
         return self._popen.returncode
 

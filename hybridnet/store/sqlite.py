@@ -493,6 +493,7 @@ class SQLiteStore(Store):
                 if event is not None:
                     yield event
             if len(rows) < WATCH_BATCH:  # caught up: sleep until a commit or the re-check
+                self.notifier.listen()  # again: replaces a listener that stopped working
                 self.notifier.wait(seen, self._wait_seconds(deadline))
                 if self._closed.is_set():
                     raise self._closed_error()

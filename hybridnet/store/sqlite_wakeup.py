@@ -65,19 +65,40 @@ class CommitNotifier:
         return None if self._listener is None else self._listener.path
 
     def listen(self) -> None:
-        """Hear other processes' commits from now on (idempotent). A failure is logged once
-        and leaves the watchers to their periodic re-check."""
+        """Hear other processes' commits from now on. Idempotent and cheap, so watchers call
+        it at every look: a listener that stopped working (its socket file removed, e.g. by
+        a cleanup of the directory, or its thread ended by an error) is replaced. A failure
+        is logged once and leaves the watchers to their periodic re-check until a later call
+        succeeds."""
         with self._condition:
-            if self._listener is not None or self._listen_failed or self._closed:
+            if self._closed:
                 return
+            lost = (
+                self._listener
+                if self._listener is not None and not self._listener.working()
+                else None
+            )
+            if self._listener is not None and lost is None:
+                return
+            self._listener = None
+            if lost is not None:
+                log.warning(
+                    "wake-up socket lost; listening again",
+                    extra=fields(directory=str(self.directory), path=str(lost.path)),
+                )
             try:
                 self._listener = _Listener(self.directory, self._bump)
             except (OSError, RuntimeError) as exc:
+                if not self._listen_failed:
+                    log.warning(
+                        "cannot listen for other processes' writes; watchers will only re-check",
+                        extra=fields(directory=str(self.directory), reason=str(exc)),
+                    )
                 self._listen_failed = True
-                log.warning(
-                    "cannot listen for other processes' writes; watchers will only re-check",
-                    extra=fields(directory=str(self.directory), reason=str(exc)),
-                )
+            else:
+                self._listen_failed = False
+        if lost is not None:
+            lost.close()
 
     def committed(self) -> None:
         """After a commit: wake this process's watchers and tell every other listener."""
@@ -189,6 +210,11 @@ class _Listener:
         with contextlib.suppress(BlockingIOError):
             while True:
                 self._socket.recv(16)
+
+    def working(self) -> bool:
+        """Whether datagrams can still reach this listener: its thread runs and its socket
+        file is still in the directory (writers find listeners by name)."""
+        return self._thread.is_alive() and self.path.exists()
 
     def close(self) -> None:
         self._stop_writer.send(b"\x00")

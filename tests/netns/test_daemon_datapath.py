@@ -62,6 +62,8 @@ class NodeDaemon:
     extra: tuple[str, ...] = ()
     process: Process | None = None
     socket: Path | None = None
+    last_output: str | None = None
+    """What the last stopped process printed (its log)."""
 
     def start(self) -> NodeDaemon:
         self.process, self.socket = harness.start_node_daemon(
@@ -82,6 +84,7 @@ class NodeDaemon:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+            self.last_output = self.process.read_remaining()
             self.process = None
 
     def cni(self) -> CniRuntime:
@@ -497,3 +500,80 @@ def test_one_embedded_daemon_serves_underlay_and_overlay_pods_by_their_annotatio
         assert pod_addresses(path, broken.name) == {}
     finally:
         daemon.stop()
+
+
+def test_check_reports_what_the_kernel_lacks_of_the_pods_network(
+    fabric_factory: Callable[[int], testbed.Fabric], tmp_path: Path
+) -> None:
+    """CNI CHECK uses the reconciler's own diff: a route of the pod's table deleted behind
+    the daemon's back is named (a resync an hour away cannot have put it back)."""
+    fabric = fabric_factory(1)
+    store = harness.embedded_store(tmp_path / "store.db", OVERLAY_V4)
+    flags = ("--ip-family", "IPv4", "--resync-period", "3600")
+    daemon = NodeDaemon(fabric.nodes[0], "n1", tmp_path / "n1", store, flags).start()
+    try:
+        pod = fabric.add_pod("pc")
+        attachment = attach(daemon, pod)
+        wait_for("the overlay route", lambda: overlay_route(daemon))
+        daemon.cni().check(attachment)  # all there: CHECK passes
+        daemon.node.ip("route", "del", OVERLAY_V4, "table", "40000")
+        with pytest.raises(CniPluginError) as checked:
+            daemon.cni().check(attachment)
+        assert checked.value.code == 100
+        assert f"node datapath would create route {OVERLAY_V4} dev {VXLAN}" in (
+            checked.value.details
+        )
+    finally:
+        daemon.stop()
+
+
+def test_bad_node_input_is_reported_three_ways_and_the_rest_is_served(
+    fabric_factory: Callable[[int], testbed.Fabric], tmp_path: Path
+) -> None:
+    """A VTEP address that is not the node's and a second underlay network claiming the node:
+    both on the NodeInfo, as Events and in the log; no VXLAN device is half-built, and the
+    oldest underlay network's pods are still attached."""
+    fabric = fabric_factory(1)
+    path = underlay_store(tmp_path / "store.db")  # underlay "pods" for rack r1
+    # Created in the same second, the two are ordered by name: "pods" counts as the oldest.
+    opened = SQLiteStore(path)
+    second = NetworkSpec(type="Underlay", mode="VLAN", net_id=0, node_selector={"rack": "r1"})
+    opened.create(Network(ObjectMeta(name="rack1-second"), second))
+    opened.create(Network(ObjectMeta(name="vx"), NetworkSpec(type="Overlay", net_id=5)))
+    subnet = SubnetSpec(network="vx", range=AddressRange(version="4", cidr=OVERLAY_V4))
+    opened.create(Subnet(ObjectMeta(name="vx-v4"), subnet))
+    opened.close()
+    flags = ("--ip-family", "IPv4", "--underlay-interface", "eth0", "--vtep-address", "198.18.9.9")
+    daemon = NodeDaemon(fabric.nodes[0], "u1", tmp_path / "u1", path, flags).start()
+    try:
+        expected = {
+            ("UnderlayNetworkConflict", "network/pods"),  # the one it keeps
+            ("VTEPAddressNotOnNode", "link/eth0"),
+        }
+
+        def problems() -> set[tuple[str, str]]:
+            info = stored_node_info(path, "u1")
+            found = {(p.code, p.subject) for p in info.status.problems} if info else set()
+            return found if found >= expected else set()
+
+        wait_for("both problems on the NodeInfo", problems)
+        reasons = {e.body["reason"] for e in stored_events_in(path, "default")}
+        assert {"UnderlayNetworkConflict", "VTEPAddressNotOnNode"} <= reasons
+        assert VXLAN not in daemon.node.links()  # nothing of the overlay device was made
+        pod = fabric.add_pod("pu")
+        attach(daemon, pod)  # the oldest underlay network still serves
+        assert pod_addresses(path, pod.name) == {"4": "198.18.0.100"}
+        wait_for("pod -> fabric gateway", lambda: pings(pod, fabric.gateway_ipv4))
+    finally:
+        daemon.stop()
+    assert daemon_log_problems(daemon) >= {"UnderlayNetworkConflict", "VTEPAddressNotOnNode"}
+
+
+def daemon_log_problems(daemon: NodeDaemon) -> set[str]:
+    """The codes of the daemon's ``datapath problem`` log lines (JSON lines on stderr)."""
+    codes = set()
+    assert daemon.last_output is not None
+    for line in daemon.last_output.splitlines():
+        if '"datapath problem"' in line:
+            codes.add(json.loads(line[line.index("{") :])["code"])
+    return codes

@@ -95,15 +95,16 @@ def addresses_of(link: HostLink, version: int) -> list[str]:
     return [str(a.ip) for a in found if a.version == version]
 
 
-def link_sysctls(link: str, versions: Iterable[int], *, route_proxy: bool = True) -> list[Sysctl]:
-    """What a link answering ARP/NDP for local pods needs. ``route_proxy``: IPv4 answers for
-    every address routed out of another link (``proxy_arp``); without it, only for the proxy
-    entries the link holds."""
+def link_sysctls(link: str, versions: Iterable[int], proxy_arp: str | None = "1") -> list[Sysctl]:
+    """What a link answering ARP/NDP for local pods needs. ``proxy_arp`` "1" answers for every
+    address routed out of another device, "0" only for the proxy entries on the link (ours:
+    the VXLAN device, VLAN sub-interfaces), None leaves the site's setting alone."""
     found = []
     for version in sorted(set(versions)):
         conf, neigh = f"net/ipv{version}/conf/{link}", f"net/ipv{version}/neigh/{link}"
         if version == 4:
-            found.append(Sysctl(f"{conf}/proxy_arp", "1" if route_proxy else "0", link))
+            if proxy_arp is not None:
+                found.append(Sysctl(f"{conf}/proxy_arp", proxy_arp, link))
             found.append(Sysctl(f"{conf}/rp_filter", "0", link))
         else:
             found.append(Sysctl(f"{conf}/proxy_ndp", "1", link))

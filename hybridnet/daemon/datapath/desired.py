@@ -35,9 +35,10 @@ Rules, in the order the kernel consults them (numbers: ``config.RoutingNumbers``
 * **Underlay VLAN pods** leave by their subnet's table: the subnet on-link out of the VLAN
   sub-interface ``<parent>.<vlan>`` (netID from the Subnet, else the Network; 0 = the parent
   untagged), and a default route to the subnet's gateway, onlink. The fabric's gateway
-  reaches a local pod by ARP on that interface, answered by ``proxy_arp`` (the pod is routed
-  out of its veth); for IPv6, a proxy NDP entry per local pod address. A pod of the same
-  subnet on another node is reached on-link, its node answering the same way.
+  reaches a local pod by ARP / NDP on that interface, answered from a proxy entry per local
+  pod address on its own subnet's link (not ``proxy_arp``, which would answer on one VLAN for
+  the pods of every other: the node would join VLANs at layer 2). A pod of the same subnet on
+  another node is reached on-link, its node answering the same way.
 * **Underlay BGP pods** leave by their subnet's table: default via the subnet's gateway on
   the underlay interface (the fabric learns the pods' /32s from BGP).
 * **Leaving the cluster**: an overlay subnet with ``autoNatOutgoing`` is masqueraded by the
@@ -49,8 +50,8 @@ configured range), colliding names probing onwards in the order the subnets were
 so a new subnet never moves an older one's table.
 
 Sysctls: ``ip_forward`` (and IPv6 ``forwarding`` when the node has IPv6 subnets);
-on each underlay interface ``proxy_arp`` (on the VXLAN device 0, see above), on both
-``proxy_delay`` 0 (answers
+on the VXLAN device and our VLAN sub-interfaces ``proxy_arp`` 0 (proxy entries answer, see
+above; the untagged parent's is the site's); on both ``proxy_delay`` 0 (answers
 at once instead of after up to 0.8 s), ``rp_filter`` 0 (the per-device half of the filter:
 the effective value is the maximum with ``conf.all``) and, for IPv6, ``proxy_ndp``. With
 netID 0 the underlay interface is the site's own parent: these are set on it, and kept
@@ -60,7 +61,10 @@ Known limits: addresses of an underlay subnet that are not pods (its gateway, ho
 the cluster) are not reachable from overlay pods through the overlay, nor masqueraded; a
 freshly created VXLAN device resolves IPv6 neighbours only once its link-local address has
 passed duplicate address detection (about a second); a link created but not yet marked when
-the daemon dies is seen as foreign (LinkNameTaken) and needs deleting by hand.
+the daemon dies is seen as foreign (LinkNameTaken) and needs deleting by hand; pods of two
+VLANs on ONE node reach each other through the local-pod table, not through the gateway (as
+in the reference: that rule is ``from all``), so VLAN isolation between pods of one node is
+left to NetworkPolicy; across nodes, VLANs meet only at the gateway.
 
 Problems (bad input, host facts that do not fit) leave out only the objects that depend on
 them, and are returned beside the objects.

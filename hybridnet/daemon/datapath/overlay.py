@@ -48,7 +48,7 @@ def build(ctx: Context, network: Network) -> Vtep | None:
     ctx.objects.add(link)
     # Proxy entries, not route-based proxy ARP: every other node routes an underlay pod's
     # address out of its underlay interface, so it would answer for that pod too.
-    for sysctl in link_sysctls(link.name, versions | {4}, route_proxy=False):
+    for sysctl in link_sysctls(link.name, versions | {4}, proxy_arp="0"):
         ctx.objects.add(sysctl)
     own_addresses = {
         str(ipaddress.ip_interface(a).ip)

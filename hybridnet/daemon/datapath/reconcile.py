@@ -57,10 +57,7 @@ class Reconciler:
         """Bring the kernel to the view's desired state. Raises ObserveError when the kernel
         cannot be read (nothing was changed); failures of single operations are returned."""
         started = time.monotonic()
-        snapshot = observe.snapshot(self.config)
-        desired = desired_state(view, self.config, snapshot.host)
-        observed = snapshot.objects + observe.sysctls(desired.objects)
-        drift = plan(desired.objects, observed)
+        snapshot, desired, drift = self._diff(view)
         outcome = apply(drift, self.config)
         result = ReconcileResult(
             desired=desired,
@@ -72,6 +69,18 @@ class Reconciler:
         )
         _log(result)
         return result
+
+    def diff(self, view: NodeView) -> tuple[DesiredState, Plan]:
+        """What a reconcile would do now, changing nothing (CNI CHECK, diagnosis). Safe beside
+        the worker: it only reads the kernel."""
+        _, desired, drift = self._diff(view)
+        return desired, drift
+
+    def _diff(self, view: NodeView) -> tuple[observe.Snapshot, DesiredState, Plan]:
+        snapshot = observe.snapshot(self.config)
+        desired = desired_state(view, self.config, snapshot.host)
+        observed = snapshot.objects + observe.sysctls(desired.objects)
+        return snapshot, desired, plan(desired.objects, observed)
 
 
 def _log(result: ReconcileResult) -> None:

@@ -1,6 +1,6 @@
 """The underlay part of the desired state: VLAN sub-interfaces (or the parent itself), the
-subnets' tables towards their gateways, and proxy NDP for local pods (the design is in
-``desired``'s docstring)."""
+subnets' tables towards their gateways, and a proxy ARP / NDP entry per local pod on its own
+subnet's link only (the design is in ``desired``'s docstring)."""
 
 from __future__ import annotations
 
@@ -31,13 +31,17 @@ def build(ctx: Context, network: Network) -> None:
             continue
         served.setdefault(link, set()).add(subnet.version)
         _subnet_table(ctx, subnet, table, link, onlink=vlan_mode)
-        if vlan_mode and subnet.version == 6:
+        if vlan_mode:
             for pod in ctx.pods:
                 if pod.subnet == subnet.name:
                     ctx.objects.add(Neighbour(link, pod.address))
     if vlan_mode:
         for link, versions in served.items():
-            for sysctl in link_sysctls(link, versions):
+            # Proxy entries, not proxy_arp: proxy_arp would answer on this VLAN for every
+            # address the node routes elsewhere, the pods of other VLANs included. Off on our
+            # own sub-interfaces; the untagged parent is the site's, its setting left alone.
+            proxy_arp = None if link == parent.name else "0"
+            for sysctl in link_sysctls(link, versions, proxy_arp):
                 ctx.objects.add(sysctl)
 
 

@@ -24,6 +24,7 @@ import pytest
 from hybridnet.api.resources import Subnet
 from hybridnet.store.errors import Unavailable
 from hybridnet.store.sqlite import SAFETY_POLL_SECONDS, SQLiteStore
+from hybridnet.store.sqlite_wakeup import CommitNotifier
 from tests.store_contract import WAIT_SECONDS, make_subnet, wait_until
 
 AN_HOUR = 3600.0
@@ -257,5 +258,57 @@ def test_a_watcher_that_cannot_listen_says_so_and_rechecks(
         assert watcher.notifier.listening_path is None
         other.create(make_subnet("second", "198.19.1.0/24"))
         assert next(events).object.name == "second"
+        assert caplog.text.count("cannot listen for other processes' writes") == 1  # once
     finally:
         watcher.close()
+
+
+def test_a_lost_wake_up_socket_is_replaced_and_wakes_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its file removed behind its back (a cleanup of the directory), a listener hears no
+    one; the next listen() binds a new one, and the other side's next commit reaches it."""
+    directory = tmp_path / "store.db-watchers"
+    listening, writing = CommitNotifier(directory), CommitNotifier(directory)
+    try:
+        listening.listen()
+        lost = listening.listening_path
+        assert lost is not None
+        lost.unlink()
+        with caplog.at_level(logging.WARNING, logger="hybridnet.store.sqlite_wakeup"):
+            listening.listen()
+        assert "wake-up socket lost; listening again" in caplog.text
+        again = listening.listening_path
+        assert again is not None and again != lost and again.exists()
+        seen = listening.generation
+        writing.committed()
+        listening.wait(seen, CHILD_SECONDS)  # returns at once when the datagram came
+        assert listening.generation != seen
+    finally:
+        listening.close()
+        writing.close()
+
+
+def test_a_watcher_listens_again_after_losing_its_socket(path: Path) -> None:
+    watcher = SQLiteStore(path, recheck_interval=0.05)
+    try:
+        start = watcher.list(Subnet).resource_version
+        events = iter(watcher.watch(Subnet, start, timeout_seconds=WAIT_SECONDS))
+
+        def watch() -> None:
+            with contextlib.suppress(Unavailable):  # closing the store ends the watch so
+                next(events, None)
+
+        thread = threading.Thread(target=watch, daemon=True)
+        thread.start()
+        wait_until(lambda: watcher.notifier.listening_path is not None, "the first listener")
+        lost = watcher.notifier.listening_path
+        assert lost is not None
+        lost.unlink()
+        wait_until(
+            lambda: (p := watcher.notifier.listening_path) is not None and p != lost and p.exists(),
+            "a new listener",
+        )
+    finally:
+        watcher.close()
+        thread.join(WAIT_SECONDS)

@@ -170,10 +170,9 @@ def test_the_vxlan_device_answers_only_for_local_pods_of_both_kinds() -> None:
         pod_ip("u1", "under", "198.18.0.100/24", network="fabric"),
     )
     state = build(overlay_view(networks=networks, subnets=subnets, local_ips=pods))
-    proxies = [n for n in of(state, Neighbour) if n.proxy]
+    proxies = [n for n in of(state, Neighbour) if n.proxy and n.link == VX]
     assert proxies == [Neighbour(VX, "198.19.0.5"), Neighbour(VX, "198.18.0.100")]
     assert Sysctl(f"net/ipv4/conf/{VX}/proxy_arp", "0", VX) in of(state, Sysctl)
-    assert Sysctl("net/ipv4/conf/eth0/proxy_arp", "1", "eth0") in of(state, Sysctl)
 
 
 def test_overlay_tables_route_every_underlay_subnet_of_the_cluster_through_vxlan() -> None:
@@ -348,7 +347,7 @@ def test_a_vlan_subnet_gets_a_sub_interface_and_a_table_to_its_gateway() -> None
     assert Rule(4, N.subnet_priority, table, src="198.19.8.0/24") in of(state, Rule)
     assert of(state, Sysctl) == [
         Sysctl("net/ipv4/ip_forward", "1"),
-        Sysctl("net/ipv4/conf/eth0.100/proxy_arp", "1", "eth0.100"),
+        Sysctl("net/ipv4/conf/eth0.100/proxy_arp", "0", "eth0.100"),  # proxy entries only
         Sysctl("net/ipv4/conf/eth0.100/rp_filter", "0", "eth0.100"),
         Sysctl("net/ipv4/neigh/eth0.100/proxy_delay", "0", "eth0.100"),
     ]
@@ -378,6 +377,31 @@ def test_the_vlan_id_comes_from_the_subnet_then_the_network(
     assert [r.oif for r in default] == [expected_link]
     created = [lk.name for lk in of(state, VlanLink)]
     assert created == ([] if expected_link == "eth0" else [expected_link])
+
+
+def test_ipv4_vlan_pods_get_proxy_arp_entries_on_their_own_subnets_link_only() -> None:
+    """Not proxy_arp: the node would answer on VLAN 100 for pods of VLAN 200 too."""
+    pods = (
+        pod_ip("p1", "u", "198.19.8.5/24", network="underlay"),
+        pod_ip("p2", "w", "198.19.9.5/24", network="underlay"),
+    )
+    state = build(
+        vlan_view(
+            subnet("u", "underlay", "198.19.8.0/24", gateway="198.19.8.1"),
+            subnet("w", "underlay", "198.19.9.0/24", gateway="198.19.9.1", vlan=200),
+            local_ips=pods,
+        )
+    )
+    assert sorted(of(state, Neighbour), key=str) == [
+        Neighbour("eth0.100", "198.19.8.5"),
+        Neighbour("eth0.200", "198.19.9.5"),
+    ]
+
+
+def test_the_untagged_parents_proxy_arp_is_left_to_the_site() -> None:
+    state = build(vlan_view(subnet("u", "underlay", "198.19.8.0/24", gateway="198.19.8.1"), vlan=0))
+    assert not [s for s in of(state, Sysctl) if s.path.endswith("/proxy_arp")]
+    assert Sysctl("net/ipv4/conf/eth0/rp_filter", "0", "eth0") in of(state, Sysctl)
 
 
 def test_ipv6_vlan_pods_get_proxy_ndp_entries_on_their_sub_interface() -> None:
