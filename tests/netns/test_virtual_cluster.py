@@ -233,6 +233,17 @@ def test_an_underlay_pod_on_a_node_the_underlay_does_not_attach_is_refused(
         assert instances_of(cluster, "stray") == []
     finally:
         cluster.delete_pod(refused_pod)
+    # Asking only for the type: no underlay network attaches the node, also code 101.
+    typed_pod = cluster.create_pod(stray, "stray-typed", "Underlay", annotations={})
+    try:
+        with pytest.raises(CniPluginError) as refused:
+            cluster.attach(typed_pod)
+        assert refused.value.code == 101
+        assert "attached to no Underlay network (labels" in refused.value.msg
+        assert typed_pod.netns.links() == ["lo"]
+        assert instances_of(cluster, "stray-typed") == []
+    finally:
+        cluster.delete_pod(typed_pod)
 
 
 def test_a_planted_duplicate_of_an_underlay_address_fails_add_and_leaves_nothing(
