@@ -24,8 +24,8 @@ test: deps venv controlplane lint typecheck
 	$(BIN)/pytest
 	$(BIN)/python -m hybridnet.lab leftovers
 
-## make demo: hybridnet on its embedded default: a node namespace running hybridnet-daemon on
-## the SQLite store, two dual-stack pods attached by the real plugin, traffic, teardown.
+## make demo: a virtual 3-node hybridnet cluster in network namespaces on the embedded store:
+## underlay and overlay pods on every node through the real plugin, tables, pings, teardown.
 demo: deps venv
 	$(BIN)/python -m hack.demo
 

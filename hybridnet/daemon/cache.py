@@ -143,12 +143,18 @@ class NodeCache:
             informer.start()
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the informers, waiting at most ``timeout`` seconds in all (a watch blocked on
-        a quiet stream ends only at its timeout; the threads are daemons)."""
-        deadline = time.monotonic() + timeout
+    def signal_stop(self) -> None:
+        """Ask every informer to end; a watch blocked on a quiet stream notices when its
+        store is closed (or at its timeout)."""
         for informer, _ in self._informers:
             informer.signal_stop()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the informers, waiting at most ``timeout`` seconds in all (a watch blocked on
+        a quiet stream ends only at its timeout or when the store closes; the threads are
+        daemons)."""
+        deadline = time.monotonic() + timeout
+        self.signal_stop()
         for informer, _ in self._informers:
             informer.stop(timeout=max(deadline - time.monotonic(), 0))
 

@@ -19,9 +19,15 @@ from hybridnet.api.annotations import ClusterDefaults, PodNetworkRequest, parse_
 from hybridnet.api.builtin import Namespace, Pod
 from hybridnet.api.meta import OwnerReference
 from hybridnet.api.resources import Network
+from hybridnet.ipamcore.errors import NoSuchNetwork
 from hybridnet.ipamstore.service import IPAMService
 from hybridnet.store.errors import NotFound
 from hybridnet.store.interface import Store
+
+
+class NoNetworkOnNode(Exception):
+    """The pod wants an underlay network and none attaches this node: nothing changes until
+    the node's labels or a network do, so it is refused (CNI 101), not retried."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,11 +74,17 @@ def resolve(
     networks: Iterable[Network],
 ) -> tuple[PodNetworkRequest, str]:
     """The pod's request and the network it allocates from. AnnotationError names a bad
-    annotation; NoSuchNetwork says that no network fits."""
+    annotation; NoNetworkOnNode, that no underlay network attaches this node; NoSuchNetwork,
+    that there is no overlay network."""
     defaults = ClusterDefaults(ip_family=default_family)
     request = parse_pod_request(
         pod_name, annotations.pod, annotations.namespace, annotations.owners, defaults
     )
     if default_network is not None and not annotations.chooses_network():
         return request, default_network
-    return request, IPAMService.network_for(request, node_labels, list(networks))
+    try:
+        return request, IPAMService.network_for(request, node_labels, list(networks))
+    except NoSuchNetwork as exc:
+        if request.network is None and request.network_type == c.TYPE_UNDERLAY:
+            raise NoNetworkOnNode(f"{exc} (labels {dict(node_labels) or 'none'})") from exc
+        raise

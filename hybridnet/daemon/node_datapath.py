@@ -40,8 +40,13 @@ class NodeDatapath:
         config: NodeConfig,
         registry: CollectorRegistry | None = None,
         resync_period: float = DEFAULT_RESYNC_PERIOD,
+        *,
+        requires_node: bool = False,
     ):
         self.cache = cache
+        self.requires_node = requires_node
+        """Publish the NodeInfo only while this node's Node exists (Kubernetes, where a node
+        without one has left the cluster; the embedded store needs no Node objects)."""
         self.config = config
         self.node_name = cache.node_name
         self.publisher = NodeInfoPublisher(store, self.node_name)
@@ -49,6 +54,8 @@ class NodeDatapath:
         self.metrics = DatapathMetrics(registry, self.node_name) if registry is not None else None
         self.worker = ReconcileWorker(Reconciler(config), self._view, self._after, resync_period)
         self._reported: set[tuple[str, str, str]] = set()
+        self._registered = True
+        """Whether this node's Node existed at the last reconcile (logged when it changes)."""
         cache.on_change = self.worker.wake
 
     def start(self) -> NodeDatapath:
@@ -130,6 +137,8 @@ class NodeDatapath:
             self.metrics.observe(result, drift)
         problems = desired_problems(result)
         self._report(problems)
+        if not self._may_publish():
+            return
         cached: NodeInfo | None = self.cache.node_infos.cache.get(("", self.node_name))
         try:
             self.publisher.publish(
@@ -140,6 +149,22 @@ class NodeDatapath:
             log.warning(
                 "could not publish nodeinfo", extra=fields(node=self.node_name, error=str(exc))
             )
+
+    def _may_publish(self) -> bool:
+        """On Kubernetes only while this node's Node exists: a node whose Node was deleted has
+        left, the manager deletes its NodeInfo, and writing it again would put the node back
+        into every other node's FDB. The Node's return wakes the worker."""
+        if not self.requires_node:
+            return True
+        registered = self.cache.nodes.cache.get(("", self.node_name)) is not None
+        if registered != self._registered:
+            self._registered = registered
+            if registered:
+                log.info("node registered again", extra=fields(node=self.node_name))
+            else:
+                message = "node not registered: nodeinfo not published"
+                log.warning(message, extra=fields(node=self.node_name))
+        return registered
 
     def _report(self, problems: list[NodeProblem]) -> None:
         """Log and send an Event for each problem that was not there at the last reconcile."""

@@ -3,7 +3,8 @@ addresses) for the other nodes' datapaths, and the problems its own datapath fou
 
 Written only when it differs from what the store holds, so a steady node (or a restarted
 daemon on an unchanged node) writes nothing. The informer's copy can lag behind our own last
-write; until it catches up, that write is what the store holds.
+write; until it catches up, that write is what the store holds. A NodeInfo deleted under a
+running daemon (the manager deletes a deleted Node's) is created again.
 """
 
 from __future__ import annotations
@@ -85,7 +86,11 @@ class NodeInfoPublisher:
             if self._replaced is None
             else (cached is not None and cached.metadata.resource_version == self._replaced)
         )
-        return written if behind else cached
+        if behind:
+            return written
+        # Caught up: from now on the cache is the truth (a NodeInfo deleted later is gone).
+        self.forget_write()
+        return cached
 
     def _remember(self, before: NodeInfo | None, after: NodeInfo) -> NodeInfo:
         self._replaced = before.metadata.resource_version if before is not None else None

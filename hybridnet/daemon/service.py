@@ -155,7 +155,14 @@ class DaemonService(pb_grpc.DaemonServicer):
             store, config.node_name, config.ipam_namespace, watch_timeout=config.watch_timeout
         )
         self.node_datapath = (
-            NodeDatapath(store, self.cache, config.node, registry, config.resync_period)
+            NodeDatapath(
+                store,
+                self.cache,
+                config.node,
+                registry,
+                config.resync_period,
+                requires_node=config.embedded_network is None,
+            )
             if config.node is not None
             else None
         )
@@ -169,8 +176,14 @@ class DaemonService(pb_grpc.DaemonServicer):
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop the reconcile worker (waiting for a run under way) and ask the informers to
+        end. Their watches may sleep until the store is closed: close it, then :meth:`join`."""
         if self.node_datapath is not None:
             self.node_datapath.stop(timeout)
+        self.cache.signal_stop()
+
+    def join(self, timeout: float = 5.0) -> None:
+        """Wait for the informers to end (after :meth:`stop` and the store's close)."""
         self.cache.stop(timeout)
 
     def _wake_datapath(self) -> None:
@@ -408,7 +421,7 @@ class DaemonService(pb_grpc.DaemonServicer):
             _abort(context, CNI_TRY_AGAIN_LATER, str(exc))
         except AddressCheckFailed as exc:
             _abort(context, exc.cni_code, str(exc))
-        except NotAttached as exc:
+        except (NotAttached, embedded_request.NoNetworkOnNode) as exc:
             log.warning("pod refused", extra=fields(pod=owner, error=str(exc)))
             _abort(context, CNI_NETWORK_NOT_ON_NODE, str(exc))
         except AnnotationError as exc:

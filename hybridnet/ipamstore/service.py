@@ -3,9 +3,17 @@ release and delete; and, read-only, the usage counters the status writer and nod
 
 Storage is the final judge of who holds an address: IPInstances are named after their address
 and created with create-only semantics, so if another manager got there first the create fails,
-this allocator learns the address is taken, and allocation is retried with the next address.
-Persisting is all or nothing too: if the second family's IPInstance cannot be written, the first
-is deleted again.
+this manager reads back what storage gives the pod (the other manager may have served this very
+pod) and otherwise tries the next address. Each family's IPInstance is written on its own, and
+one that was written is never deleted again because the other could not be: under split brain
+the other manager may already have kept it as the pod's address of that family.
+
+Besides this manager's own writes and deletes, the allocator learns what storage holds in two
+ways only: storage events, applied in the order the watch delivers them (``on_stored``,
+``on_deleted``), and a read-back of one pod's IPInstances from storage (``read_back``), dropped
+if an event for that pod was applied while the read was in flight. An object learned any other
+way (a cached copy, a ``get``) could be applied after the event of its deletion, and its address
+would stay in the allocator for good.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from hybridnet.ipamcore.allocator import (
     SubnetConfig,
     SubnetUsage,
 )
-from hybridnet.ipamcore.errors import IPAMError, NoSuchNetwork
+from hybridnet.ipamcore.errors import AddressUnavailable, IPAMError, NoSuchNetwork
 from hybridnet.ipamcore.pool import RangeSpec
 from hybridnet.ipamstore import ipinstances
 from hybridnet.logs import fields
@@ -117,6 +125,12 @@ class IPAMService:
         self.usage = IPAMUsage(allocator)
         self._owner_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._view_lock = threading.Lock()
+        """Held while the allocator's record of stored addresses changes."""
+        self._reading: dict[str, int] = {}
+        """Owner -> storage events applied for it since its read-back began (only during one)."""
+        self.rebuilt_owners: frozenset[str] = frozenset()
+        """The pods that held addresses when :meth:`rebuild` read storage."""
 
     # ----------------------------------------------------------------- networks and subnets
 
@@ -161,22 +175,79 @@ class IPAMService:
             self.apply_subnet(subnet)
             self._allocator.set_cursor(subnet.metadata.name, subnet.status.last_allocated_ip)
         restored = 0
+        owners = set()
         for instance in self.store.list(IPInstance, self.ipam_namespace).items:
             if self.on_stored(instance):
                 restored += 1
+                owners.add(ipinstances.owner_of(instance) or "")
+        self.rebuilt_owners = frozenset(owners)
         log.info("ipam state rebuilt", extra=fields(allocations=restored))
         return restored
 
     # ----------------------------------------------------------------- what storage holds
 
     def on_stored(self, instance: IPInstance) -> bool:
-        """An IPInstance exists in storage: its owner holds its address here too (idempotent).
-        False when it cannot be accounted for (no pod binding, unknown subnet, an address this
-        allocator gave someone else)."""
+        """An IPInstance exists in storage (an event, in watch order): its owner holds its
+        address here too (idempotent). False when it cannot be accounted for (no pod binding,
+        unknown subnet, an address this allocator gave someone else)."""
         owner = ipinstances.owner_of(instance)
         if owner is None:
             log.warning("ipinstance without a pod binding", extra=fields(name=instance.name))
             return False
+        with self._view_lock:
+            self._heard(owner)
+            return self._restore(instance, owner)
+
+    def on_deleted(self, instance: IPInstance) -> None:
+        """An IPInstance was deleted (by us or anyone; an event, in watch order): free its
+        address here too, unless the address already serves someone else (a late event for an
+        old owner)."""
+        owner = ipinstances.owner_of(instance)
+        if owner is not None:
+            with self._view_lock:
+                self._heard(owner)
+                self._free(instance.spec.subnet, ipinstances.address_of(instance), owner)
+
+    def read_back(self, owner: str) -> list[IPInstance] | None:
+        """What storage holds for ``owner`` now, the allocator made to agree with it: what
+        storage lacks is dropped, what it has is taken. Storage, not a cache: a claim this
+        manager wrote a moment ago counts, one another manager deleted does not. None when it
+        cannot be decided now: an event for the owner was applied during the read (it may be
+        newer than what was read), or an address storage gives the owner is still held here by
+        another pod (an in-flight claim that is about to fail); try again later."""
+        with self._lock_for(owner):
+            return self._read_back(owner)
+
+    def _read_back(self, owner: str) -> list[IPInstance] | None:
+        """read_back for a caller that holds the owner's lock (one read-back per owner)."""
+        namespace, name = owner.split("/", 1)
+        with self._view_lock:
+            self._reading[owner] = 0
+        try:
+            listed = self.store.list(
+                IPInstance, self.ipam_namespace, ipinstances.pod_selector(namespace, name)
+            ).items
+            stored = [i for i in listed if ipinstances.owner_of(i) == owner]
+            with self._view_lock:
+                if self._reading[owner]:
+                    return None
+                keep = {(i.spec.subnet, ipinstances.address_of(i)) for i in stored}
+                for allocation in self._allocator.allocations_of(owner):
+                    if (allocation.subnet, allocation.address) not in keep:
+                        self._free(allocation.subnet, allocation.address, owner)
+                restored = [self._restore(instance, owner) for instance in stored]
+                return stored if all(restored) else None
+        finally:
+            with self._view_lock:
+                self._reading.pop(owner, None)
+
+    def _heard(self, owner: str) -> None:
+        """Called under the view lock for every event applied: a read-back in flight for the
+        owner may now be older than the allocator, and must not overwrite it."""
+        if owner in self._reading:
+            self._reading[owner] += 1
+
+    def _restore(self, instance: IPInstance, owner: str) -> bool:
         try:
             allocation = self._allocator.restore(
                 instance.spec.subnet,
@@ -192,13 +263,6 @@ class IPAMService:
             return False
         self.usage.changed(allocation.network, allocation.subnet)
         return True
-
-    def on_deleted(self, instance: IPInstance) -> None:
-        """An IPInstance was deleted (by us or anyone): free its address here too, unless the
-        address already serves someone else (a late event for an old owner)."""
-        owner = ipinstances.owner_of(instance)
-        if owner is not None:
-            self._free(instance.spec.subnet, ipinstances.address_of(instance), owner)
 
     def held_by(self, owner: str) -> list[Allocation]:
         """What ``owner`` (``namespace/name``) holds: the allocator is the authority, ahead of
@@ -220,40 +284,51 @@ class IPAMService:
     def ensure_allocated(
         self, pod: PodRef, request: PodNetworkRequest, network: str
     ) -> list[Allocation]:
-        """The pod's allocations, allocating and persisting them if it has none yet."""
+        """The pod's allocations, allocating and persisting the families it lacks."""
         with self._lock_for(pod.owner):
-            held = self._allocator.allocations_of(pod.owner)
-            have = {a.version for a in held}
-            missing = [v for v in request.versions if v not in have]
-            if not missing:
-                return held
-            # Part of a dual-stack pair can be missing when a manager died between the two
-            # writes: complete it, with the MAC the pod already has.
-            family = request.family if len(missing) > 1 else {4: "IPv4", 6: "IPv6"}[missing[0]]
-            wanted = Request(
-                owner=pod.owner,
-                network=network,
-                family=family,  # type: ignore[arg-type]
-                subnets={v: s for v, s in request.subnets.items() if v in missing},
-                fixed={v: a for v, a in request.fixed_ips.items() if v in missing},
-                mac=request.mac or (held[0].mac if held else None),
-            )
             for _ in range(CLAIM_RETRIES):
+                held = self._allocator.allocations_of(pod.owner)
+                have = {a.version for a in held}
+                missing = [v for v in request.versions if v not in have]
+                if not missing:
+                    return held
+                # Part of a dual-stack pair can be missing when a manager died between the two
+                # writes, or lost the race for one: complete it, with the MAC the pod has.
+                family = request.family if len(missing) > 1 else {4: "IPv4", 6: "IPv6"}[missing[0]]
+                wanted = Request(
+                    owner=pod.owner,
+                    network=network,
+                    family=family,  # type: ignore[arg-type]
+                    subnets={v: s for v, s in request.subnets.items() if v in missing},
+                    fixed={v: a for v, a in request.fixed_ips.items() if v in missing},
+                    mac=request.mac or (held[0].mac if held else None),
+                )
                 allocations = self._allocator.allocate(wanted)
                 for allocation in allocations:
                     self.usage.changed(allocation.network, allocation.subnet)
-                if self._persist(pod, allocations):
-                    return held + allocations
-                learned = self._allocator.allocations_of(pod.owner)
-                if len(learned) > len(held):
-                    return learned  # another manager served this very pod meanwhile
+                lost = self._persist(pod, allocations, request.versions)
+                if not lost:
+                    continue
+                # Storage had the address: perhaps another manager served this very pod.
+                self._read_back(pod.owner)
+                have = {a.version for a in self._allocator.allocations_of(pod.owner)}
+                for allocation in lost:
+                    if allocation.version in wanted.fixed and allocation.version not in have:
+                        raise AddressUnavailable(
+                            f"{allocation.address} is already claimed in storage by another pod"
+                        )
             raise IPAMError(f"gave up after {CLAIM_RETRIES} addresses were claimed elsewhere")
 
-    def _persist(self, pod: PodRef, allocations: list[Allocation]) -> bool:
-        """Create one IPInstance per allocation. False (and nothing left behind) when an
-        address turned out to be claimed already in storage."""
-        created: list[IPInstance] = []
-        for allocation in allocations:
+    def _persist(
+        self, pod: PodRef, allocations: list[Allocation], families: tuple[int, ...]
+    ) -> list[Allocation]:
+        """Create one IPInstance per allocation, each on its own. Returns (and frees here)
+        those whose address storage already had. One that was written stays written even if
+        the next fails: deleting it could leave the pod with no address of that family, if a
+        manager serving the pod at the same time saw it and deleted its own copy (split brain).
+        The pod's next pass completes the pair."""
+        lost: list[Allocation] = []
+        for index, allocation in enumerate(allocations):
             instance = ipinstances.build(
                 allocation,
                 ipam_namespace=self.ipam_namespace,
@@ -262,46 +337,45 @@ class IPAMService:
                 pod_uid=pod.uid,
                 node_name=pod.node,
                 ordinal=pod.ordinal,
-                families=[a.version for a in allocations],
+                families=families,
             )
             try:
-                created.append(self.store.create(instance))
+                self.store.create(instance)
             except AlreadyExists:
-                self._learn_claim(allocation)
-                self._undo(created, allocations)
-                return False
+                self._free(allocation.subnet, allocation.address, allocation.owner)
+                lost.append(allocation)
+                log.warning(
+                    "address already claimed in storage",
+                    extra=fields(address=allocation.address, pod=pod.owner),
+                )
             except BaseException:
-                self._undo(created, allocations)
+                for unwritten in allocations[index:]:  # a create that was written is heard
+                    self._free(unwritten.subnet, unwritten.address, unwritten.owner)
                 raise
-        return True
-
-    def _learn_claim(self, allocation: Allocation) -> None:
-        """Someone else stored this address: record their claim so it is not offered again."""
-        self._free(allocation.subnet, allocation.address, allocation.owner)
-        try:
-            existing = self.store.get(
-                IPInstance, ipinstances.instance_name(allocation.address), self.ipam_namespace
-            )
-        except NotFound:
-            return  # deleted meanwhile: the address is free again
-        self.on_stored(existing)
-        log.warning(
-            "address already claimed in storage",
-            extra=fields(address=allocation.address, holder=ipinstances.owner_of(existing)),
-        )
-
-    def _undo(self, created: list[IPInstance], allocations: list[Allocation]) -> None:
-        for instance in created:
-            with contextlib.suppress(NotFound):
-                self.store.delete(IPInstance, instance.name, self.ipam_namespace)
-        for allocation in allocations:
-            self._free(allocation.subnet, allocation.address, allocation.owner)
+        return lost
 
     def delete_instance(self, instance: IPInstance) -> None:
         """Delete one IPInstance and free its address for its owner."""
         with contextlib.suppress(NotFound):
             self.store.delete(IPInstance, instance.name, self.ipam_namespace)
-        self.on_deleted(instance)
+        self._forget(instance)
+
+    def delete_as_read(self, instance: IPInstance) -> None:
+        """Delete this IPInstance only as it was read, and free its address for its owner.
+        Conflict if it changed since: its name, its address, may be another pod's by now."""
+        with contextlib.suppress(NotFound):
+            self.store.delete(
+                IPInstance,
+                instance.name,
+                self.ipam_namespace,
+                resource_version=instance.metadata.resource_version or None,
+            )
+        self._forget(instance)
+
+    def _forget(self, instance: IPInstance) -> None:
+        owner = ipinstances.owner_of(instance)
+        if owner is not None:
+            self._free(instance.spec.subnet, ipinstances.address_of(instance), owner)
 
     def release(self, owner: str) -> int:
         """Delete the owner's IPInstances and free their addresses; returns how many."""

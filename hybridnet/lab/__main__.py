@@ -1,9 +1,10 @@
-"""``python -m hybridnet.lab leftovers|clean|demo``: the lab's commands for people and CI.
+"""``python -m hybridnet.lab leftovers|clean|demo|cluster``: the lab's commands for people and CI.
 
 ``leftovers`` lists namespaces and root-namespace links that dead runs left on the machine
 (exit 1 if any; ``make test`` ends with it), ``clean`` removes those of runs that are no longer
 alive (``make clean-testbed``), ``demo`` builds a fabric with two nodes and shows it carries
-traffic.
+traffic, ``cluster up|status|down`` keeps a virtual hybridnet cluster running between commands
+(:mod:`hybridnet.lab.cluster_command`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from hybridnet.lab import cluster_command
+from hybridnet.lab.cluster import ClusterConfig
 from hybridnet.lab.fabric import Fabric
 from hybridnet.lab.netns import leftovers, remove_stale_runs, testbed_run
 from hybridnet.lab.traffic import ping
@@ -25,10 +29,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("demo", help="build a fabric with two nodes, show it carries traffic")
     commands.add_parser("leftovers", help="list namespaces/links of ours; exit 1 if any")
     commands.add_parser("clean", help="remove leftovers of runs that are no longer alive")
+    _add_cluster_parser(commands)
     args = parser.parse_args(argv)
 
     if args.command == "demo":
         return _demo()
+    if args.command == "cluster":
+        return _cluster(args)
     if args.command == "leftovers":
         found = leftovers()
         print("\n".join(found) if found else "no leftovers")
@@ -36,6 +43,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in remove_stale_runs():
         print(f"removed {name}")
     return 0
+
+
+def _add_cluster_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cluster = commands.add_parser("cluster", help="a virtual hybridnet cluster: up, status, down")
+    actions = cluster.add_subparsers(dest="action", required=True)
+    up = actions.add_parser("up", help="build a cluster and leave it running")
+    up.add_argument("--nodes", type=int, default=ClusterConfig.nodes, help="(default %(default)s)")
+    up.add_argument("--no-nat", action="store_true", help="overlay subnets without autoNatOutgoing")
+    up.add_argument("--no-pods", action="store_true", help="no pods, only nodes and networks")
+    actions.add_parser("status", help="tables of nodes, networks and pods")
+    actions.add_parser("down", help="remove the cluster and its state directory")
+    for action in actions.choices.values():
+        action.add_argument(
+            "--dir",
+            type=Path,
+            default=cluster_command.DEFAULT_DIR,
+            help="the cluster's state directory (default %(default)s; env HYBRIDNET_CLUSTER_DIR)",
+        )
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    if args.action == "up":
+        if not 1 <= args.nodes <= 50:
+            print("--nodes: from 1 to 50", file=sys.stderr)
+            return 2
+        config = ClusterConfig(nodes=args.nodes, overlay_nat=not args.no_nat)
+        return cluster_command.up(args.dir, config, pods=not args.no_pods)
+    if args.action == "status":
+        return cluster_command.status(args.dir)
+    return cluster_command.down(args.dir)
 
 
 def _demo() -> int:

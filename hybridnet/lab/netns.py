@@ -153,6 +153,13 @@ class TestbedRun:
     def namespaces(self) -> list[str]:
         return [n for n in list_namespaces() if n.startswith(self.prefix + "-")]
 
+    def lock_fileno(self) -> int:
+        """The descriptor holding the run's lock: a child given it (``pass_fds``) keeps the
+        run alive after this process exits (``python -m hybridnet.lab cluster up``)."""
+        if self._lock is None:
+            raise ValueError(f"run {self.prefix} is closed")
+        return self._lock.fileno()
+
     def close(self) -> None:
         """Remove every namespace of this run and release its lock."""
         for name in self.namespaces():

@@ -1,8 +1,9 @@
 """The leader's view of the cluster: one informer per kind it reads, shared by its controllers.
 
 The pod controller, the status writer and the node labeler all react to the same Networks,
-Subnets and Nodes; each subscribes to the kinds it needs instead of listing them on a timer, so
-once the caches are synced the manager sends the API server watches and writes only.
+Subnets and Nodes (the node labeler also reads NodeInfos); each subscribes to the kinds it
+needs instead of listing them on a timer, so once the caches are synced the manager sends the
+API server watches and writes only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, Generic
 
 from hybridnet.api.builtin import Namespace, Node, Pod
-from hybridnet.api.resources import IPInstance, Network, Subnet
+from hybridnet.api.resources import IPInstance, Network, NodeInfo, Subnet
 from hybridnet.logs import fields
 from hybridnet.manager.startup import StartupAborted, StartupFailed, is_transient
 from hybridnet.store.informer import Informer
@@ -78,6 +79,7 @@ class ClusterCache:
         )
         self.namespaces = Watched(store, Namespace, watch_timeout=watch_timeout)
         self.nodes = Watched(store, Node, watch_timeout=watch_timeout)
+        self.node_infos = Watched(store, NodeInfo, watch_timeout=watch_timeout)
         self.pods = Watched(store, Pod, watch_timeout=watch_timeout)
         self._dependencies: list[Informer[Any]] = [
             self.networks.informer,
@@ -85,6 +87,7 @@ class ClusterCache:
             self.instances.informer,
             self.namespaces.informer,
             self.nodes.informer,
+            self.node_infos.informer,
         ]
 
     def start(self, stopping: threading.Event) -> None:

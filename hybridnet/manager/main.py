@@ -167,7 +167,7 @@ def _register_webhook(store: Store, args: argparse.Namespace, stopping: threadin
 
 
 CONNECTIONS_BESIDES_WORKERS = 16
-"""The manager's other requests that may be in flight at once: six informers' watches, the
+"""The manager's other requests that may be in flight at once: seven informers' watches, the
 status writer, the node labeler, the Lease, Events, the webhook's reads, with room to spare."""
 
 
@@ -214,7 +214,9 @@ class Manager:
         self.status = StatusWriter(
             store, self.cache, self.service.usage, on_counts=self._report(usage)
         )
-        self.nodes = NodeLabeler(store, self.cache, self.service.usage)
+        # On Kubernetes every node that runs a daemon is a registered Node (see nodes.py).
+        registered = not args.store
+        self.nodes = NodeLabeler(store, self.cache, self.service.usage, nodes_registered=registered)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._started = False

@@ -1,4 +1,5 @@
-"""Node labels the scheduler and the webhook rely on, kept current by the leader.
+"""Node labels the scheduler and the webhook rely on, and no NodeInfo without its Node, kept
+current by the leader.
 
 * ``underlay-network-attachment: "true"`` on nodes an Underlay network selects, and
   ``overlay-network-attachment: "true"`` on every node while an Overlay network exists;
@@ -11,22 +12,37 @@ changes, from the informers' caches: a Node event marks that node, a Network eve
 and so does an allocation or release that turns a network's quota from free to full or back.
 A marked node whose labels differ is written with the cached resourceVersion (on Conflict the
 newer version's event marks it again).
+
+A NodeInfo lives as long as the Node of its name: every daemon puts every NodeInfo's VTEP into
+its VXLAN device, so a departed node's NodeInfo would keep it in every other node's FDB for
+good (the reference makes the Node its owner and leaves it to Kubernetes' garbage collector;
+the manager does the same job on any store). A Node's DELETED event marks its name, and a
+marked name without a Node loses its NodeInfo, once a GET confirms the Node is really gone
+(the two caches can lag each other). With ``nodes_registered`` (Kubernetes, where every node
+running a daemon is a registered Node) the leader also deletes any NodeInfo whose Node does
+not exist, seen at start, at every resync (a Node deleted while no manager led) or in a
+NodeInfo's event (a daemon that wrote it again before it saw its Node go). On the embedded
+store Node objects are optional, so only deletions of a Node count there.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from collections.abc import Iterator
 
 from hybridnet.api import constants as c
 from hybridnet.api.builtin import Node
-from hybridnet.api.resources import Network
+from hybridnet.api.resources import Network, NodeInfo
 from hybridnet.ipamstore.service import IPAMUsage
+from hybridnet.logs import fields
 from hybridnet.manager.batches import BatchLoop, OwnWrites
 from hybridnet.manager.caches import ClusterCache
 from hybridnet.store.errors import Conflict, NotFound
 from hybridnet.store.interface import Store, WatchEvent
+
+log = logging.getLogger(__name__)
 
 OWNED_LABELS = (
     c.LABEL_UNDERLAY_ATTACHMENT,
@@ -87,9 +103,12 @@ class NodeLabeler:
         *,
         interval: float = 1.0,
         resync: float = RESYNC_SECONDS,
+        nodes_registered: bool = False,
     ):
         self.store = store
         self._nodes = cache.nodes
+        self._node_infos = cache.node_infos
+        self._nodes_registered = nodes_registered
         self._networks = cache.networks
         self._usage = usage
         self._quota: dict[str, Quota] = {}
@@ -103,8 +122,14 @@ class NodeLabeler:
         usage.subscribe(self._usage_changed)
         cache.nodes.subscribe(self._node_event)
         cache.networks.subscribe(self._network_event)
+        if nodes_registered:
+            cache.node_infos.subscribe(self._node_info_event)
 
     def start(self) -> None:
+        """Start syncing; call it once the caches are synced (the orphans are read there)."""
+        if self._nodes_registered:
+            for name in self._orphans():
+                self._loop.mark(name)
         self._loop.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -113,7 +138,10 @@ class NodeLabeler:
     # ----------------------------------------------------------------- what changed
 
     def _node_event(self, event: WatchEvent[Node]) -> None:
-        if event.type != "DELETED":
+        self._loop.mark(event.object.name)  # also when deleted: its NodeInfo goes
+
+    def _node_info_event(self, event: WatchEvent[NodeInfo]) -> None:
+        if event.type != "DELETED" and self._nodes.get(event.object.name) is None:
             self._loop.mark(event.object.name)
 
     def _network_event(self, event: WatchEvent[Network]) -> None:
@@ -143,12 +171,23 @@ class NodeLabeler:
     def _every_node(self) -> Iterator[str]:
         for node in self._nodes.items():
             yield node.name
+        if self._nodes_registered:
+            yield from self._orphans()
+
+    def _orphans(self) -> Iterator[str]:
+        """Names of the cached NodeInfos whose Node is not cached."""
+        for info in self._node_infos.items():
+            if self._nodes.get(info.name) is None:
+                yield info.name
 
     # ----------------------------------------------------------------- writing
 
     def _sync(self, name: str) -> None:
         node = self._nodes.get(name)
-        if node is None or self._own.cache_is_behind(name, node.metadata.resource_version):
+        if node is None:
+            self._delete_node_info(name)
+            return
+        if self._own.cache_is_behind(name, node.metadata.resource_version):
             return
         wanted = desired_labels(node, self._networks.items(), self._usage)
         current = {k: v for k, v in node.metadata.labels.items() if k in OWNED_LABELS}
@@ -167,3 +206,19 @@ class NodeLabeler:
             self._own.failed(name)
             raise
         self._own.wrote(name, node.metadata.resource_version)
+
+    def _delete_node_info(self, name: str) -> None:
+        """Delete the NodeInfo of ``name`` if its Node is gone from the store itself."""
+        if self._node_infos.get(name) is None:
+            return
+        try:
+            self.store.get(Node, name)
+        except NotFound:
+            pass
+        else:
+            return  # only this cache lags: the Node's event marks the name again
+        try:
+            self.store.delete(NodeInfo, name)
+        except NotFound:
+            return
+        log.info("nodeinfo of a departed node deleted", extra=fields(node=name))

@@ -82,6 +82,23 @@ def rebound(instance: IPInstance, ref: PodRef) -> IPInstance | None:
     )
 
 
+def doubled(instances: list[IPInstance]) -> bool:
+    """Whether two of ``instances`` (one pod's) hold addresses of one family."""
+    versions = [i.spec.address.version for i in instances]
+    return len(versions) != len(set(versions))
+
+
+def extras(instances: list[IPInstance]) -> list[IPInstance]:
+    """What a pod with two addresses of a family gives back: all but the lowest IPInstance
+    name of each family (a rule every manager evaluates alike)."""
+    by_version: dict[str, list[IPInstance]] = {}
+    for instance in instances:
+        by_version.setdefault(instance.spec.address.version, []).append(instance)
+    return [
+        extra for same in by_version.values() for extra in sorted(same, key=lambda i: i.name)[1:]
+    ]
+
+
 class PodController:
     """Worker threads serving pods, woken by the events of the manager's caches."""
 
@@ -105,6 +122,9 @@ class PodController:
         self.queue = WorkQueue()
         self._waiting: set[str] = set()
         self._retained: set[str] = set()
+        self._seen: set[str] = set()
+        """Pods this controller has had in its cache (or knows were deleted before it started):
+        only those are taken for gone when the cache lacks them."""
         self._stored_names: dict[str, set[str]] = {}
         """Owner -> names of its IPInstances in storage (an index over the informer cache)."""
         self._lock = threading.Lock()
@@ -117,7 +137,23 @@ class PodController:
     # ----------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        """Start the workers (the caches are started, and synced, by the caller)."""
+        """Start the workers (the caches are started, and synced, by the caller). A pod that
+        held addresses when the IPAM state was rebuilt (before the pod cache listed) and is not
+        in the synced pod cache was deleted while no manager watched: its pass releases it, or
+        keeps the addresses of a StatefulSet's pod. That is read from the synced cache here,
+        not left to the IPInstance events, which may still be on their way to the handlers."""
+        stateful = {
+            ipinstances.owner_of(i)
+            for i in self.cache.instances.items()
+            if i.spec.binding is not None and i.spec.binding.stateful is not None
+        }
+        for owner in sorted(self.service.rebuilt_owners):
+            if not self._pod_cached(owner):
+                with self._lock:
+                    self._seen.add(owner)
+                    if owner in stateful:
+                        self._retained.add(owner)
+                self.queue.add(owner)
         for index in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"pod-worker-{index}", daemon=True)
             thread.start()
@@ -135,7 +171,10 @@ class PodController:
 
     def _on_pod(self, event: WatchEvent[Pod]) -> None:
         pod = event.object
-        self.queue.add(ipinstances.owner_key(pod.metadata.namespace or "", pod.metadata.name))
+        key = ipinstances.owner_key(pod.metadata.namespace or "", pod.metadata.name)
+        with self._lock:
+            self._seen.add(key)
+        self.queue.add(key)
 
     def _on_instance(self, event: WatchEvent[IPInstance]) -> None:
         instance = event.object
@@ -152,11 +191,13 @@ class PodController:
         if event.type == "DELETED":
             self.service.on_deleted(instance)
             self._retry_waiting()
+            if owner and self._pod_cached(owner):
+                self.queue.add(owner)  # a running pod may hold no address of that family now
             return
         if not self.service.on_stored(instance) and owner:
             self.queue.add_after(owner, 0.5)  # an in-flight claim of ours: settle it later
-        if owner and len(self._stored(owner)) > 1:
-            self.queue.add(owner)  # maybe two addresses of one family: the pass resolves it
+        if owner and doubled(self._stored(owner)):
+            self.queue.add(owner)  # two addresses of one family: the pass resolves it
         binding = instance.spec.binding
         if owner and binding and binding.stateful is not None:
             with self._lock:
@@ -170,21 +211,42 @@ class PodController:
         found = (self.cache.instances.get(name, namespace) for name in names)
         return [instance for instance in found if instance is not None]
 
-    def _settle_with_storage(self, owner: str) -> None:
+    def _pod_cached(self, owner: str) -> bool:
+        namespace, name = owner.split("/", 1)
+        return self.cache.pods.get(name, namespace) is not None
+
+    def _settle_with_storage(self, owner: str) -> bool:
         """Make the allocator agree with storage for ``owner``, and keep one address per
-        family: only split brain (two managers serving one pod at once) gives a pod two. Every
-        manager keeps the lowest IPInstance name, so they converge without talking."""
-        by_version: dict[str, list[IPInstance]] = {}
-        for instance in self._stored(owner):
-            self.service.on_stored(instance)
-            by_version.setdefault(instance.spec.address.version, []).append(instance)
-        for instances in by_version.values():
-            for extra in sorted(instances, key=lambda i: i.name)[1:]:
-                self.service.delete_instance(extra)
-                log.warning(
-                    "pod had two addresses of one family (split brain); kept one",
-                    extra=fields(pod=owner, dropped=extra.name),
-                )
+        family: only split brain (two managers serving one pod at once) gives a pod two.
+        False when that cannot be decided now (the pod's pass is tried again shortly).
+
+        The cache is only the hint: when it and the allocator agree and no family is doubled,
+        there is nothing to do. Otherwise the decision is taken on a read of storage, never on
+        the cache: a cached IPInstance may have been deleted since, or its name (its address)
+        given to another pod. Every manager keeps the lowest IPInstance name of a family, and
+        deletes the others only as they were read (a resourceVersion precondition). So the
+        lowest-named IPInstance a pod ever had of a family is deleted by no manager, however
+        stale its view, and the pod is never left with none while they converge."""
+        cached = self._stored(owner)
+        held = {(a.subnet, a.address) for a in self.service.held_by(owner)}
+        in_cache = {(i.spec.subnet, ipinstances.address_of(i)) for i in cached}
+        if held == in_cache and not doubled(cached):
+            return True
+        stored = self.service.read_back(owner)
+        if stored is None:
+            self.queue.add_after(owner, 0.5)
+            return False
+        for extra in extras(stored):
+            try:
+                self.service.delete_as_read(extra)
+            except Conflict:  # changed since the read: decide again on a fresh one
+                self.queue.add_after(owner, 0.2)
+                return False
+            log.warning(
+                "pod had two addresses of one family (split brain); kept one",
+                extra=fields(pod=owner, dropped=extra.name),
+            )
+        return True
 
     def _on_subnet(self, event: WatchEvent[Subnet]) -> None:
         if event.type == "DELETED":
@@ -268,7 +330,8 @@ class PodController:
             )
             return
         ref = PodRef(namespace, name, pod.metadata.uid, node, request.stateful_ordinal)
-        self._settle_with_storage(key)
+        if not self._settle_with_storage(key):
+            return
         held = self.service.held_by(key)
         if held and set(request.versions) <= {a.version for a in held}:
             self._rebind(ref)
@@ -303,8 +366,17 @@ class PodController:
         )
 
     def _pod_gone(self, key: str, namespace: str, name: str) -> None:
+        with self._lock:
+            seen = key in self._seen
+        if not seen and self.service.held_by(key):
+            # Addresses learned from storage for a pod this cache has not had yet: another
+            # manager served it, and the pods' watch can be behind the IPInstances'. Its
+            # ADDED event, or its DELETED one, brings it here; releasing now would take
+            # the addresses of a running pod.
+            return
         self.events.forget(namespace, name)
         with self._lock:
+            self._seen.discard(key)
             self._waiting.discard(key)
             retained = key in self._retained
         if retained and self.service.held_by(key):

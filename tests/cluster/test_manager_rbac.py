@@ -421,6 +421,9 @@ def prove_least_privilege(setup: Setup, control_plane: ControlPlane) -> None:
         ("update", "leases.coordination.k8s.io/hybridnet-manager", "-n", namespace),
         ("update", "validatingwebhookconfigurations/hybridnet-validating"),
         ("update", "nodes"),  # NodeLabeler
+        ("get", "nodes"),  # NodeLabeler: is a Node gone?
+        ("list", "nodeinfos.networking.alibaba.com"),
+        ("delete", "nodeinfos.networking.alibaba.com"),  # ...then its NodeInfo goes
     ]
     refused = [
         ("get", "secrets", "-n", namespace),
@@ -434,6 +437,7 @@ def prove_least_privilege(setup: Setup, control_plane: ControlPlane) -> None:
         ("delete", "subnets.networking.alibaba.com"),
         ("create", "networks.networking.alibaba.com"),
         ("get", "nodeinfos.networking.alibaba.com"),
+        ("update", "nodeinfos.networking.alibaba.com"),
         ("create", ipinstances_resource, "-n", pods),
         ("delete", ipinstances_resource, "-n", "kube-system"),
         ("watch", ipinstances_resource, "--all-namespaces"),

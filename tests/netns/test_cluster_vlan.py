@@ -330,6 +330,17 @@ def test_two_vlans_on_a_trunk_reach_gateway_outside_and_each_other_only_via_the_
         assert reaches(a_one.namespace, a_two.address)
         assert reaches(b_two.namespace, b_one.address)
         assert reaches(a_one.namespace, OUTSIDE_HOST)
+
+        # No node answers ARP on one VLAN for a pod of the other: a gateway that believes
+        # VLAN 102's pod is on VLAN 101's segment gets no answer there (proxy_arp would give
+        # the node's MAC and carry the packet across).
+        gateway_a = VLAN_A.trunk_ifname
+        fabric.gateway.ip("route", "add", f"{b_two.address}/32", "dev", gateway_a)
+        stray = echo(fabric.gateway, b_two.address)
+        assert not stray.replied, stray.output
+        neighbour = fabric.gateway.ip("neigh", "show", b_two.address, "dev", gateway_a).stdout
+        assert "lladdr" not in neighbour, neighbour
+        fabric.gateway.ip("route", "del", f"{b_two.address}/32", "dev", gateway_a)
     finally:
         for daemon in daemons:
             daemon.stop()

@@ -95,10 +95,10 @@ def addresses_of(link: HostLink, version: int) -> list[str]:
     return [str(a.ip) for a in found if a.version == version]
 
 
-def link_sysctls(link: str, versions: Iterable[int], proxy_arp: str | None = "1") -> list[Sysctl]:
-    """What a link answering ARP/NDP for local pods needs. ``proxy_arp`` "1" answers for every
-    address routed out of another device (the VXLAN segment: any pod of the cluster), "0" only
-    for the proxy entries on the link, None leaves the site's setting alone."""
+def link_sysctls(link: str, versions: Iterable[int], proxy_arp: str | None) -> list[Sysctl]:
+    """What a link answering ARP/NDP for local pods from proxy entries needs. ``proxy_arp``:
+    "0" on our own links (route-based proxy ARP would answer for every address the node routes
+    out of another device), None leaves the site's setting alone."""
     found = []
     for version in sorted(set(versions)):
         conf, neigh = f"net/ipv{version}/conf/{link}", f"net/ipv{version}/neigh/{link}"

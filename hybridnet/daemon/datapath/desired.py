@@ -16,9 +16,10 @@ Rules, in the order the kernel consults them (numbers: ``config.RoutingNumbers``
   the one VXLAN device, whoever sends (a pod of any network, or the node, which uses its VTEP
   address as source). The VXLAN segment is one L2 domain: ARP/NDP for a remote pod is flooded
   to every remote VTEP (one all-zeros FDB entry per remote node) and answered only by the
-  node the pod lives on: ``proxy_arp`` on the VXLAN device answers for addresses the node
-  routes out of another device, and only the pod's node routes it out of a veth (IPv6 has no
-  route-based proxy, so each node adds a proxy NDP entry per local pod address). Frames to
+  node the pod lives on, from a proxy ARP / NDP entry per local pod address on the VXLAN
+  device. Route-based proxy ARP is off there (``proxy_arp`` 0): it answers for every address
+  a node routes out of another device, so every node would answer for another node's
+  underlay pod, which it routes out of its underlay interface. Frames to
   that node's VXLAN MAC go to its VTEP (one unicast FDB entry per remote node). Learning is
   off: the FDB holds exactly what NodeInfos say.
 * **Overlay ↔ underlay, no NAT**: an overlay subnet's table routes every underlay subnet of
@@ -48,8 +49,8 @@ configured range), colliding names probing onwards in the order the subnets were
 so a new subnet never moves an older one's table.
 
 Sysctls: ``ip_forward`` (and IPv6 ``forwarding`` when the node has IPv6 subnets);
-on the VXLAN device ``proxy_arp`` 1, on our VLAN sub-interfaces 0 (the untagged parent's is
-the site's); on both ``proxy_delay`` 0 (answers
+on the VXLAN device and our VLAN sub-interfaces ``proxy_arp`` 0 (answers come from the
+proxy entries alone; the untagged parent's is the site's), ``proxy_delay`` 0 (answers
 at once instead of after up to 0.8 s), ``rp_filter`` 0 (the per-device half of the filter:
 the effective value is the maximum with ``conf.all``) and, for IPv6, ``proxy_ndp``. With
 netID 0 the underlay interface is the site's own parent: these are set on it, and kept

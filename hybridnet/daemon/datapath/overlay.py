@@ -46,7 +46,11 @@ def build(ctx: Context, network: Network) -> Vtep | None:
     own = [s for s in ctx.subnets if s.network.name == network.name]
     versions = {s.version for s in own}
     ctx.objects.add(link)
-    for sysctl in link_sysctls(link.name, versions | {4}):
+    # Proxy entries only (one per local pod address, below): route-based proxy ARP answers for
+    # every address the node routes out of another device, so on the VXLAN segment every
+    # node would answer for another node's underlay pod (routed out of its underlay
+    # interface), and the asker would send that pod's traffic to whichever answered first.
+    for sysctl in link_sysctls(link.name, versions | {4}, proxy_arp="0"):
         ctx.objects.add(sysctl)
     own_addresses = {
         str(ipaddress.ip_interface(a).ip)
@@ -61,10 +65,9 @@ def build(ctx: Context, network: Network) -> Vtep | None:
     _overlay_table(ctx, link, own)
     for subnet in own:
         _subnet_table(ctx, link.name, subnet, remotes)
-    if 6 in versions:
-        for pod in ctx.pods:
-            if inputs.version_of(pod.address) == 6:
-                ctx.objects.add(Neighbour(link.name, pod.address))
+    for pod in ctx.pods:
+        if inputs.version_of(pod.address) in versions:
+            ctx.objects.add(Neighbour(link.name, pod.address))  # answered: a proxy entry
     nodes = [*own_addresses, *(a for remote in remotes for a in remote.addresses)]
     _masquerade(ctx, link.name, own, nodes)
     return Vtep(link=link.name, address=link.local, mac=link.mac)

@@ -12,7 +12,12 @@ from hybridnet.api.annotations import AnnotationError
 from hybridnet.api.builtin import Namespace, Pod
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import Network, NetworkSpec
-from hybridnet.daemon.embedded_request import PodAnnotations, read_annotations, resolve
+from hybridnet.daemon.embedded_request import (
+    NoNetworkOnNode,
+    PodAnnotations,
+    read_annotations,
+    resolve,
+)
 from hybridnet.ipamcore.errors import NoSuchNetwork
 from hybridnet.store.sqlite import SQLiteStore
 
@@ -78,9 +83,16 @@ def test_a_bad_annotation_is_named() -> None:
         chosen({c.ANNOTATION_NETWORK_TYPE: "Underground"}, {}, "vx")
 
 
-def test_no_underlay_network_for_the_node_says_so() -> None:
-    with pytest.raises(NoSuchNetwork, match="attached to no Underlay network"):
+def test_no_underlay_network_for_the_node_is_a_refusal_naming_its_labels() -> None:
+    with pytest.raises(NoNetworkOnNode, match=r"attached to no Underlay network \(labels"):
         resolve("p", PodAnnotations({}, {}), **where(None, "IPv4", {"rack": "r9"}))
+
+
+def test_no_overlay_network_at_all_is_no_such_network() -> None:
+    """Not a refusal: creating the network is all it takes."""
+    with pytest.raises(NoSuchNetwork, match="no Overlay network exists"):
+        overlay = PodAnnotations({c.ANNOTATION_NETWORK_TYPE: "Overlay"}, {})
+        resolve("p", overlay, **{**where(None, "IPv4", RACK1), "networks": NETWORKS[1:]})
 
 
 def test_annotations_are_read_from_the_pod_and_its_namespace(tmp_path: Path) -> None:

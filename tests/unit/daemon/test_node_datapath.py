@@ -4,11 +4,13 @@ and drift flag, NodeInfo publishing (written only on change, restart-safe), the 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from hybridnet.api.builtin import Node
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import NodeInfo, NodeInfoSpec, NodeProblem, VTEPInfo
 from hybridnet.daemon.cache import NodeCache
@@ -222,6 +224,43 @@ def test_a_restarted_daemon_rewrites_nothing(store: SQLiteStore) -> None:
     again = NodeInfoPublisher(store, "n1")
     assert again.publish(before, spec, []) is None
     assert store.get(NodeInfo, "n1").metadata.resource_version == before.metadata.resource_version
+
+
+def test_a_nodeinfo_deleted_after_the_cache_saw_it_is_created_again(store: SQLiteStore) -> None:
+    """Once the informer has shown our write, the cache is the truth again: a NodeInfo deleted
+    later (the manager deletes a deleted Node's, and kubelet registers the Node again) is
+    written anew, or this node would be missing from every other node's FDB for good."""
+    publisher = NodeInfoPublisher(store, "n1")
+    spec = desired_spec(result(), "eth0")
+    assert publisher.publish(None, spec, []) is not None
+    assert publisher.publish(store.get(NodeInfo, "n1"), spec, []) is None  # the cache caught up
+    store.delete(NodeInfo, "n1")
+    assert publisher.publish(None, spec, []) is not None  # the cache says it is gone
+    assert store.get(NodeInfo, "n1").spec == spec
+
+
+@pytest.mark.parametrize("requires_node", [True, False])
+def test_where_nodes_are_registered_a_node_without_its_node_publishes_nothing(
+    store: SQLiteStore, requires_node: bool
+) -> None:
+    """On Kubernetes a node whose Node was deleted has left: its NodeInfo (which the manager
+    deletes) is not written again until the Node is back. The embedded store needs no Node."""
+    cache = NodeCache(store, "n1", "kube-system", watch_timeout=0.5).start()
+    try:
+        assert cache.nodes.synced.wait(SIGNAL_TIMEOUT)
+        datapath = NodeDatapath(store, cache, NodeConfig(), requires_node=requires_node)
+        datapath._after(result(), False)
+        published = store.list(NodeInfo).items
+        assert [i.name for i in published] == ([] if requires_node else ["n1"])
+        store.create(Node(ObjectMeta(name="n1")))
+        deadline = time.monotonic() + SIGNAL_TIMEOUT
+        while cache.nodes.cache.get(("", "n1")) is None:
+            assert time.monotonic() < deadline, "the Node never reached the cache"
+            time.sleep(0.02)
+        datapath._after(result(), False)
+        assert [i.name for i in store.list(NodeInfo).items] == ["n1"]
+    finally:
+        cache.stop()
 
 
 def test_a_nodeinfo_the_cache_has_not_seen_is_left_for_the_next_run(store: SQLiteStore) -> None:

@@ -150,10 +150,34 @@ def test_the_vxlan_device_answers_arp_for_local_pods_at_once() -> None:
     state = build(overlay_view())
     assert of(state, Sysctl) == [
         Sysctl("net/ipv4/ip_forward", "1"),
-        Sysctl(f"net/ipv4/conf/{VX}/proxy_arp", "1", VX),
+        Sysctl(f"net/ipv4/conf/{VX}/proxy_arp", "0", VX),  # proxy entries only
         Sysctl(f"net/ipv4/conf/{VX}/rp_filter", "0", VX),
         Sysctl(f"net/ipv4/neigh/{VX}/proxy_delay", "0", VX),
     ]
+
+
+def test_the_vxlan_device_answers_arp_for_this_nodes_pods_only_from_proxy_entries() -> None:
+    """Route-based proxy ARP on the VXLAN device would also answer for another node's
+    underlay pod (this node routes it out of its underlay interface, not the VXLAN device),
+    so askers would send to whichever node answered first: proxy_arp is 0 there,
+    and each local pod address of the overlay's families gets a proxy entry, of either
+    network."""
+    networks = (overlay(), underlay("rack-a", vlan=0, selector={"rack": "a"}))
+    subnets = (
+        subnet("ov4", "overlay", "198.19.0.0/24"),
+        subnet("under-a", "rack-a", "198.18.0.0/24", gateway="198.18.0.1"),
+    )
+    pods = (
+        pod_ip("o1", "ov4", "198.19.0.5/24"),
+        pod_ip("u1", "under-a", "198.18.0.100/24", network="rack-a"),
+    )
+    state = build(
+        overlay_view(networks=networks, subnets=subnets, local_ips=pods, node_labels={"rack": "a"}),
+        NodeConfig(vtep_interface="eth0", underlay_interface="eth0"),
+    )
+    assert Sysctl(f"net/ipv4/conf/{VX}/proxy_arp", "0", VX) in of(state, Sysctl)
+    proxies = [n for n in of(state, Neighbour) if n.link == VX and n.proxy]
+    assert sorted(p.address for p in proxies) == ["198.18.0.100", "198.19.0.5"]
 
 
 def test_overlay_tables_route_every_underlay_subnet_of_the_cluster_through_vxlan() -> None:

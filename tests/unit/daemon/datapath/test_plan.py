@@ -48,7 +48,7 @@ FLOOD = FdbEntry(VX, "00:00:00:00:00:00", "198.18.0.11")
 UNICAST = FdbEntry(VX, "52:54:00:00:00:0b", "198.18.0.11")
 NEIGHBOUR = Neighbour(VX, "198.18.0.11", "52:54:00:00:00:0b")
 PROXY = Neighbour(VX, "2001:db8:10::5")
-SYSCTL = Sysctl(f"net/ipv4/conf/{VX}/proxy_arp", "1", VX)
+SYSCTL = Sysctl(f"net/ipv4/conf/{VX}/proxy_arp", "0", VX)
 FORWARD = Sysctl("net/ipv4/ip_forward", "1")
 TABLE = PacketFilter(
     "inet",
