@@ -19,6 +19,7 @@ from hybridnet.daemon.cache import NodeCache
 from hybridnet.daemon.datapath import pod_scope
 from hybridnet.daemon.datapath.config import NodeConfig
 from hybridnet.daemon.datapath.errors import DatapathError
+from hybridnet.daemon.datapath.model import VxlanLink
 from hybridnet.daemon.datapath.reconcile import Reconciler, ReconcileResult
 from hybridnet.daemon.datapath.view import NodeView
 from hybridnet.daemon.datapath_metrics import DatapathMetrics
@@ -104,6 +105,20 @@ class NodeDatapath:
             if problem.subject in subjects or about_link:
                 found.append(f"node datapath: {problem.code} {problem.subject}: {problem.message}")
         return found
+
+    def link_mtu(self, network: Network) -> int | None:
+        """The MTU of the link a pod of ``network`` leaves the node by, as the last reconcile
+        built or found it: the VXLAN device for overlay pods (its parent's less the
+        encapsulation), the underlay interface for underlay pods (VLAN sub-interfaces take
+        their parent's). None before the first reconcile or without that link."""
+        last = self.worker.last
+        if last is None:
+            return None
+        if network.spec.type == constants.TYPE_OVERLAY:
+            vxlans = [o for o in last.desired.objects if isinstance(o, VxlanLink)]
+            return vxlans[0].mtu if vxlans else None
+        parent = last.host.links.get(self.config.underlay_interface or "")
+        return parent.mtu if parent is not None else None
 
     def differences_for(self, network: Network, subnets: set[str]) -> list[str]:
         """What the kernel lacks (or holds wrongly) of what a pod of ``network`` and

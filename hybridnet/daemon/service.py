@@ -327,9 +327,29 @@ class DaemonService(pb_grpc.DaemonServicer):
             netns=attach.netns,
             pod_ifname=attach.ifname,
             mac=instances[0].spec.address.mac,
-            mtu=mtu or self.config.default_mtu,
+            mtu=self._pod_mtu(attach, mtu, instances[0].spec.network),
             cidrs=[i.spec.address.ip for i in instances],
         )
+
+    def _pod_mtu(self, attach: pb.Attachment, requested: int, network_name: str) -> int:
+        """The configuration's MTU, else that of the link the pod's traffic leaves the node
+        by (an overlay pod gets the VXLAN device's: 1500 there would make every first
+        full-size packet to a peer come back as "fragmentation needed"), else the daemon's
+        default; never more than that link carries."""
+        link_mtu = None
+        network = self.cache.networks.cache.get(("", network_name))
+        if network is not None and self.node_datapath is not None:
+            link_mtu = self.node_datapath.link_mtu(network)
+        if not requested:
+            return link_mtu or self.config.default_mtu
+        if link_mtu is not None and requested > link_mtu:
+            log.warning(
+                "pod MTU above its link's; lowered",
+                extra=fields(container=attach.container_id, network=network_name,
+                             requested=requested, mtu=link_mtu),
+            )  # fmt: skip
+            return link_mtu
+        return requested
 
     def _record_sandbox(self, instances: list[IPInstance], attach: pb.Attachment) -> None:
         """Write the sandbox into each IPInstance's status (the daemon's part of it). After a

@@ -577,3 +577,28 @@ def daemon_log_problems(daemon: NodeDaemon) -> set[str]:
         if '"datapath problem"' in line:
             codes.add(json.loads(line[line.index("{") :])["code"])
     return codes
+
+
+def link_mtu(namespace: testbed.Namespace, ifname: str) -> int:
+    return int(json.loads(namespace.ip("-j", "link", "show", ifname).stdout)[0]["mtu"])
+
+
+def test_an_overlay_pod_gets_the_vxlan_devices_mtu(
+    fabric: testbed.Fabric, nodes: list[NodeDaemon]
+) -> None:
+    """Not the daemon's default 1500: every first full-size packet to a peer would come back
+    as "fragmentation needed" from the pod's own node (and be lost where ICMP is filtered)."""
+    one, two = nodes
+    pod_a, pod_b = fabric.add_pod("pa"), fabric.add_pod("pb")
+    attach(one, pod_a)
+    attach(two, pod_b)
+    vxlan_mtu = link_mtu(one.node, VXLAN)
+    assert vxlan_mtu == link_mtu(one.node, "eth0") - 50
+    assert link_mtu(pod_a, "eth0") == vxlan_mtu
+    target = pod_addresses(one.store, pod_b.name)["4"]
+    wait_for("pa -> pb", lambda: pings(pod_a, target))
+    payload = str(vxlan_mtu - 28)  # a full-size packet, IPv4 and ICMP headers aside
+    done = pod_a.exec(
+        ["ping", "-n", "-c", "1", "-W", "5", "-M", "do", "-s", payload, target], check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr  # no "frag needed" on the way
