@@ -74,13 +74,16 @@ def build(ctx: Context, network: Network) -> Vtep | None:
 
 
 def _masquerade(ctx: Context, vxlan: str, own: list[inputs.SubnetInput], nodes: list[str]) -> None:
-    """Every valid node address (this node's own, every remote's) is inside the cluster."""
+    """Every valid node address (this node's own, every remote's) is inside the cluster.
+    Without a subnet to masquerade there is no table: its NAT chain alone turns connection
+    tracking on for every packet the node forwards."""
     nat = [s.cidr for s in own if s.auto_nat]
+    if not nat:
+        return
     if not ctx.host.packet_filter:
-        if nat:
-            names = ", ".join(s.name for s in own if s.auto_nat)
-            message = f"nftables is unavailable: {names} cannot be masqueraded"
-            ctx.problem(ProblemCode.PACKET_FILTER_UNAVAILABLE, "node/packet-filter", message)
+        names = ", ".join(s.name for s in own if s.auto_nat)
+        message = f"nftables is unavailable: {names} cannot be masqueraded"
+        ctx.problem(ProblemCode.PACKET_FILTER_UNAVAILABLE, "node/packet-filter", message)
         return
     subnets = [s.cidr for s in ctx.subnets]
     table = packetfilter.masquerade_table(ctx.config.nft_table, vxlan, nat, subnets, nodes)

@@ -769,7 +769,7 @@ def test_every_desired_route_and_address_is_canonical() -> None:
         overlay_view(
             networks=(overlay(), underlay()),
             subnets=(
-                subnet("ov6", "overlay", "2001:0db8:0010::/64"),
+                subnet("ov6", "overlay", "2001:0db8:0010::/64", nat=True),
                 subnet("u", "underlay", "198.19.8.0/24", gateway="198.19.8.1"),
             ),
         )
@@ -791,3 +791,10 @@ def test_without_nftables_the_overlay_works_and_only_masquerading_is_reported_mi
     assert of(state, FdbEntry)
     quiet = build(overlay_view(subnets=(subnet("ov4", "overlay", "198.19.0.0/24"),)), facts=facts)
     assert quiet.problems == ()  # nothing to masquerade: nothing missing
+
+
+def test_without_a_subnet_to_masquerade_there_is_no_table() -> None:
+    """Its NAT chain alone would turn connection tracking on for everything forwarded."""
+    state = build(overlay_view(subnets=(subnet("ov4", "overlay", "198.19.0.0/24"),)))
+    assert not of(state, PacketFilter)
+    assert of(state, VxlanLink)

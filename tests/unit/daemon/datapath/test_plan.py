@@ -293,7 +293,7 @@ def test_one_remote_node_changing_touches_only_its_own_objects() -> None:
         )
         v = view(
             networks=(overlay(),),
-            subnets=(subnet("ov4", "overlay", "198.19.0.0/24"),),
+            subnets=(subnet("ov4", "overlay", "198.19.0.0/24", nat=True),),
             node_infos=infos,
         )
         return desired_state(v, CONFIG, DEFAULT_HOST).objects
