@@ -47,6 +47,50 @@ class SessionDown:
 
 
 @dataclasses.dataclass(frozen=True)
+class Notification:
+    """A NOTIFICATION ExaBGP sent to or received from a peer: why a session ended or was
+    refused (2/2: bad peer AS)."""
+
+    peer: str
+    direction: str
+    """``send`` or ``receive``."""
+    code: int
+    subcode: int
+
+    def describe(self) -> str:
+        what = NOTIFICATION_NAMES.get((self.code, self.subcode)) or NOTIFICATION_NAMES.get(
+            (self.code, 0), "unknown error"
+        )
+        verb = "sent" if self.direction == "send" else "received"
+        return f"notification {verb}: {what} ({self.code}/{self.subcode})"
+
+
+NOTIFICATION_NAMES = {
+    (1, 0): "message header error",
+    (2, 0): "OPEN message error",
+    (2, 1): "OPEN message error: unsupported version number",
+    (2, 2): "OPEN message error: bad peer AS",
+    (2, 3): "OPEN message error: bad BGP identifier",
+    (2, 4): "OPEN message error: unsupported optional parameter",
+    (2, 6): "OPEN message error: unacceptable hold time",
+    (2, 7): "OPEN message error: unsupported capability",
+    (3, 0): "UPDATE message error",
+    (4, 0): "hold timer expired",
+    (5, 0): "finite state machine error",
+    (6, 0): "cease",
+    (6, 1): "cease: maximum number of prefixes reached",
+    (6, 2): "cease: administrative shutdown",
+    (6, 3): "cease: peer de-configured",
+    (6, 4): "cease: administrative reset",
+    (6, 5): "cease: connection rejected",
+    (6, 6): "cease: other configuration change",
+    (6, 7): "cease: connection collision resolution",
+    (6, 8): "cease: out of resources",
+}
+"""RFC 4271 section 4.5 codes and RFC 4486 cease subcodes, for peer status messages."""
+
+
+@dataclasses.dataclass(frozen=True)
 class ShuttingDown:
     """ExaBGP is exiting (its goodbye to the API process)."""
 
@@ -58,7 +102,9 @@ class Unrecognised:
     line: str
 
 
-Message = Answer | StateChange | SessionUp | SessionDown | ShuttingDown | Unrecognised
+Message = (
+    Answer | StateChange | SessionUp | SessionDown | Notification | ShuttingDown | Unrecognised
+)
 
 
 def parse(line: str) -> Message:
@@ -96,6 +142,11 @@ def _event(event: dict[str, Any], text: str) -> Message:
         return SessionUp(peer)
     if kind == "state" and state == "down":
         return SessionDown(peer, str(neighbor.get("reason") or "no reason given"))
+    notification = neighbor.get("notification")
+    if kind == "notification" and isinstance(notification, dict):
+        code, subcode = notification.get("code"), notification.get("subcode")
+        if isinstance(code, int) and isinstance(subcode, int):
+            return Notification(peer, str(neighbor.get("direction", "")), code, subcode)
     return Unrecognised(text)
 
 

@@ -50,6 +50,8 @@ class ExaBGPChild:
             start_new_session=True,
         )
         self.pid = self._popen.pid
+        self._signal_lock = threading.Lock()
+        self._exited = False
         self._pump = threading.Thread(
             target=self._read_output,
             args=(self._popen.stdout,),
@@ -79,17 +81,25 @@ class ExaBGPChild:
                 )
 
     def _wait(self, on_exit: Callable[[int], None]) -> None:
+        # Wait without reaping first (WNOWAIT): until it is reaped the PID stays this
+        # zombie's, so a signal sent before the flag below is set cannot reach another
+        # process that was given the same PID.
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+        with self._signal_lock:
+            self._exited = True
         code = self._popen.wait()
         self._pump.join(timeout=2.0)  # its last lines first, so an exit report can show them
         on_exit(code)
 
     def running(self) -> bool:
-        return self._popen.poll() is None
+        with self._signal_lock:
+            return not self._exited
 
     def signal(self, signum: int) -> None:
-        """Send ``signum`` to ExaBGP (by PID); nothing if it has already exited."""
-        if self._popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
+        """Send ``signum`` to ExaBGP (by PID); nothing once it has exited."""
+        with self._signal_lock:
+            if not self._exited:
                 os.kill(self.pid, signum)
 
     def stop(self, timeout: float) -> int:

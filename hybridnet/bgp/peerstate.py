@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
-from hybridnet.bgp.api import Message, SessionDown, StateChange
+from hybridnet.bgp.api import Message, Notification, SessionDown, StateChange
 from hybridnet.bgp.model import PeerStatus, SessionState
 
 
@@ -15,6 +15,8 @@ class _Peer:
     state: SessionState
     since: float
     last_error: str | None = None
+    notified: bool = False
+    """The last error came from a NOTIFICATION and the session's down event is still due."""
 
 
 class PeerStates:
@@ -37,10 +39,16 @@ class PeerStates:
                 return False
             entry.state, entry.since = message.state, now
             return True
-        if isinstance(message, SessionDown) and message.peer in self._peers:
+        if isinstance(message, SessionDown | Notification) and message.peer in self._peers:
             entry = self._peers[message.peer]
-            changed = entry.last_error != message.reason
-            entry.last_error = message.reason
+            reason = message.describe() if isinstance(message, Notification) else message.reason
+            if isinstance(message, SessionDown) and entry.notified:
+                # The notification just before says more than ExaBGP's "closing connection".
+                entry.notified = False
+                return False
+            entry.notified = isinstance(message, Notification)
+            changed = entry.last_error != reason
+            entry.last_error = reason
             return changed
         return False
 

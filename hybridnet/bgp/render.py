@@ -4,7 +4,8 @@ Choices made here, each against something ExaBGP 5.0 does by default:
 
 * one ``process`` (the API relay, ``encoder json``: only the JSON encoder reports FSM state
   changes; the acknowledgements stay the plain words ``done``/``error``) that every neighbour
-  reports its changes and FSM states to;
+  reports its changes, FSM states and NOTIFICATIONs (sent and received: why a session was
+  refused; its down events only say "closing connection") to;
 * ``adj-rib-out true`` (ExaBGP keeps what it was told per neighbour, replays it when a
   session comes back, and does not send a route twice), ``group-updates true`` (routes with
   the same attributes share an UPDATE);
@@ -118,7 +119,8 @@ def _neighbor_block(peer: Peer, router_id: IPAddress) -> str:
     ordered = sorted(peer.families, key=lambda family: family.value)
     families = " ".join(f"{family.exabgp};" for family in ordered)
     lines.append(f"family {{ {families} }}")
-    lines.append(f"api {{ processes [ {PROCESS_NAME} ]; neighbor-changes; fsm; }}")
+    notifications = "send { parsed; notification; } receive { parsed; notification; }"
+    lines.append(f"api {{ processes [ {PROCESS_NAME} ]; neighbor-changes; fsm; {notifications} }}")
     body = "".join(f"    {line}\n" for line in lines)
     return f"neighbor {peer.address} {{\n{body}}}\n"
 

@@ -222,10 +222,13 @@ class Speaker:
         work directory cannot be written or the socket cannot be bound."""
         if self._thread is not None or self._closed:
             raise SpeakerError("a speaker is started once")
+        self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.workdir, 0o700)
         self._config_path.write_text(self._configuration)
         self._env_path.write_text(render_environment(self._environment))
         self._listener = ApiListener(self._socket_path, self._accepted)
+        with self._lock:
+            self._launch()
         self._thread = threading.Thread(target=self._drive, name="bgp-speaker", daemon=True)
         self._thread.start()
 
@@ -347,8 +350,6 @@ class Speaker:
     # ------------------------------------------------------------------ driver
 
     def _drive(self) -> None:
-        with self._lock:
-            self._launch()
         while True:
             event = self._next_event()
             events = [] if event is None else [event]
@@ -408,7 +409,10 @@ class Speaker:
             return False
         if isinstance(event, _Closed):
             if self._connection is not None and event.connection == self._connection.id:
-                self._api_lost("ExaBGP's API relay disconnected")
+                if self._child is not None and not self._child.running():
+                    self._drop_connection()  # ExaBGP died; its exit is reported next
+                else:
+                    self._api_lost("ExaBGP's API relay disconnected")
             return False
         if isinstance(event, _ChildExited):
             return self._exited(event)
@@ -564,6 +568,10 @@ class Speaker:
         elif isinstance(message, api.SessionDown):
             self._end_of_rib.pop(message.peer, None)
             log.warning("BGP session down", extra=fields(peer=message.peer, reason=message.reason))
+        elif isinstance(message, api.Notification):
+            log.warning(
+                "BGP notification", extra=fields(peer=message.peer, reason=message.describe())
+            )
         elif isinstance(message, api.ShuttingDown):
             log.info("ExaBGP says it is shutting down")
         elif isinstance(message, api.Unrecognised):
