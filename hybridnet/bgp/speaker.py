@@ -139,7 +139,9 @@ class Speaker:
     it in another network namespace; by default it runs in the caller's). ``workdir`` holds
     the rendered configuration and the API socket (a private temporary directory, removed
     at close, when not given). ``on_change`` is called from the driver thread whenever a
-    peer's state or acknowledged routes change; it must return quickly.
+    peer's state or acknowledged routes change; it must return quickly. ``exabgp_command``
+    replaces the command that runs ExaBGP (the configuration's path is appended); by default
+    it is hybridnet.bgp.launcher under ``python``.
     """
 
     def __init__(
@@ -158,6 +160,7 @@ class Speaker:
         stop_timeout: float = 10.0,
         on_change: Callable[[], None] | None = None,
         python: str = sys.executable,
+        exabgp_command: Sequence[str] | None = None,
     ):
         self.peers = {peer.name: peer for peer in peers}
         self.router_id = ipaddress.ip_address(router_id)
@@ -171,14 +174,8 @@ class Speaker:
         # Rendered now, so that a bad peer is refused by the constructor, not by a child
         # that exits at once and is restarted forever.
         self._configuration = render_configuration(list(peers), self.router_id, relay)
-        self._argv = [
-            *run_prefix,
-            python,
-            "-I",
-            "-m",
-            "hybridnet.bgp.launcher",
-            str(self._config_path),
-        ]
+        launcher = exabgp_command or [python, "-I", "-m", "hybridnet.bgp.launcher"]
+        self._argv = [*run_prefix, *launcher, str(self._config_path)]
         self._backoff = backoff
         self._retry_interval = retry_interval
         self._window = max(1, window)
