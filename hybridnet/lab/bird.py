@@ -67,8 +67,12 @@ class Bird:
         asn: int,
         neighbors: Sequence[BirdNeighbor],
         local_address: str | None = None,
+        kernel_table: int | None = None,
     ):
         self.namespace = namespace
+        self.kernel_table = kernel_table
+        """Also export what BIRD learns into this kernel routing table of its namespace
+        (for watching arrivals as they happen: ``ip monitor route``)."""
         self.directory = directory
         self.router_id = router_id
         self.asn = asn
@@ -86,6 +90,12 @@ class Bird:
             f"router id {self.router_id};",
             "protocol device { scan time 1; }",
         ]
+        if self.kernel_table is not None:
+            for family in ("ipv4", "ipv6"):
+                lines.append(
+                    f"protocol kernel {{ {family} {{ import none; export all; }}; "
+                    f"kernel table {self.kernel_table}; learn off; }}"
+                )
         for neighbor in self.neighbors:
             local = f"local {self.local_address} " if self.local_address else "local "
             body = [
