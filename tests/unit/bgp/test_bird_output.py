@@ -46,7 +46,11 @@ def test_routes_by_prefix_with_next_hops_and_communities() -> None:
     first, second = routes["198.19.0.5/32"]
     assert (first.protocol, first.next_hop) == ("hn", "198.18.0.11")
     assert first.communities == {(65535, 65281), (65010, 7)}
-    assert (second.protocol, second.next_hop, second.communities) == ("hn2", "198.18.0.12", set())
+    assert (second.protocol, second.next_hop, second.communities) == (
+        "hn2",
+        "198.18.0.12",
+        frozenset(),
+    )
     (v6,) = routes["2001:db8:50::5/128"]
     assert (v6.protocol, v6.next_hop) == ("hn6", "2001:db8::b")
 
