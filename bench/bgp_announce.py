@@ -12,6 +12,10 @@ drop, no CLI pipes, no acknowledgements: its API process is ``cat`` of a FIFO th
 writes to), driven two ways: one ``announce route`` per prefix, and batched ``announce
 attributes ... nlri`` lines of 1,000 prefixes (what hybridnet writes).
 
+Scenarios: single routes, each after the previous arrived; a dual-stack pod's /32 and /128
+at once (two UPDATEs back to back: Nagle's algorithm shows here); routes added back to back
+(each its own change, without waiting); 500 and 5,000 at once.
+
     python -m bench.bgp_announce [--singles 50] [--runs 5] [--json bench/results/bgp.json]
 """
 
@@ -143,7 +147,7 @@ class DirectExaBGP:
             f"process direct {{\n    run /bin/cat {fifo};\n    encoder text;\n}}\n"
             f"neighbor {peer_address} {{\n    router-id {node.ipv4};\n"
             f"    local-address {node.ipv4};\n    local-as {LOCAL_ASN};\n"
-            f"    peer-as {FABRIC_ASN};\n    family {{ ipv4 unicast; }}\n"
+            f"    peer-as {FABRIC_ASN};\n    family {{ ipv4 unicast; ipv6 unicast; }}\n"
             "    api { processes [ direct ]; }\n}\n"
         )
         env = {
@@ -189,10 +193,13 @@ class DirectExaBGP:
                 for r in routes
             ]
         lines = []
-        for start in range(0, len(routes), PER_COMMAND):
-            chunk = " ".join(str(r.prefix) for r in routes[start : start + PER_COMMAND])
-            hop = routes[start].next_hop
-            lines.append(f"{verb} attributes next-hop {hop} community [no-export] nlri {chunk}")
+        by_hop: dict[object, list[Route]] = {}
+        for route in routes:
+            by_hop.setdefault(route.next_hop, []).append(route)
+        for hop, group in by_hop.items():
+            for start in range(0, len(group), PER_COMMAND):
+                chunk = " ".join(str(r.prefix) for r in group[start : start + PER_COMMAND])
+                lines.append(f"{verb} attributes next-hop {hop} community [no-export] nlri {chunk}")
         return lines
 
     def announce(self, routes: Sequence[Route]) -> None:
@@ -214,8 +221,9 @@ class DirectExaBGP:
 def routes_in(base: str, count: int, next_hop: str) -> list[Route]:
     start = ipaddress.ip_address(base)
     hop = ipaddress.ip_address(next_hop)
+    length = start.max_prefixlen
     return [
-        Route(ipaddress.ip_network(f"{start + i}/32"), hop, frozenset({NO_EXPORT}))
+        Route(ipaddress.ip_network(f"{start + i}/{length}"), hop, frozenset({NO_EXPORT}))
         for i in range(count)
     ]
 
@@ -229,6 +237,34 @@ def singles(driver: Any, arrivals: Arrivals, routes: list[Route]) -> list[float]
         samples.append(arrivals.wait_present([str(route.prefix)]) - started)
     driver.withdraw(routes)
     arrivals.wait_absent(str(r.prefix) for r in routes)
+    return samples
+
+
+def trickle(driver: Any, arrivals: Arrivals, routes: list[Route]) -> list[float]:
+    """One route after another without waiting (pods created one by one in quick
+    succession): where Nagle's algorithm holds an UPDATE back until the previous one is
+    acknowledged, and the router delays its ACKs."""
+    started = {}
+    for route in routes:
+        started[route] = time.monotonic()
+        driver.announce([route])
+    samples = [arrivals.wait_present([str(r.prefix)]) - started[r] for r in routes]
+    driver.withdraw(routes)
+    arrivals.wait_absent(str(r.prefix) for r in routes)
+    return samples
+
+
+def dual_stack(driver: Any, arrivals: Arrivals, pairs: list[tuple[Route, Route]]) -> list[float]:
+    """A dual-stack pod's /32 and /128 at once (two UPDATEs, one right after the other),
+    each pair after the previous arrived: the time until both are there."""
+    samples = []
+    for pair in pairs:
+        started = time.monotonic()
+        driver.announce(list(pair))
+        samples.append(arrivals.wait_present(str(r.prefix) for r in pair) - started)
+    every = [route for pair in pairs for route in pair]
+    driver.withdraw(every)
+    arrivals.wait_absent(str(r.prefix) for r in every)
     return samples
 
 
@@ -288,13 +324,17 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, dict[str, float]]
                 args,
                 "hybridnet",
                 HybridnetDriver(speaker),
-                "198.19.0.0",
+                ("198.19.0.0", "2001:db8:50::"),
                 arrivals=arrivals,
                 next_hop=hop_node.ipv4,
+                next_hop_v6=hop_node.ipv6,
             )
 
         # One direct ExaBGP at a time: BIRD has one neighbour for node 2.
-        for batched, base in ((False, "198.19.64.0"), (True, "198.19.128.0")):
+        for batched, base in (
+            (False, ("198.19.64.0", "2001:db8:51::")),
+            (True, ("198.19.128.0", "2001:db8:52::")),
+        ):
             name = "direct batched" if batched else "direct per-route"
             direct = DirectExaBGP(
                 direct_node, work / name.replace(" ", "-"), fabric.gateway_ipv4, batched
@@ -302,7 +342,13 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, dict[str, float]]
             with contextlib.closing(direct):
                 wait_for(lambda: bird.protocol("plain").state == "Established", name)
                 rows |= scenarios(
-                    args, name, direct, base, arrivals=arrivals, next_hop=hop_node.ipv4
+                    args,
+                    name,
+                    direct,
+                    base,
+                    arrivals=arrivals,
+                    next_hop=hop_node.ipv4,
+                    next_hop_v6=hop_node.ipv6,
                 )
             wait_for(lambda: bird.protocol("plain").state != "Established", f"{name} gone")
     return rows
@@ -312,15 +358,32 @@ def scenarios(
     args: argparse.Namespace,
     name: str,
     driver: Any,
-    base: str,
+    bases: tuple[str, str],
     *,
     arrivals: Arrivals,
     next_hop: str,
+    next_hop_v6: str,
 ) -> dict[str, dict[str, float]]:
     rows: dict[str, dict[str, float]] = {}
+    base, base_v6 = bases
     singles(driver, arrivals, routes_in(base, 3, next_hop))  # warm-up
     rows[f"{name}: single"] = summarize_ms(
         singles(driver, arrivals, routes_in(base, args.singles, next_hop))
+    )
+    pairs = list(
+        zip(
+            routes_in(base, args.singles, next_hop),
+            routes_in(base_v6, args.singles, next_hop_v6),
+            strict=True,
+        )
+    )
+    rows[f"{name}: IPv4 + IPv6 pair"] = summarize_ms(dual_stack(driver, arrivals, pairs))
+    rows[f"{name}: back to back"] = summarize_ms(
+        [
+            sample
+            for _ in range(args.runs)
+            for sample in trickle(driver, arrivals, routes_in(base, args.trickle, next_hop))
+        ]
     )
     for count in (500, 5000):
         runs = args.runs if count == 500 else max(1, args.runs // 2 + 1)
@@ -334,6 +397,9 @@ def scenarios(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--singles", type=int, default=50, help="single routes, one by one")
+    parser.add_argument(
+        "--trickle", type=int, default=20, help="routes added back to back, per run"
+    )
     parser.add_argument("--runs", type=int, default=5, help="runs of 500 (5,000: half as many + 1)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)

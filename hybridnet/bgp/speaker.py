@@ -165,17 +165,18 @@ class Speaker:
         self.peers = {peer.name: peer for peer in peers}
         self.router_id = ipaddress.ip_address(router_id)
         self._environment = environment or EnvironmentSettings()
-        self._own_workdir = workdir is None
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="hybridnet-bgp-"))
-        self._socket_path = self.workdir / "api.sock"
-        self._config_path = self.workdir / "exabgp.conf"
-        self._env_path = self.workdir / "exabgp.env"
-        relay = [python, "-I", "-m", "hybridnet.bgp.relay", str(self._socket_path)]
+        self._python = python
+        self._given_workdir = workdir
+        self._workdir: Path | None = None
         # Rendered now, so that a bad peer is refused by the constructor, not by a child
-        # that exits at once and is restarted forever.
-        self._configuration = render_configuration(list(peers), self.router_id, relay)
-        launcher = exabgp_command or [python, "-I", "-m", "hybridnet.bgp.launcher"]
-        self._argv = [*run_prefix, *launcher, str(self._config_path)]
+        # that exits at once and is restarted forever (start() renders it again with the
+        # real socket path).
+        render_configuration(list(peers), self.router_id, self._relay_command(Path("/")))
+        self._launcher = list(exabgp_command or [python, "-I", "-m", "hybridnet.bgp.launcher"])
+        self._run_prefix = list(run_prefix)
+        self._argv: list[str] = []
+        self._env_path = Path()
+        """Both set by start()."""
         self._backoff = backoff
         self._retry_interval = retry_interval
         self._window = max(1, window)
@@ -212,18 +213,40 @@ class Speaker:
             self.metrics.set_state(name, SessionState.STOPPED)
             self.metrics.set_routes(name, 0)
 
+    def _relay_command(self, workdir: Path) -> list[str]:
+        return [self._python, "-I", "-m", "hybridnet.bgp.relay", str(workdir / "api.sock")]
+
     # ------------------------------------------------------------------ public
+
+    @property
+    def workdir(self) -> Path:
+        """Where the configuration, environment file and API socket are (once started)."""
+        if self._workdir is None:
+            raise SpeakerError("the speaker has no work directory before start()")
+        return self._workdir
 
     def start(self) -> None:
         """Write the configuration, open the API socket and start ExaBGP. OSError when the
         work directory cannot be written or the socket cannot be bound."""
         if self._thread is not None or self._closed:
             raise SpeakerError("a speaker is started once")
-        self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.workdir, 0o700)
-        self._config_path.write_text(self._configuration)
+        if self._given_workdir is None:
+            workdir = Path(tempfile.mkdtemp(prefix="hybridnet-bgp-"))
+        else:
+            workdir = self._given_workdir
+            workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(workdir, 0o700)
+        self._workdir = workdir
+        config = workdir / "exabgp.conf"
+        config.write_text(
+            render_configuration(
+                list(self.peers.values()), self.router_id, self._relay_command(workdir)
+            )
+        )
+        self._env_path = workdir / "exabgp.env"
         self._env_path.write_text(render_environment(self._environment))
-        self._listener = ApiListener(self._socket_path, self._accepted)
+        self._argv = [*self._run_prefix, *self._launcher, str(config)]
+        self._listener = ApiListener(workdir / "api.sock", self._accepted)
         with self._lock:
             self._launch()
         self._thread = threading.Thread(target=self._drive, name="bgp-speaker", daemon=True)
@@ -241,8 +264,8 @@ class Speaker:
             self._thread.join()
         if self._listener is not None:
             self._listener.close()
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._given_workdir is None and self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
 
     def __enter__(self) -> Speaker:
         self.start()
