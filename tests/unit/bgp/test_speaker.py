@@ -215,6 +215,20 @@ def test_a_session_reset_announces_everything_again_then_end_of_rib_alone(
     assert [line for _, _, line in commands][-2:] == [line for _, line in eors]
 
 
+def test_no_more_than_the_window_is_unanswered(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_EXABGP_ANSWER_DELAY", "0.005")
+    speaker = harness.speaker(window=3, per_command=1)
+    wait(speaker, lambda: established(speaker), "up")
+    speaker.set_routes({pod(host) for host in range(1, 31)})
+    wait(speaker, speaker.converged, "30 single-route commands acknowledged")
+    waiting = [count for _, count, text in harness.commands() if " announce " in text]
+    assert len(waiting) >= 30
+    assert max(waiting) <= 2, "the stand-in never held more than the window"
+    assert max(waiting) >= 1, "commands were pipelined"
+
+
 def test_a_family_a_peer_does_not_carry_is_not_sent_to_it(harness: Harness) -> None:
     speaker = harness.speaker([peer(A, families=frozenset({Family.IPV4})), peer(B)])
     v6 = Route.of("2001:db8:50::5/128", "2001:db8::b")
