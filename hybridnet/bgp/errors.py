@@ -1,0 +1,20 @@
+"""The BGP speaker's errors: bad input refused at the boundary, and a speaker that cannot run."""
+
+from __future__ import annotations
+
+
+class BGPError(Exception):
+    """Base of every error of hybridnet.bgp."""
+
+
+class PeerConfigError(BGPError, ValueError):
+    """A peer cannot be rendered into ExaBGP's configuration (the message names the peer and
+    the field)."""
+
+
+class RouteError(BGPError, ValueError):
+    """A route is not one the speaker can announce to the peers it is meant for."""
+
+
+class SpeakerError(BGPError):
+    """The speaker was used wrongly (started twice, used after close)."""
