@@ -16,7 +16,14 @@ from collections.abc import Callable, Iterable
 
 from hybridnet.api import constants as c
 from hybridnet.api.meta import Resource
-from hybridnet.api.resources import AddressRange, IPInstance, Network, NodeInfo, Subnet
+from hybridnet.api.resources import (
+    AddressRange,
+    BGPPeer,
+    IPInstance,
+    Network,
+    NodeInfo,
+    Subnet,
+)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -26,6 +33,8 @@ MAX_VNI = 2**24 - 1
 MAX_ASN = 2**32 - 1
 MAX_HOLD_TIME = 65535
 MAX_GRACEFUL_RESTART_SECONDS = 4095
+MAX_MD5_PASSWORD_BYTES = 80
+"""TCP_MD5SIG_MAXKEYLEN."""
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
@@ -203,12 +212,29 @@ def network_errors(network: Network) -> list[FieldError]:
         errors.append(
             FieldError("spec.nodeSelector", f"only Underlay networks select nodes, not {spec.type}")
         )
-    peers = spec.config.bgp_peers if spec.config else []
-    if peers and mode not in (c.MODE_BGP, c.MODE_GLOBAL_BGP):
+    _check_peers(mode, spec.config.bgp_peers if spec.config else [], errors)
+    return errors
+
+
+def _check_peers(mode: str, peers: list[BGPPeer], errors: list[FieldError]) -> None:
+    bgp = mode in (c.MODE_BGP, c.MODE_GLOBAL_BGP)
+    if peers and not bgp:
         errors.append(FieldError("spec.config.bgpPeers", f"BGP peers need mode BGP, not {mode}"))
+    if bgp and not peers:
+        errors.append(
+            FieldError("spec.config.bgpPeers", f"a {mode} network needs at least one peer")
+        )
+    seen: set[str] = set()
     for index, peer in enumerate(peers):
         path = f"spec.config.bgpPeers[{index}]"
-        parse_ip(peer.address, f"{path}.address", errors)
+        address = parse_ip(peer.address, f"{path}.address", errors)
+        if address is not None and str(address) in seen:
+            errors.append(FieldError(f"{path}.address", f"{peer.address} is listed twice"))
+        if address is not None:
+            seen.add(str(address))
+        if peer.password is not None:
+            for problem in md5_password_problems(peer.password):
+                errors.append(FieldError(f"{path}.password", problem))
         if not 1 <= peer.asn <= MAX_ASN:
             errors.append(
                 FieldError(f"{path}.asn", f"{peer.asn} is not an AS number (1-{MAX_ASN})")
@@ -229,7 +255,22 @@ def network_errors(network: Network) -> list[FieldError]:
                     f"{grace} must be 0-{MAX_GRACEFUL_RESTART_SECONDS}",
                 )
             )
-    return errors
+
+
+def md5_password_problems(password: str) -> list[str]:
+    """What keeps a BGP session's TCP MD5 password from being used: the kernel takes at most
+    80 bytes; ExaBGP's configuration reads text lines and has no escape for a quote inside a
+    quoted word, so control characters and quotes cannot be carried."""
+    found = []
+    if not password:
+        found.append("password is empty (leave it out for no password)")
+    if len(password.encode()) > MAX_MD5_PASSWORD_BYTES:
+        found.append(f"password is longer than {MAX_MD5_PASSWORD_BYTES} bytes")
+    if any(not (0x20 <= ord(ch) < 0x7F) for ch in password):
+        found.append("password must be printable ASCII")
+    if '"' in password or "'" in password:
+        found.append("password cannot hold a quote (' or \")")
+    return found
 
 
 def effective_mode(network: Network) -> str | None:
@@ -242,6 +283,7 @@ def _check_net_id(mode: str, net_id: int | None, errors: list[FieldError]) -> No
         c.MODE_VLAN: (0, MAX_VLAN_ID, "a VLAN id"),
         c.MODE_VXLAN: (1, MAX_VNI, "a VXLAN VNI"),
         c.MODE_BGP: (1, MAX_ASN, "an AS number"),
+        c.MODE_GLOBAL_BGP: (1, MAX_ASN, "an AS number"),
     }
     if mode not in limits:
         return

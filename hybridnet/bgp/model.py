@@ -10,6 +10,7 @@ import dataclasses
 import enum
 import ipaddress
 
+from hybridnet.api.validation import md5_password_problems
 from hybridnet.bgp.errors import PeerConfigError, RouteError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -23,7 +24,6 @@ DEFAULT_GRACEFUL_RESTART_SECONDS = 300
 """The reference's default: a manager (leader) change or an ExaBGP restart has five minutes
 to come back before the fabric drops the routes it kept."""
 MAX_TTL = 255
-MAX_PASSWORD_LENGTH = 80
 """Linux's TCP_MD5SIG key limit (TCP_MD5SIG_MAXKEYLEN)."""
 
 
@@ -160,7 +160,7 @@ class Peer:
         if not self.families:
             found.append("families is empty")
         if self.password is not None:
-            found.extend(password_problems(self.password))
+            found.extend(md5_password_problems(self.password))
         return found
 
     @property
@@ -171,26 +171,6 @@ class Peer:
     def name(self) -> str:
         """The peer's key everywhere (logs, metrics labels, ExaBGP's neighbor selector)."""
         return str(self.address)
-
-
-def password_problems(password: str) -> list[str]:
-    """What keeps a TCP MD5 password from being written into ExaBGP's configuration.
-
-    ExaBGP's tokeniser has no escape for a quote inside a quoted word (escapes are undone
-    before quotes are parsed, and a second quote character of either kind only starts a new
-    quoted run), so a password cannot hold a quote; it reads the file as text lines, so
-    control characters cannot be carried; the kernel takes at most 80 bytes.
-    """
-    found = []
-    if not password:
-        found.append("password is empty (leave it out for no password)")
-    if len(password.encode()) > MAX_PASSWORD_LENGTH:
-        found.append(f"password is longer than {MAX_PASSWORD_LENGTH} bytes")
-    if any(not (0x20 <= ord(ch) < 0x7F) for ch in password):
-        found.append("password must be printable ASCII")
-    if '"' in password or "'" in password:
-        found.append("password cannot hold a quote (' or \")")
-    return found
 
 
 class SessionState(enum.Enum):

@@ -125,6 +125,36 @@ def test_the_subnet_crd_rejects_invalid_objects_readably(
             },
             "must be an IP address",
         ),
+        (
+            {"type": "Underlay", "mode": "BGP", "netID": 65001, "nodeSelector": {"a": "b"}},
+            "a BGP network needs at least one peer",
+        ),
+        (
+            {"type": "GlobalBGP", "config": {"bgpPeers": [{"address": "198.18.0.1", "asn": 1}]}},
+            "netID of a GlobalBGP network is the local AS number",
+        ),
+        ({"type": "GlobalBGP", "netID": 65001}, "a BGP network needs at least one peer"),
+        (
+            {
+                "type": "GlobalBGP",
+                "netID": 65001,
+                "config": {
+                    "bgpPeers": [
+                        {"address": "198.18.0.1", "asn": 1},
+                        {"address": "198.18.0.1", "asn": 2},
+                    ]
+                },
+            },
+            "a peer address is listed once",
+        ),
+        (
+            {
+                "type": "GlobalBGP",
+                "netID": 65001,
+                "config": {"bgpPeers": [{"address": "198.18.0.1", "asn": 1, "password": 'a"b'}]},
+            },
+            "should match",
+        ),
     ],
 )
 def test_the_network_crd_rejects_invalid_objects_readably(

@@ -156,6 +156,39 @@ def second_overlay(network: Network, networks: Iterable[Network]) -> list[str]:
     return []
 
 
+def second_global_bgp(network: Network, networks: Iterable[Network]) -> list[str]:
+    """A cluster has at most one GlobalBGP network (its pods are routed on every node)."""
+    if network.spec.type != c.TYPE_GLOBAL_BGP:
+        return []
+    others = [
+        n.name for n in networks if n.spec.type == c.TYPE_GLOBAL_BGP and n.name != network.name
+    ]
+    if others:
+        return [
+            f'network "{network.name}": there is already a GlobalBGP network ("{others[0]}"); '
+            "a cluster has at most one"
+        ]
+    return []
+
+
+def peers_with_another_asn(network: Network, networks: Iterable[Network]) -> list[str]:
+    """One BGP session per peer address: two networks may share a peer only with one local
+    AS number (their netID), or the speaker would need two sessions to one address."""
+    mine = {p.address for p in (network.spec.config.bgp_peers if network.spec.config else [])}
+    problems = []
+    for other in networks:
+        if other.name == network.name or other.spec.net_id == network.spec.net_id:
+            continue
+        theirs = {p.address for p in (other.spec.config.bgp_peers if other.spec.config else [])}
+        for address in sorted(mine & theirs):
+            problems.append(
+                f'network "{network.name}" (AS {network.spec.net_id}) would peer with {address}, '
+                f'already a peer of network "{other.name}" as AS {other.spec.net_id}; '
+                "one peer address has one local AS"
+            )
+    return problems
+
+
 def network_conflicts(
     new: Network,
     old: Network | None,
@@ -166,6 +199,9 @@ def network_conflicts(
     problems: list[str] = []
     if old is None or old.spec.type != new.spec.type:
         problems += second_overlay(new, networks)
+        problems += second_global_bgp(new, networks)
+    if old is None or old.spec.config != new.spec.config:
+        problems += peers_with_another_asn(new, networks)
     if old is None or old.spec.node_selector != new.spec.node_selector:
         problems += shared_nodes(new, networks, nodes)
     return problems

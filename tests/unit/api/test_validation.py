@@ -155,6 +155,34 @@ def test_network_rules(net: Network, path: str | None) -> None:
         assert path in paths(errors), errors
 
 
+@pytest.mark.parametrize(
+    ("net", "path", "message"),
+    [
+        (network(mode="BGP", net_id=1, selector={"a": "b"}), "spec.config.bgpPeers",
+         "a BGP network needs at least one peer"),
+        (network("GlobalBGP", net_id=1), "spec.config.bgpPeers",
+         "a GlobalBGP network needs at least one peer"),
+        (network("GlobalBGP", peers=[BGPPeer(address="198.18.0.1", asn=1)]), "spec.netID",
+         "is required for mode GlobalBGP (an AS number)"),
+        (network("GlobalBGP", net_id=2**32, peers=[BGPPeer(address="198.18.0.1", asn=1)]),
+         "spec.netID", "is not an AS number"),
+        (network(mode="BGP", net_id=1, selector={"a": "b"},
+                 peers=[BGPPeer(address="198.18.0.1", asn=1),
+                        BGPPeer(address="198.18.0.1", asn=2)]),
+         "spec.config.bgpPeers[1].address", "198.18.0.1 is listed twice"),
+        (network(mode="BGP", net_id=1, selector={"a": "b"},
+                 peers=[BGPPeer(address="198.18.0.1", asn=1, password='say "hi"')]),  # noqa: S106
+         "spec.config.bgpPeers[0].password", "cannot hold a quote"),
+        (network(mode="BGP", net_id=1, selector={"a": "b"},
+                 peers=[BGPPeer(address="198.18.0.1", asn=1, password="x" * 81)]),
+         "spec.config.bgpPeers[0].password", "longer than 80 bytes"),
+    ],
+)  # fmt: skip
+def test_bgp_networks_and_their_peers(net: Network, path: str, message: str) -> None:
+    found = [str(e) for e in validation.network_errors(net) if e.path == path]
+    assert any(message in e for e in found), validation.network_errors(net)
+
+
 def test_bgp_peer_fields_are_each_checked() -> None:
     net = network(
         mode="BGP",

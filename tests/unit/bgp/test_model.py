@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from hybridnet.api.validation import md5_password_problems
 from hybridnet.bgp.errors import PeerConfigError, RouteError
 from hybridnet.bgp.model import (
     NO_EXPORT,
@@ -15,7 +16,6 @@ from hybridnet.bgp.model import (
     Peer,
     Route,
     SessionState,
-    password_problems,
     pod_route,
 )
 
@@ -69,7 +69,7 @@ def test_every_problem_of_a_peer_is_named_at_once() -> None:
 
 
 def test_a_password_with_spaces_and_punctuation_is_fine() -> None:
-    assert password_problems("a s3cret, with #;{ and \\") == []
+    assert md5_password_problems("a s3cret, with #;{ and \\") == []
 
 
 def test_a_route_refuses_a_next_hop_of_another_family() -> None:

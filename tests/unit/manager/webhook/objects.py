@@ -11,10 +11,12 @@ from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import (
     Address,
     AddressRange,
+    BGPPeer,
     IPInstance,
     IPInstanceSpec,
     IPInstanceStatus,
     Network,
+    NetworkConfig,
     NetworkSpec,
     Subnet,
     SubnetSpec,
@@ -34,14 +36,32 @@ def underlay(name: str, selector: dict[str, str] | None = None, net_id: int = 10
     )
 
 
-def bgp(name: str, selector: dict[str, str] | None = None) -> Network:
+def bgp(
+    name: str,
+    selector: dict[str, str] | None = None,
+    *,
+    asn: int = 65001,
+    peer: str = "198.18.0.1",
+) -> Network:
     return Network(
         ObjectMeta(name=name),
         NetworkSpec(
             type=c.TYPE_UNDERLAY,
             mode=c.MODE_BGP,
-            net_id=65001,
+            net_id=asn,
             node_selector=selector if selector is not None else {"rack": name},
+            config=NetworkConfig(bgp_peers=[BGPPeer(address=peer, asn=65000)]),
+        ),
+    )
+
+
+def global_bgp(name: str, asn: int = 65001, peer: str = "198.18.0.1") -> Network:
+    return Network(
+        ObjectMeta(name=name),
+        NetworkSpec(
+            type=c.TYPE_GLOBAL_BGP,
+            net_id=asn,
+            config=NetworkConfig(bgp_peers=[BGPPeer(address=peer, asn=65000)]),
         ),
     )
 

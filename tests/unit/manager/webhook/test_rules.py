@@ -8,6 +8,7 @@ import dataclasses
 from hybridnet.manager.webhook import rules
 from tests.unit.manager.webhook.objects import (
     bgp,
+    global_bgp,
     instance,
     node,
     overlay,
@@ -102,6 +103,27 @@ def test_at_most_one_overlay_network() -> None:
     ]
     assert rules.network_problems(overlay("ovl"), overlay("ovl"), NETWORKS, []) == []
     assert rules.network_problems(overlay("first"), None, [underlay("net1")], []) == []
+
+
+def test_at_most_one_global_bgp_network() -> None:
+    existing = [*NETWORKS, global_bgp("everywhere")]
+    assert rules.network_problems(global_bgp("again", peer="198.18.0.2"), None, existing, []) == [
+        'network "again": there is already a GlobalBGP network ("everywhere"); '
+        "a cluster has at most one"
+    ]
+    assert rules.network_problems(global_bgp("first"), None, NETWORKS, []) == []
+
+
+def test_a_peer_shared_by_two_networks_needs_one_local_asn() -> None:
+    """One session per peer address: the second network's AS would need a second one."""
+    problems = rules.network_problems(bgp("bgp2", asn=65002), None, NETWORKS, [])
+    assert problems == [
+        'network "bgp2" (AS 65002) would peer with 198.18.0.1, already a peer of network '
+        '"bgp1" as AS 65001; one peer address has one local AS'
+    ]
+    assert rules.network_problems(bgp("bgp3", asn=65001), None, NETWORKS, []) == []
+    other_router = bgp("bgp4", asn=65002, peer="198.18.0.2")
+    assert rules.network_problems(other_router, None, NETWORKS, []) == []
 
 
 def test_underlay_networks_must_not_share_nodes() -> None:
