@@ -145,27 +145,23 @@ def shared_nodes(network: Network, networks: Iterable[Network], nodes: Sequence[
 
 def second_overlay(network: Network, networks: Iterable[Network]) -> list[str]:
     """A cluster has at most one Overlay network."""
-    if network.spec.type != c.TYPE_OVERLAY:
-        return []
-    others = [n.name for n in networks if n.spec.type == c.TYPE_OVERLAY and n.name != network.name]
-    if others:
-        return [
-            f'network "{network.name}": there is already an Overlay network ("{others[0]}"); '
-            "a cluster has at most one"
-        ]
-    return []
+    return _second_of_type(network, networks, c.TYPE_OVERLAY, "an Overlay")
 
 
 def second_global_bgp(network: Network, networks: Iterable[Network]) -> list[str]:
     """A cluster has at most one GlobalBGP network (its pods are routed on every node)."""
-    if network.spec.type != c.TYPE_GLOBAL_BGP:
+    return _second_of_type(network, networks, c.TYPE_GLOBAL_BGP, "a GlobalBGP")
+
+
+def _second_of_type(
+    network: Network, networks: Iterable[Network], network_type: str, spelled: str
+) -> list[str]:
+    if network.spec.type != network_type:
         return []
-    others = [
-        n.name for n in networks if n.spec.type == c.TYPE_GLOBAL_BGP and n.name != network.name
-    ]
+    others = [n.name for n in networks if n.spec.type == network_type and n.name != network.name]
     if others:
         return [
-            f'network "{network.name}": there is already a GlobalBGP network ("{others[0]}"); '
+            f'network "{network.name}": there is already {spelled} network ("{others[0]}"); '
             "a cluster has at most one"
         ]
     return []
