@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from hybridnet.api import constants as c
-from hybridnet.ctl import addresses, networks, subnets
+from hybridnet.ctl import addresses, diagnose, ipam, networks, subnets
 from hybridnet.ctl.errors import EXIT_USAGE
 from hybridnet.ctl.output import FORMATS
 from hybridnet.ctl.values import bgp_peer, key_value, one_of
@@ -172,11 +172,41 @@ def _ip_verbs(build: Builder) -> None:
     get.add_argument("address")
 
 
+def _ipam_verbs(build: Builder) -> None:
+    build.group("ipam", "The IPAM audit: leaks, orphans, duplicates, counters")
+    check = build.verb(
+        "ipam", "check", ipam.check, "Report what is wrong with the allocations (read only; "
+        "exit 3 when anything is)", reads=True,
+    )  # fmt: skip
+    check.add_argument(
+        "--socket", metavar="PATH",
+        help="daemon socket to compare attachments with; {node} stands for each node's name "
+        "(default: daemons are not asked)",
+    )  # fmt: skip
+    gc = build.verb("ipam", "gc", ipam.gc, "Free leaked addresses", reads=True)
+    gc.add_argument("--dry-run", action="store_true", help="show what would be freed, free nothing")
+
+
+def _node_verbs(build: Builder) -> None:
+    build.group("node", "Nodes: diagnosis of the datapath")
+    diagnosis = build.verb(
+        "node", "diagnose", diagnose.run, "Desired vs actual datapath of a node, from its "
+        "daemon (exit 3 when they differ)", reads=True,
+    )  # fmt: skip
+    diagnosis.add_argument("node")
+    diagnosis.add_argument(
+        "--socket", metavar="PATH", default=DEFAULT_SOCKET,
+        help=f"the node daemon's socket ({DEFAULT_SOCKET}); {{node}} stands for NODE",
+    )  # fmt: skip
+
+
 def build_parser(prog: str = "hybridnet-ctl") -> Parser:
     build = Builder(prog)
     _network_verbs(build)
     _subnet_verbs(build)
     _ip_verbs(build)
+    _ipam_verbs(build)
+    _node_verbs(build)
     return build.root
 
 
