@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from hybridnet.api import constants as c
-from hybridnet.ctl import addresses, diagnose, ipam, networks, subnets
+from hybridnet.ctl import addresses, completion, diagnose, ipam, networks, subnets
 from hybridnet.ctl.errors import EXIT_USAGE
 from hybridnet.ctl.output import FORMATS
 from hybridnet.ctl.values import bgp_peer, key_value, one_of
@@ -207,6 +207,11 @@ def build_parser(prog: str = "hybridnet-ctl") -> Parser:
     _ip_verbs(build)
     _ipam_verbs(build)
     _node_verbs(build)
+    shell = build.groups.add_parser(
+        "completion", help="Print a shell completion script (bash or zsh)"
+    )
+    shell.add_argument("shell", type=one_of(("bash", "zsh")))
+    shell.set_defaults(handler=completion.run)
     return build.root
 
 

@@ -6,7 +6,7 @@ later by the same rules as the webhook."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from hybridnet.api.resources import BGPPeer
 
@@ -61,17 +61,19 @@ def bgp_peer(text: str) -> BGPPeer:
     )
 
 
-def one_of(choices: Sequence[str]) -> Callable[[str], str]:
-    """A choice, matched without regard to case and given back as spelled in ``choices``."""
+class one_of:
+    """A choice, matched without regard to case and given back as spelled in ``choices``
+    (which shell completion offers)."""
 
-    def parse(text: str) -> str:
-        for choice in choices:
+    def __init__(self, choices: Sequence[str]):
+        self.choices = tuple(choices)
+        self.__name__ = "choice"  # argparse names the type in its messages
+
+    def __call__(self, text: str) -> str:
+        for choice in self.choices:
             if text.lower() == choice.lower():
                 return choice
-        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(choices)}")
-
-    parse.__name__ = "choice"
-    return parse
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(self.choices)}")
 
 
 def flatten(values: Sequence[str] | None) -> list[str]:
