@@ -3,7 +3,7 @@
 The package does not depend on a YAML library, and output needs only the simplest part of the
 language: mappings, sequences and scalars. A string is written plain only when YAML cannot read
 it as anything else (a number, a boolean, null, an address such as ``198.19.0.0/24``); every
-other string is double-quoted with JSON's escapes, which YAML's double-quoted style shares.
+other string is double-quoted, with escapes for what is not printable.
 """
 
 from __future__ import annotations
@@ -27,7 +27,38 @@ def scalar(value: Any) -> str:
     text = str(value)
     if _PLAIN.match(text) and text.lower() not in _RESERVED:
         return text
-    return json.dumps(text)
+    return quoted(text)
+
+
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _printable(char: str) -> bool:
+    """YAML's printable set, less the characters it reads as line breaks or a BOM."""
+    code = ord(char)
+    return (
+        0x20 <= code <= 0x7E
+        or 0xA0 <= code <= 0xD7FF
+        or (0xE000 <= code <= 0xFFFD and code != 0xFEFF)
+        or code >= 0x10000
+    ) and char not in "\u2028\u2029"
+
+
+def quoted(text: str) -> str:
+    """A double-quoted YAML scalar: every character that is not printable escaped."""
+    out = []
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif _printable(char):
+            out.append(char)
+        elif ord(char) < 0x100:
+            out.append(f"\\x{ord(char):02x}")
+        elif ord(char) < 0x10000:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    return '"' + "".join(out) + '"'
 
 
 def _is_collection(value: Any) -> bool:
