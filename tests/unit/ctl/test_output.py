@@ -15,7 +15,7 @@ from hybridnet.ctl.yamltext import dump
 
 COLUMNS = [Column("name", lambda r: r["name"]), Column("cidr", lambda r: r["cidr"]),
            Column("extra", lambda r: r.get("extra"), wide=True)]  # fmt: skip
-RECORDS = [{"name": "a", "cidr": "198.19.0.0/24", "extra": ["x", "y"]},
+RECORDS: list[dict[str, Any]] = [{"name": "a", "cidr": "198.19.0.0/24", "extra": ["x", "y"]},
            {"name": "long-name", "cidr": None, "extra": {"k": "v"}}]  # fmt: skip
 
 
@@ -32,7 +32,8 @@ def test_table_aligns_columns_and_hides_wide_ones() -> None:
 
 
 def test_cells() -> None:
-    assert [cell(v) for v in (None, "", [], True, False, 3, 0.5)] == [
+    values: tuple[Any, ...] = (None, "", [], True, False, 3, 0.5)
+    assert [cell(v) for v in values] == [
         "-", "-", "-", "yes", "no", "3", "0.5"
     ]  # fmt: skip
     assert percent(1, 3) == 33.3 and percent(0, 0) == 0.0
