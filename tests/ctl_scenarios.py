@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
+import ipaddress
 import json
 import re
 import uuid
@@ -23,7 +24,17 @@ from typing import Any
 import pytest
 import yaml
 
-from hybridnet.api.resources import IPInstance, Network, Subnet
+from hybridnet.api.meta import ObjectMeta, OwnerReference
+from hybridnet.api.resources import (
+    Address,
+    Binding,
+    IPInstance,
+    IPInstanceSpec,
+    IPInstanceStatus,
+    Network,
+    ReferredObject,
+    Subnet,
+)
 from hybridnet.ctl.main import run as ctl_run
 from hybridnet.lab.manager import IPAM_NAMESPACE, Harness
 from hybridnet.store.interface import Store
@@ -262,3 +273,105 @@ class CtlScenarios:
         assert leaked.name not in {i.name for i in store.list(IPInstance, IPAM_NAMESPACE).items}
         again = ctl("ipam", "check", "-o", "json").json()["findings"]
         assert not [f for f in again if f["kind"] == "leak" and f["pod"] == f"{ns}/gone"]
+
+    # ----------------------------------------------------------------- migration
+
+    def test_migrate_from_reference(
+        self, ctl: Any, harness: Harness, store: Store, run: str
+    ) -> None:
+        net, ns, system = f"u-{run}", f"ns-{run}", f"sys-{run}"
+        harness.underlay(net)
+        harness.subnet(f"v4-{run}", net, "198.19.217.0/24", gateway="198.19.217.1")
+        harness.subnet(f"v6-{run}", net, "2001:db8:217::/64", version="6")
+        web = harness.pod(ns, "web", node=f"node-{run}")
+        harness.pod(IPAM_NAMESPACE, system, node=f"node-{run}")
+        node, uid = f"node-{run}", web.metadata.uid or ""
+        written = [
+            reference_instance(pod_uid=uid, namespace=ns, pod="web", node=node, network=net,
+                               subnet=f"v4-{run}", cidr="198.19.217.5/24", gateway="198.19.217.1"),
+            reference_instance(pod_uid=uid, namespace=ns, pod="web", node=node, network=net,
+                               subnet=f"v6-{run}", cidr="2001:db8:217::5/64", gateway=None),
+            reference_instance(pod_uid="uid-sys", namespace=IPAM_NAMESPACE, pod=system,
+                               node=node, network=net, subnet=f"v4-{run}",
+                               cidr="198.19.217.9/24", gateway="198.19.217.1"),
+        ]  # fmt: skip
+        for instance in written:
+            created = store.create(instance)
+            created.status = instance.status
+            store.update_status(created)
+
+        def mine(result: Result) -> dict[str, str]:
+            return {r["to"]: r["result"] for r in result.json() if run in (r["pod"] or "")}
+
+        targets = {f"{IPAM_NAMESPACE}/198-19-217-5", f"{IPAM_NAMESPACE}/2001-db8-217--5",
+                   f"{IPAM_NAMESPACE}/198-19-217-9"}  # fmt: skip
+        dry = ctl("migrate", "from-reference", "--dry-run", "-o", "json")
+        assert dry.code == 0 and mine(dry) == dict.fromkeys(targets, "would create")
+        assert not harness.instances(ns, "web")
+        done = ctl("migrate", "from-reference", "-o", "json")
+        assert done.code == 0
+        assert mine(done) == {
+            f"{IPAM_NAMESPACE}/198-19-217-5": "created",
+            f"{IPAM_NAMESPACE}/2001-db8-217--5": "created",
+            f"{IPAM_NAMESPACE}/198-19-217-9": "rewritten",
+        }
+        v4, v6 = sorted(harness.instances(ns, "web"), key=lambda i: i.spec.address.version)
+        assert (
+            v4.spec.address.ip == "198.19.217.5/24" and v6.spec.address.ip == "2001:db8:217::5/64"
+        )
+        for instance in (v4, v6):
+            assert instance.metadata.annotations["networking.alibaba.com/pod-ip-families"] == "4,6"
+            assert instance.metadata.labels["networking.alibaba.com/node"] == f"node-{run}"
+            assert instance.spec.binding is not None
+            assert instance.spec.binding.pod_uid == web.metadata.uid
+            assert (instance.status.sandbox_id, instance.status.phase) == ("sandbox-web", "Using")
+            assert instance.spec.address.mac == "0a:11:22:33:44:55"
+        (rewritten,) = harness.instances(IPAM_NAMESPACE, system)
+        assert rewritten.metadata.finalizers == []
+        left = store.get(IPInstance, "198-19-217-5", ns)
+        assert left.metadata.finalizers == ["networking.alibaba.com/ip-allocated"]
+        again = ctl("migrate", "from-reference", "-o", "json")
+        moved = {f"{IPAM_NAMESPACE}/198-19-217-5", f"{IPAM_NAMESPACE}/2001-db8-217--5"}
+        assert again.code == 0 and mine(again) == dict.fromkeys(moved, "exists")
+        held = ctl("ip", "get", "198.19.217.5", "-o", "json").json()
+        assert [(h["namespace"], h["pod"]) for h in held["holders"]] == [(ns, "web")]
+
+
+def reference_instance(
+    *,
+    pod_uid: str,
+    namespace: str,
+    pod: str,
+    node: str,
+    network: str,
+    subnet: str,
+    cidr: str,
+    gateway: str | None,
+) -> IPInstance:
+    """An IPInstance as alibaba/hybridnet writes it: in the pod's namespace, named after the
+    address (IPv6 written out in full), its labels, finalizer and owner, binding, status."""
+    address = ipaddress.ip_interface(cidr).ip
+    name = (address.exploded.replace(":", "-") if address.version == 6
+            else str(address).replace(".", "-"))  # fmt: skip
+    labels = {
+        "networking.alibaba.com/network": network,
+        "networking.alibaba.com/subnet": subnet,
+        "networking.alibaba.com/node": node,
+        "networking.alibaba.com/pod": pod,
+        "networking.alibaba.com/pod-uid": pod_uid,
+    }
+    meta = ObjectMeta(
+        name=name, namespace=namespace, labels=labels,
+        finalizers=["networking.alibaba.com/ip-allocated"],
+        owner_references=[OwnerReference("v1", "Pod", pod, pod_uid, controller=True)],
+    )  # fmt: skip
+    spec = IPInstanceSpec(
+        network=network, subnet=subnet,
+        address=Address(version=str(address.version), ip=cidr, mac="0a:11:22:33:44:55",
+                        gateway=gateway, net_id=0),
+        binding=Binding(referred_object=ReferredObject("Pod", pod, pod_uid), node_name=node,
+                        pod_uid=pod_uid, pod_name=pod),
+    )  # fmt: skip
+    status = IPInstanceStatus(node_name=node, phase="Using", pod_name=pod, pod_namespace=namespace,
+                              sandbox_id=f"sandbox-{pod}")  # fmt: skip
+    return IPInstance(meta, spec, status)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from hybridnet.api import constants as c
-from hybridnet.ctl import addresses, completion, diagnose, ipam, networks, subnets
+from hybridnet.ctl import addresses, completion, diagnose, ipam, migrate, networks, subnets
 from hybridnet.ctl.errors import EXIT_USAGE
 from hybridnet.ctl.output import FORMATS
 from hybridnet.ctl.values import bgp_peer, key_value, one_of
@@ -207,6 +207,12 @@ def build_parser(prog: str = "hybridnet-ctl") -> Parser:
     _ip_verbs(build)
     _ipam_verbs(build)
     _node_verbs(build)
+    build.group("migrate", "Move over from a cluster run by alibaba/hybridnet")
+    moving = build.verb(
+        "migrate", "from-reference", migrate.run, "Write the reference's IPInstances (in the "
+        "pods' namespaces) in this project's layout; idempotent", reads=True,
+    )  # fmt: skip
+    moving.add_argument("--dry-run", action="store_true", help="show what would be written")
     shell = build.groups.add_parser(
         "completion", help="Print a shell completion script (bash or zsh)"
     )
