@@ -10,6 +10,9 @@ import pytest
 from hybridnet import lab as testbed
 from tests.netns import uml
 
+# Scenario modules shared by two tiers: pytest explains their failed asserts too.
+pytest.register_assert_rewrite("tests.ctl_scenarios")
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Send tests that need 802.1Q into user-mode-linux when this kernel lacks it."""

@@ -3,8 +3,8 @@
 What a CRD schema cannot say (or says less readably) is checked here, object by object: canonical
 CIDRs, every address inside its CIDR and of its family, start <= end, the type/mode/netID
 combinations of a Network, immutable fields on update. Checks that need other objects (overlap
-between subnets, one overlay network, ...) belong to the webhook. Each problem is a FieldError
-naming the field the way the API server does (``spec.range.gateway``).
+between subnets, one overlay network, ...) are in hybridnet.api.admission. Each problem is a
+FieldError naming the field the way the API server does (``spec.range.gateway``).
 """
 
 from __future__ import annotations

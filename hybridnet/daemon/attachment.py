@@ -165,6 +165,35 @@ def collect_garbage(valid: set[tuple[str, str]]) -> list[str]:
     return removed
 
 
+@dataclasses.dataclass(frozen=True)
+class Attached:
+    """A pod attached on this node, as the kernel shows it."""
+
+    container_id: str
+    ifname: str
+    host_ifname: str
+    addresses: tuple[str, ...]
+    """Routed to the host end in the local-pod table, without prefix length."""
+
+
+def attached(config: DatapathConfig | None = None) -> list[Attached]:
+    """Every host end carrying our mark, with the addresses the local-pod table routes to it."""
+    config = config or DatapathConfig()
+    found = []
+    with ns.node() as host:
+        routed: dict[int, list[str]] = {}
+        for family in (AF_INET, AF_INET6):
+            for dst, oif in routes.in_table(host, config.local_pod_table, family).items():
+                routed.setdefault(oif, []).append(str(ipaddress.ip_network(dst).network_address))
+        for name, alias in sorted(links.aliases(host).items()):
+            state = links.state(host, name) if alias.startswith(MARK_PREFIX) else None
+            if state is None:
+                continue
+            container_id, _, ifname = alias.removeprefix(MARK_PREFIX).rpartition("/")
+            found.append(Attached(container_id, ifname, name, tuple(routed.get(state.index, ()))))
+    return found
+
+
 def check(plan: AttachmentPlan, config: DatapathConfig | None = None) -> list[str]:
     """What differs between the plan and the kernel, one readable line each."""
     config = config or DatapathConfig()

@@ -18,8 +18,10 @@ from hybridnet.api.resources import Network, NodeInfo, NodeProblem
 from hybridnet.daemon.cache import NodeCache
 from hybridnet.daemon.datapath import pod_scope
 from hybridnet.daemon.datapath.config import NodeConfig
+from hybridnet.daemon.datapath.desired import DesiredState
 from hybridnet.daemon.datapath.errors import DatapathError
 from hybridnet.daemon.datapath.model import VxlanLink
+from hybridnet.daemon.datapath.plan import Operation, Plan
 from hybridnet.daemon.datapath.reconcile import Reconciler, ReconcileResult
 from hybridnet.daemon.datapath.view import NodeView
 from hybridnet.daemon.datapath_metrics import DatapathMetrics
@@ -31,6 +33,10 @@ from hybridnet.store.errors import StoreError
 from hybridnet.store.interface import Store
 
 log = logging.getLogger(__name__)
+
+
+class NotCompared(Exception):
+    """The datapath cannot be compared with the kernel now (the message says why)."""
 
 
 class NodeDatapath:
@@ -123,16 +129,28 @@ class NodeDatapath:
     def differences_for(self, network: Network, subnets: set[str]) -> list[str]:
         """What the kernel lacks (or holds wrongly) of what a pod of ``network`` and
         ``subnets`` relies on, now: the reconciler's own diff, changing nothing."""
-        view = self._view()
-        if view is None:
-            return ["node datapath: the daemon's informers have not listed yet"]
         try:
-            desired, drift = self.worker.reconciler.diff(view)
-        except DatapathError as exc:
-            return [f"node datapath: cannot read the kernel: {exc}"]
+            desired, drift = self._diff()
+        except NotCompared as exc:
+            return [f"node datapath: {exc}"]
         overlay = network.spec.type == constants.TYPE_OVERLAY
         pending = pod_scope.concerning(desired, drift, subnets, self.config.numbers, overlay)
         return [f"node datapath would {op.describe()}" for op in pending]
+
+    def pending(self) -> tuple[Operation, ...]:
+        """Every operation a reconcile would apply now, node-wide (hybridnet-ctl node
+        diagnose): the reconciler's own diff, changing nothing. NotCompared when it cannot
+        be told."""
+        return self._diff()[1].operations
+
+    def _diff(self) -> tuple[DesiredState, Plan]:
+        view = self._view()
+        if view is None:
+            raise NotCompared("the daemon's informers have not listed yet")
+        try:
+            return self.worker.reconciler.diff(view)
+        except DatapathError as exc:
+            raise NotCompared(f"cannot read the kernel: {exc}") from exc
 
     def _view(self) -> NodeView | None:
         if not self.cache.synced():

@@ -33,7 +33,8 @@ from hybridnet.api.resources import IPInstance, Network
 from hybridnet.daemon import attachment, embedded_request, placement, underlay_check
 from hybridnet.daemon.cache import AllocationTimeout, NodeCache, node_selector, one_per_family
 from hybridnet.daemon.datapath.config import NodeConfig
-from hybridnet.daemon.node_datapath import NodeDatapath
+from hybridnet.daemon.datapath.plan import Operation
+from hybridnet.daemon.node_datapath import NodeDatapath, NotCompared
 from hybridnet.daemon.pod_locks import PodLocks
 from hybridnet.daemon.worker import DEFAULT_RESYNC_PERIOD
 from hybridnet.ipamcore.allocator import Allocator
@@ -544,6 +545,45 @@ class DaemonService(pb_grpc.DaemonServicer):
         log.info("garbage collected", extra=fields(
             removed=removed, freed=freed, kept=len(valid)))  # fmt: skip
         return pb.GarbageCollectReply(removed=removed)
+
+    def Diagnose(
+        self, request: pb.DiagnoseRequest, context: grpc.ServicerContext
+    ) -> pb.DiagnoseReply:
+        """The node datapath's pending operations and problems, and the pods attached here:
+        read only, for hybridnet-ctl (node diagnose, ipam check)."""
+        reply = pb.DiagnoseReply(node_name=self.config.node_name)
+        if self.node_datapath is None:
+            reply.reason = "this daemon runs no node datapath"
+        else:
+            try:
+                reply.differences.extend(_difference(op) for op in self.node_datapath.pending())
+                reply.compared = True
+            except NotCompared as exc:
+                reply.reason = str(exc)
+            reply.problems.extend(
+                pb.DatapathProblem(code=p.code, subject=p.subject, message=p.message)
+                for p in self.node_datapath.problems()
+            )
+        reply.pods.extend(
+            pb.AttachedPod(
+                container_id=a.container_id,
+                ifname=a.ifname,
+                host_ifname=a.host_ifname,
+                addresses=list(a.addresses),
+            )
+            for a in attachment.attached(self.config.datapath)
+        )
+        return reply
+
+
+def _difference(op: Operation) -> pb.DatapathDifference:
+    current = f"{op.current.describe()}: {op.changes()}" if op.current is not None else ""
+    return pb.DatapathDifference(
+        kind=str(op.target.kind),
+        action=str(op.action),
+        object=op.target.describe(),
+        current=current,
+    )
 
 
 def _link_exists(ifname: str) -> bool:

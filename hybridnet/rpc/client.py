@@ -120,6 +120,11 @@ class DaemonClient:
         reply: m.GarbageCollectReply = self._call("GarbageCollect", request, m.GarbageCollectReply)
         return list(reply.removed)
 
+    def diagnose(self) -> m.DiagnoseReply:
+        """The node datapath's differences and problems, and the pods attached (the CLI)."""
+        reply: m.DiagnoseReply = self._call("Diagnose", m.DiagnoseRequest(), m.DiagnoseReply)
+        return reply
+
     def _call(self, method: str, request: Any, reply_type: type) -> Any:
         body = protowire.encode(request, m.SCHEMA)
         headers = [

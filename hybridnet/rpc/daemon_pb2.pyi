@@ -125,3 +125,57 @@ class GarbageCollectReply(_message.Message):
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     removed: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, removed: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DiagnoseRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DatapathDifference(_message.Message):
+    __slots__ = ("kind", "action", "object", "current")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    action: str
+    object: str
+    current: str
+    def __init__(self, kind: _Optional[str] = ..., action: _Optional[str] = ..., object: _Optional[str] = ..., current: _Optional[str] = ...) -> None: ...
+
+class DatapathProblem(_message.Message):
+    __slots__ = ("code", "subject", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    subject: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., subject: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class AttachedPod(_message.Message):
+    __slots__ = ("container_id", "ifname", "host_ifname", "addresses")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    IFNAME_FIELD_NUMBER: _ClassVar[int]
+    HOST_IFNAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    ifname: str
+    host_ifname: str
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, container_id: _Optional[str] = ..., ifname: _Optional[str] = ..., host_ifname: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DiagnoseReply(_message.Message):
+    __slots__ = ("node_name", "compared", "reason", "differences", "problems", "pods")
+    NODE_NAME_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCES_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    PODS_FIELD_NUMBER: _ClassVar[int]
+    node_name: str
+    compared: bool
+    reason: str
+    differences: _containers.RepeatedCompositeFieldContainer[DatapathDifference]
+    problems: _containers.RepeatedCompositeFieldContainer[DatapathProblem]
+    pods: _containers.RepeatedCompositeFieldContainer[AttachedPod]
+    def __init__(self, node_name: _Optional[str] = ..., compared: _Optional[bool] = ..., reason: _Optional[str] = ..., differences: _Optional[_Iterable[_Union[DatapathDifference, _Mapping]]] = ..., problems: _Optional[_Iterable[_Union[DatapathProblem, _Mapping]]] = ..., pods: _Optional[_Iterable[_Union[AttachedPod, _Mapping]]] = ...) -> None: ...

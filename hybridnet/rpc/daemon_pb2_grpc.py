@@ -59,6 +59,11 @@ class DaemonStub:
                 request_serializer=hybridnet_dot_rpc_dot_daemon__pb2.GarbageCollectRequest.SerializeToString,
                 response_deserializer=hybridnet_dot_rpc_dot_daemon__pb2.GarbageCollectReply.FromString,
                 _registered_method=True)
+        self.Diagnose = channel.unary_unary(
+                '/hybridnet.rpc.v1.Daemon/Diagnose',
+                request_serializer=hybridnet_dot_rpc_dot_daemon__pb2.DiagnoseRequest.SerializeToString,
+                response_deserializer=hybridnet_dot_rpc_dot_daemon__pb2.DiagnoseReply.FromString,
+                _registered_method=True)
 
 
 class DaemonServicer:
@@ -94,6 +99,13 @@ class DaemonServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Diagnose(self, request, context):
+        """Not a CNI command: what hybridnet-ctl's node diagnose and ipam check ask of a node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DaemonServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +133,11 @@ def add_DaemonServicer_to_server(servicer, server):
                     servicer.GarbageCollect,
                     request_deserializer=hybridnet_dot_rpc_dot_daemon__pb2.GarbageCollectRequest.FromString,
                     response_serializer=hybridnet_dot_rpc_dot_daemon__pb2.GarbageCollectReply.SerializeToString,
+            ),
+            'Diagnose': grpc.unary_unary_rpc_method_handler(
+                    servicer.Diagnose,
+                    request_deserializer=hybridnet_dot_rpc_dot_daemon__pb2.DiagnoseRequest.FromString,
+                    response_serializer=hybridnet_dot_rpc_dot_daemon__pb2.DiagnoseReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +275,33 @@ class Daemon:
             '/hybridnet.rpc.v1.Daemon/GarbageCollect',
             hybridnet_dot_rpc_dot_daemon__pb2.GarbageCollectRequest.SerializeToString,
             hybridnet_dot_rpc_dot_daemon__pb2.GarbageCollectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Diagnose(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hybridnet.rpc.v1.Daemon/Diagnose',
+            hybridnet_dot_rpc_dot_daemon__pb2.DiagnoseRequest.SerializeToString,
+            hybridnet_dot_rpc_dot_daemon__pb2.DiagnoseReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -93,6 +93,39 @@ class GarbageCollectReply(NamedTuple):
     removed: tuple[str, ...] = ()
 
 
+class DiagnoseRequest(NamedTuple):
+    pass
+
+
+class DatapathDifference(NamedTuple):
+    kind: str = ""
+    action: str = ""
+    object: str = ""
+    current: str = ""
+
+
+class DatapathProblem(NamedTuple):
+    code: str = ""
+    subject: str = ""
+    message: str = ""
+
+
+class AttachedPod(NamedTuple):
+    container_id: str = ""
+    ifname: str = ""
+    host_ifname: str = ""
+    addresses: tuple[str, ...] = ()
+
+
+class DiagnoseReply(NamedTuple):
+    node_name: str = ""
+    compared: bool = False
+    reason: str = ""
+    differences: tuple[DatapathDifference, ...] = ()
+    problems: tuple[DatapathProblem, ...] = ()
+    pods: tuple[AttachedPod, ...] = ()
+
+
 SCHEMA: Schema = {
     Attachment: (
         Field(1, "container_id", STRING),
@@ -129,4 +162,30 @@ SCHEMA: Schema = {
     ValidAttachment: (Field(1, "container_id", STRING), Field(2, "ifname", STRING)),
     GarbageCollectRequest: (Field(1, "valid", ValidAttachment, repeated=True),),
     GarbageCollectReply: (Field(1, "removed", STRING, repeated=True),),
+    DiagnoseRequest: (),
+    DatapathDifference: (
+        Field(1, "kind", STRING),
+        Field(2, "action", STRING),
+        Field(3, "object", STRING),
+        Field(4, "current", STRING),
+    ),
+    DatapathProblem: (
+        Field(1, "code", STRING),
+        Field(2, "subject", STRING),
+        Field(3, "message", STRING),
+    ),
+    AttachedPod: (
+        Field(1, "container_id", STRING),
+        Field(2, "ifname", STRING),
+        Field(3, "host_ifname", STRING),
+        Field(4, "addresses", STRING, repeated=True),
+    ),
+    DiagnoseReply: (
+        Field(1, "node_name", STRING),
+        Field(2, "compared", BOOL),
+        Field(3, "reason", STRING),
+        Field(4, "differences", DatapathDifference, repeated=True),
+        Field(5, "problems", DatapathProblem, repeated=True),
+        Field(6, "pods", AttachedPod, repeated=True),
+    ),
 }

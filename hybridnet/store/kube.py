@@ -83,12 +83,17 @@ class KubeStore(Store):
 
     @classmethod
     def from_kubeconfig(
-        cls, path: str | Path | None = None, *, connections: int | None = None
+        cls,
+        path: str | Path | None = None,
+        *,
+        connections: int | None = None,
+        context: str | None = None,
     ) -> KubeStore:
         """From a kubeconfig file, or in-cluster credentials when ``path`` is None and the
         process runs in a pod. ``connections``: how many requests the caller has in flight at
         once (a watch holds one while it runs); each beyond the pool's size opens a TLS
-        connection of its own and throws it away after. The client's default is 5 per CPU."""
+        connection of its own and throws it away after. The client's default is 5 per CPU.
+        ``context``: the kubeconfig's context to use instead of its current one."""
         configuration = kubernetes.client.Configuration()
         if connections is not None:
             configuration.connection_pool_maxsize = connections
@@ -97,7 +102,7 @@ class KubeStore(Store):
                 kubernetes.config.load_incluster_config(client_configuration=configuration)
             else:
                 kubernetes.config.load_kube_config(
-                    config_file=str(path), client_configuration=configuration
+                    config_file=str(path), context=context, client_configuration=configuration
                 )
         except (kubernetes.config.ConfigException, OSError) as exc:
             source = path or "in-cluster service account"

@@ -39,6 +39,18 @@ class Operation:
     def describe(self) -> str:
         return f"{self.action} {self.target.describe()}"
 
+    def changes(self) -> str:
+        """For an update, what the kernel holds differently: ``up False (wanted True)``."""
+        if self.current is None:
+            return ""
+        differing = [
+            f"{field.name} {getattr(self.current, field.name)} "
+            f"(wanted {getattr(self.target, field.name)})"
+            for field in dataclasses.fields(self.target)
+            if getattr(self.current, field.name, None) != getattr(self.target, field.name)
+        ]
+        return ", ".join(differing)
+
 
 @dataclasses.dataclass(frozen=True)
 class Plan:

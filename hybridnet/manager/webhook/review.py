@@ -15,12 +15,12 @@ import logging
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from hybridnet.api import admission
 from hybridnet.api import constants as c
 from hybridnet.api.annotations import ClusterDefaults
 from hybridnet.api.codec import DecodeError
 from hybridnet.api.resources import Network, Subnet
 from hybridnet.logs import fields
-from hybridnet.manager.webhook import rules
 from hybridnet.manager.webhook.mutate import JsonPatch, mutate_pod
 from hybridnet.manager.webhook.view import ClusterView
 from hybridnet.store.errors import StoreError
@@ -215,16 +215,16 @@ class ReviewHandler:
             )
             if gone is None:
                 return ALLOW
-            return _verdict(FORBIDDEN, rules.network_delete_problems(gone, self.view.subnets()))
+            return _verdict(FORBIDDEN, admission.network_delete_problems(gone, self.view.subnets()))
         if request.operation not in ("CREATE", "UPDATE") or request.object is None:
             return ALLOW
         new = Network.from_json(request.object)
         before = Network.from_json(request.old_object) if request.old_object else None
-        problems = rules.single_object(new, before)
+        problems = admission.single_object(new, before)
         if problems:
             return _verdict(BAD_REQUEST, problems)
         nodes = self.view.nodes() if new.spec.type == c.TYPE_UNDERLAY else []
-        conflicts = rules.network_conflicts(new, before, self.view.networks(), nodes)
+        conflicts = admission.network_conflicts(new, before, self.view.networks(), nodes)
         return _verdict(FORBIDDEN, conflicts)
 
     def _subnet(self, request: AdmissionRequest) -> Verdict:
@@ -237,16 +237,18 @@ class ReviewHandler:
             )
             if gone is None:
                 return ALLOW
-            problems = rules.subnet_delete_problems(gone, self.view.ipinstances())
+            problems = admission.subnet_delete_problems(gone, self.view.ipinstances())
             return _verdict(FORBIDDEN, problems)
         if request.operation not in ("CREATE", "UPDATE") or request.object is None:
             return ALLOW
         new = Subnet.from_json(request.object)
         before = Subnet.from_json(request.old_object) if request.old_object else None
-        problems = rules.single_object(new, before)
+        problems = admission.single_object(new, before)
         if problems:
             return _verdict(BAD_REQUEST, problems)
-        conflicts = rules.subnet_conflicts(new, before, self.view.networks(), self.view.subnets())
+        conflicts = admission.subnet_conflicts(
+            new, before, self.view.networks(), self.view.subnets()
+        )
         return _verdict(FORBIDDEN, conflicts)
 
     def _pod(self, request: AdmissionRequest) -> Verdict:

@@ -1,4 +1,5 @@
-"""Validation of Networks and Subnets against the rest of the cluster, without I/O.
+"""Validation of Networks and Subnets against the rest of the cluster, without I/O: the
+admission webhook's rules, which hybridnet-ctl also runs before it sends anything.
 
 Single-object rules live in hybridnet.api.validation; these need other objects (overlap between
 subnets, one overlay network, underlay networks sharing nodes, deletes of things in use). Each

@@ -1,0 +1,44 @@
+"""Flag values: malformed ones are refused with a message naming what was expected."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from hybridnet.api.resources import BGPPeer
+from hybridnet.ctl.values import bgp_peer, flatten, key_value, one_of
+
+
+def test_key_value() -> None:
+    assert key_value("zone=a") == ("zone", "a")
+    assert key_value("k=") == ("k", "")
+    with pytest.raises(argparse.ArgumentTypeError, match="is not key=value"):
+        key_value("zone")
+
+
+def test_bgp_peer() -> None:
+    assert bgp_peer("address=198.18.0.1,asn=65001") == BGPPeer("198.18.0.1", 65001)
+    full = bgp_peer("address=2001:db8::1,asn=65002,password=s,hold-time=90,"
+                    "graceful-restart-seconds=120")  # fmt: skip
+    assert full == BGPPeer("2001:db8::1", 65002, "s", 120, 90)
+    for text, words in (
+        ("address=198.18.0.1", "lacks asn="),
+        ("asn=1", "lacks address="),
+        ("address=198.18.0.1,asn=x", "asn 'x' is not a whole number"),
+        ("address=198.18.0.1,asn=1,port=179", "key one of address, asn"),
+    ):
+        with pytest.raises(argparse.ArgumentTypeError, match=words):
+            bgp_peer(text)
+
+
+def test_one_of_ignores_case_and_names_the_choices() -> None:
+    choose = one_of(("Underlay", "Overlay"))
+    assert choose("overlay") == "Overlay"
+    with pytest.raises(argparse.ArgumentTypeError, match="not one of Underlay, Overlay"):
+        choose("vlan")
+
+
+def test_flatten() -> None:
+    assert flatten(["a,b", " c ", ""]) == ["a", "b", "c"]
+    assert flatten(None) == []
