@@ -22,12 +22,28 @@ def scalar(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float):
+    if isinstance(value, int):
         return json.dumps(value)
+    if isinstance(value, float):
+        return _float(value)
     text = str(value)
     if _PLAIN.match(text) and text.lower() not in _RESERVED:
         return text
     return quoted(text)
+
+
+def _float(value: float) -> str:
+    """YAML 1.1 (what most readers speak) reads ``1e-05`` as a string: its floats need a dot
+    before the exponent (``1.0e-05``)."""
+    if value != value:
+        return ".nan"
+    if value in (float("inf"), float("-inf")):
+        return ".inf" if value > 0 else "-.inf"
+    text = repr(value)
+    mantissa, exponent, power = text.partition("e")
+    if exponent and "." not in mantissa:
+        text = f"{mantissa}.0e{power}"
+    return text
 
 
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
