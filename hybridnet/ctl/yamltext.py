@@ -9,6 +9,7 @@ other string is double-quoted, with escapes for what is not printable.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -35,9 +36,9 @@ def scalar(value: Any) -> str:
 def _float(value: float) -> str:
     """YAML 1.1 (what most readers speak) reads ``1e-05`` as a string: its floats need a dot
     before the exponent (``1.0e-05``)."""
-    if value != value:
+    if math.isnan(value):
         return ".nan"
-    if value in (float("inf"), float("-inf")):
+    if math.isinf(value):
         return ".inf" if value > 0 else "-.inf"
     text = repr(value)
     mantissa, exponent, power = text.partition("e")
