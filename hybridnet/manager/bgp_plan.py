@@ -1,0 +1,316 @@
+"""What the leader advertises over BGP, computed from its caches. Pure.
+
+From every Network, Subnet, IPInstance (of the IPAM namespace) and Node: the peers ExaBGP
+speaks to, the routes each peer should have, and for each pod address its route and the
+peers its ``bgp-announced`` mark waits for (hybridnet.ipamstore.ipinstances).
+
+* A **BGP network** (Underlay, mode BGP) speaks to its ``config.bgpPeers`` as AS ``netID``.
+  A peer carries the family of its own address: an IPv4 peer gets the IPv4 routes, an IPv6
+  peer the IPv6 ones (a dual-stack network lists the router's address of each family). Each
+  peer gets every subnet CIDR of its network (next hop: the speaker itself, no community)
+  and every pod address of the network as a /32 or /128 tagged NO_EXPORT, via the pod's node.
+* A **GlobalBGP network**'s pod addresses (/32 /128, no community, no subnet route) go to the
+  peers of the BGP network that attaches the pod's node (its nodeSelector; the oldest when
+  several do, as the node's datapath picks). Its own peer list, if any, is not used: as in
+  the reference, a node's BGP network speaks for every BGP pod on it.
+* **Next hop**: the node's first ``InternalIP`` of the pod address's family in the Node's
+  ``status.addresses``: the node's address on the fabric, where its BGP pods' traffic leaves
+  and arrives. A pod whose Node is missing, being deleted, NotReady (its ``Ready`` condition
+  is not True) or without such an address gets no route, so its route is withdrawn.
+* A peer listed by several networks (or twice) is one session: the oldest network's
+  settings are used, and a listing with other settings gets a note on its network's status.
+* ``allowNotEstablished`` (the reference's meaning): a pod's ADD does not wait for that
+  peer's session to be Established; it still waits for ExaBGP to hold the route for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Iterable, Mapping
+
+from hybridnet.api import constants as c
+from hybridnet.api.builtin import Node
+from hybridnet.api.resources import BGPPeer, IPInstance, Network, Subnet
+from hybridnet.bgp.errors import BGPError
+from hybridnet.bgp.model import (
+    DEFAULT_GRACEFUL_RESTART_SECONDS,
+    Family,
+    IPAddress,
+    Peer,
+    Route,
+    SessionState,
+    pod_route,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeakerSettings:
+    """What the manager's flags say about every session."""
+
+    local_addresses: Mapping[int, IPAddress] = dataclasses.field(default_factory=dict)
+    """IP version -> the source address of the sessions to peers of that family."""
+    multihop: int | None = None
+    """Hops to eBGP peers that are not directly connected (None: single hop)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PeerListing:
+    """One network's entry for a peer, as its status shows it."""
+
+    address: str
+    """As the network spells it."""
+    peer: str | None
+    """The session's name in the speaker (the canonical address); None when unusable."""
+    note: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PodRoute:
+    """A pod address's route and what its ``bgp-announced`` mark waits for."""
+
+    instance: str
+    node: str
+    route: Route
+    peers: frozenset[str]
+    """Peers that must hold the route (ExaBGP acknowledged it for them)."""
+    established: frozenset[str]
+    """Of those, the peers whose session must be Established (not ``allowNotEstablished``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    peers: tuple[Peer, ...]
+    routes: Mapping[str, frozenset[Route]]
+    """Peer name -> every route it should have."""
+    pods: Mapping[str, PodRoute]
+    """IPInstance name -> its route."""
+    listings: Mapping[str, tuple[PeerListing, ...]]
+    """BGP network -> its peers, in its order."""
+    problems: tuple[str, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not self.peers
+
+
+# --------------------------------------------------------------------------- nodes
+
+
+def node_ready(node: Node) -> bool:
+    """The Node's ``Ready`` condition is True and it is not being deleted."""
+    if node.metadata.deletion_timestamp:
+        return False
+    conditions = node.body.get("status", {}).get("conditions") or []
+    return any(
+        isinstance(each, dict) and each.get("type") == "Ready" and each.get("status") == "True"
+        for each in conditions
+    )
+
+
+def internal_ip(node: Node, version: int) -> IPAddress | None:
+    """The Node's first ``InternalIP`` of IP ``version``."""
+    for each in node.body.get("status", {}).get("addresses") or []:
+        if not isinstance(each, dict) or each.get("type") != "InternalIP":
+            continue
+        try:
+            address = ipaddress.ip_address(str(each.get("address")))
+        except ValueError:
+            continue
+        if address.version == version:
+            return address
+    return None
+
+
+# --------------------------------------------------------------------------- networks
+
+
+def is_bgp(network: Network) -> bool:
+    return network.spec.type == c.TYPE_UNDERLAY and network.spec.mode == c.MODE_BGP
+
+
+def is_global_bgp(network: Network) -> bool:
+    return network.spec.type == c.TYPE_GLOBAL_BGP
+
+
+def _age(network: Network) -> tuple[str, str]:
+    return (network.metadata.creation_timestamp or "~", network.name)
+
+
+def _selects(network: Network, labels: Mapping[str, str]) -> bool:
+    selector = network.spec.node_selector
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+class _Builder:
+    def __init__(self, settings: SpeakerSettings):
+        self.settings = settings
+        self.peers: dict[str, Peer] = {}
+        self.owner: dict[str, str] = {}
+        """Peer name -> the network whose settings it has."""
+        self.routes: dict[str, dict[object, Route]] = {}
+        self.pods: dict[str, PodRoute] = {}
+        self.listings: dict[str, tuple[PeerListing, ...]] = {}
+        self.waits: dict[str, dict[str, bool]] = {}
+        """Network -> peer name -> whether a pod's ADD waits for its session."""
+        self.problems: list[str] = []
+
+    def network_peers(self, network: Network) -> None:
+        entries = []
+        waits: dict[str, bool] = {}
+        for listed in network.spec.config.bgp_peers if network.spec.config else []:
+            entry = self._listing(network, listed)
+            entries.append(entry)
+            if entry.peer is not None:
+                waits[entry.peer] = waits.get(entry.peer, False) or not listed.allow_not_established
+        self.listings[network.name] = tuple(entries)
+        self.waits[network.name] = waits
+
+    def _listing(self, network: Network, listed: BGPPeer) -> PeerListing:
+        if network.spec.net_id is None:
+            return PeerListing(listed.address, None, "the network has no netID (its local AS)")
+        try:
+            address = ipaddress.ip_address(listed.address)
+            grace = listed.graceful_restart_seconds
+            peer = Peer(
+                address,
+                listed.asn,
+                network.spec.net_id,
+                password=listed.password or None,
+                hold_time=listed.hold_time,
+                graceful_restart_seconds=DEFAULT_GRACEFUL_RESTART_SECONDS
+                if grace is None
+                else grace,
+                multihop=self.settings.multihop,
+                local_address=self.settings.local_addresses.get(address.version),
+                families=frozenset({Family.of(address)}),
+            )
+        except (ValueError, BGPError) as exc:
+            return PeerListing(listed.address, None, str(exc))
+        known = self.peers.setdefault(peer.name, peer)
+        if known == peer:
+            self.owner.setdefault(peer.name, network.name)
+            return PeerListing(listed.address, peer.name)
+        note = (
+            f"listed with other settings by network {self.owner[peer.name]}, whose settings "
+            "the session uses"
+        )
+        return PeerListing(listed.address, peer.name, note)
+
+    def add(self, peers: list[str], route: Route, what: str) -> bool:
+        """Give ``route`` to every one of ``peers``, or (a problem) to none of them when one
+        already has another route for its prefix."""
+        for peer in peers:
+            current = self.routes.get(peer, {}).get(route.prefix)
+            if current is not None and current != route:
+                self.problems.append(f"{what}: {route.prefix} is already announced as {current}")
+                return False
+        for peer in peers:
+            self.routes.setdefault(peer, {})[route.prefix] = route
+        return True
+
+    def peers_of(self, network: Network, version: int) -> list[str]:
+        return [
+            name
+            for name in self.waits.get(network.name, {})
+            if self.peers[name].address.version == version
+        ]
+
+
+def plan(
+    networks: Iterable[Network],
+    subnets: Iterable[Subnet],
+    instances: Iterable[IPInstance],
+    nodes: Iterable[Node],
+    settings: SpeakerSettings | None = None,
+) -> Plan:
+    built = _Builder(settings or SpeakerSettings())
+    by_name = {n.name: n for n in networks}
+    bgp_networks = sorted((n for n in by_name.values() if is_bgp(n)), key=_age)
+    for network in bgp_networks:
+        built.network_peers(network)
+    for subnet in sorted(subnets, key=lambda s: s.name):
+        owner = by_name.get(subnet.spec.network)
+        if owner is None or not is_bgp(owner):
+            continue
+        try:
+            prefix = ipaddress.ip_network(subnet.spec.range.cidr)
+        except ValueError:
+            built.problems.append(f"subnet {subnet.name}: {subnet.spec.range.cidr} is no CIDR")
+            continue
+        built.add(built.peers_of(owner, prefix.version), Route(prefix), f"subnet {subnet.name}")
+    node_by_name = {n.name: n for n in nodes}
+    for instance in sorted(instances, key=lambda i: i.name):
+        _pod(built, instance, by_name, bgp_networks, node_by_name)
+    return Plan(
+        peers=tuple(built.peers[name] for name in sorted(built.peers)),
+        routes={name: frozenset(built.routes.get(name, {}).values()) for name in built.peers},
+        pods=built.pods,
+        listings=built.listings,
+        problems=tuple(built.problems),
+    )
+
+
+def _pod(
+    built: _Builder,
+    instance: IPInstance,
+    networks: Mapping[str, Network],
+    bgp_networks: list[Network],
+    nodes: Mapping[str, Node],
+) -> None:
+    network = networks.get(instance.spec.network)
+    if network is None or not (is_bgp(network) or is_global_bgp(network)):
+        return
+    binding = instance.spec.binding
+    node_name = binding.node_name if binding else None
+    if not node_name or instance.metadata.deletion_timestamp:
+        return
+    what = f"ipinstance {instance.name}"
+    try:
+        address = ipaddress.ip_interface(instance.spec.address.ip).ip
+    except ValueError:
+        built.problems.append(f"{what}: {instance.spec.address.ip} is no address")
+        return
+    node = nodes.get(node_name)
+    if node is None or not node_ready(node):
+        return  # withdrawn while the node is away or not ready: nothing to report
+    next_hop = internal_ip(node, address.version)
+    if next_hop is None:
+        built.problems.append(f"{what}: node {node_name} has no IPv{address.version} InternalIP")
+        return
+    speaking = network
+    if is_global_bgp(network):
+        attaching = [n for n in bgp_networks if _selects(n, node.metadata.labels)]
+        if not attaching:
+            built.problems.append(f"{what}: node {node_name} is attached to no BGP network")
+            return
+        speaking = attaching[0]
+    peers = built.peers_of(speaking, address.version)
+    if not peers:
+        built.problems.append(
+            f"{what}: network {speaking.name} has no usable IPv{address.version} peer"
+        )
+        return
+    route = pod_route(address, next_hop, no_export=is_bgp(network))
+    if not built.add(peers, route, what):
+        return
+    waits = built.waits[speaking.name]
+    built.pods[instance.name] = PodRoute(
+        instance.name,
+        node_name,
+        route,
+        frozenset(peers),
+        frozenset(peer for peer in peers if waits[peer]),
+    )
+
+
+def announced(
+    pod: PodRoute,
+    states: Mapping[str, SessionState],
+    acked: Mapping[str, frozenset[Route]],
+) -> bool:
+    """Whether ``pod``'s route is announced: every peer it goes to holds it (ExaBGP
+    acknowledged it), and every one of them its ADD waits for is Established."""
+    return all(pod.route in acked.get(peer, frozenset()) for peer in pod.peers) and all(
+        states.get(peer) is SessionState.ESTABLISHED for peer in pod.established
+    )
