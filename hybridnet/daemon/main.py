@@ -81,8 +81,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         sub.add_argument(
             "--bgp-announce-timeout",
             type=float,
-            default=30.0,
-            help="how long ADD of a BGP pod waits for the manager to announce its route",
+            default=20.0,
+            help="how long ADD of a BGP pod waits for the manager to announce its route (with "
+            "--allocation-timeout, within the plugin's 60 s per call)",
         )
         sub.add_argument("--mtu-default", type=int, default=1500)
         sub.add_argument(

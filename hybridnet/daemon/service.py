@@ -74,7 +74,7 @@ class DaemonConfig:
     node_name: str
     ipam_namespace: str = "kube-system"
     allocation_timeout: float = 30.0
-    announce_timeout: float = 30.0
+    announce_timeout: float = 20.0
     """How long ADD of a BGP pod waits for the manager to announce its route."""
     default_mtu: int = 1500
     embedded: bool = False
