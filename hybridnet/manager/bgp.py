@@ -4,8 +4,11 @@ route is out, and gives each BGP network's status its peers' session states.
 
 One thread (the planner) does the work, woken by the caches' events and by the speaker's
 changes (session states, acknowledgements); marks are written by a few worker threads, so
-a burst of pods does not wait on one request at a time. Events that cannot change the plan
-(a mark of ours arriving, a Node heartbeat) only wake the announcement check.
+a burst of pods does not wait on one request at a time. A network or subnet change plans
+everything again (the peers, then every pod); an IPInstance's change plans that address
+again, a Node's change the addresses bound to it, so one pod costs the same among ten pods
+or ten thousand. Events that cannot change the plan (a mark of ours arriving, a Node
+heartbeat) only wake the announcement check.
 
 * **Peers change** (a network's peer list or settings, a network added or removed): the
   speaker is replaced. Peers that go away get their routes withdrawn first (bounded); the
@@ -180,8 +183,18 @@ class BGPAdvertiser:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._dirty = True
-        self._plan = bgp_plan.plan([], [], [], [])
+        # What changed since the last round (guarded by the lock; events add to them).
+        self._replan_all = True
+        self._replan_instances: set[str] = set()
+        self._replan_nodes: set[str] = set()
+        # The plan, kept by the planner thread (read under the lock by the mark workers).
+        self._net = bgp_plan.network_plan([], [], settings.speaker)
+        self._table = bgp_plan.RouteTable()
+        self._pods: dict[str, bgp_plan.PodRoute] = {}
+        self._problems: dict[str, str] = {}
+        self._on_node: dict[str, set[str]] = {}
+        """Node -> the IPInstances bound to it (a node's change replans only those)."""
+        self._node_of: dict[str, str] = {}
         self._speaker: SpeakerHandle | None = None
         self._speaker_peers: tuple[Peer, ...] = ()
         self._speaker_problem: str | None = None
@@ -252,16 +265,11 @@ class BGPAdvertiser:
             entries = self._reported.get(network)
             return list(entries) if entries is not None else None
 
-    @property
-    def plan(self) -> bgp_plan.Plan:
-        with self._lock:
-            return self._plan
-
     # ----------------------------------------------------------------- events
 
     def _changed(self, event: WatchEvent[Network] | WatchEvent[Subnet]) -> None:
         with self._lock:
-            self._dirty = True
+            self._replan_all = True
         self._wake.set()
 
     def _node_event(self, event: WatchEvent[Node]) -> None:
@@ -270,12 +278,12 @@ class BGPAdvertiser:
         signature = None if event.type == "DELETED" else _node_signature(node)
         with self._lock:
             if self._signatures.get(key) == signature:
-                return
+                return  # a heartbeat: nothing the plan reads changed
             if signature is None:
                 self._signatures.pop(key, None)
             else:
                 self._signatures[key] = signature
-            self._dirty = True
+            self._replan_nodes.add(node.name)
         self._wake.set()
 
     def _instance_event(self, event: WatchEvent[IPInstance]) -> None:
@@ -293,7 +301,7 @@ class BGPAdvertiser:
                     self._signatures.pop(key, None)
                 else:
                     self._signatures[key] = signature
-                self._dirty = True
+                self._replan_instances.add(instance.name)
             else:
                 # Only its mark (or status) changed: is it still waiting for one?
                 self._track(instance)
@@ -307,7 +315,7 @@ class BGPAdvertiser:
 
     def _track(self, instance: IPInstance) -> None:
         """Call with the lock held."""
-        pod = self._plan.pods.get(instance.name)
+        pod = self._pods.get(instance.name)
         if pod is not None and ipinstances.bgp_announced_for(instance) != pod.node:
             self._pending.add(instance.name)
         else:
@@ -327,48 +335,112 @@ class BGPAdvertiser:
                 log.exception("BGP planning failed")
                 time.sleep(MARK_RETRY_SECONDS)
                 with self._lock:
-                    self._dirty = True
+                    self._replan_all = True
                 self._wake.set()
 
     def _round(self) -> None:
         with self._lock:
-            dirty, self._dirty = self._dirty, False
-        if dirty:
-            self._apply(self._compute())
+            everything, self._replan_all = self._replan_all, False
+            instances, self._replan_instances = self._replan_instances, set()
+            nodes, self._replan_nodes = self._replan_nodes, set()
+        if everything:
+            self._replan_everything()
+        elif instances or nodes:
+            for node in nodes:
+                instances |= self._on_node.get(node, set())
+            changed: set[str] = set()
+            for name in sorted(instances):
+                changed |= self._replan(name)
+            self._push(changed)
         self._check_announced()
         self._report()
 
-    def _compute(self) -> bgp_plan.Plan:
-        result = bgp_plan.plan(
+    def _replan_everything(self) -> None:
+        """The start, or a network or subnet changed: the peers, then every pod again."""
+        planned = bgp_plan.plan(
             self.cache.networks.items(),
             self.cache.subnets.items(),
             self.cache.instances.items(),
             self.cache.nodes.items(),
             self.settings.speaker,
         )
-        for problem in result.problems:
+        self._problems = {}
+        for problem in planned.problems:
             log.warning("BGP route left out", extra=fields(problem=problem))
-        return result
-
-    def _apply(self, new: bgp_plan.Plan) -> None:
-        for name in self._applied.keys() - new.routes.keys():
-            self.routes_desired.remove(name)
-        if new.peers != self._speaker_peers or (self._speaker is None and new.peers):
-            self._replace_speaker(new)
-        elif self._speaker is not None:
-            for name, routes in new.routes.items():
-                if self._applied.get(name) != routes:
-                    self._set_routes(self._speaker, name, routes)
-        for name, routes in new.routes.items():
-            self.routes_desired.labels(peer=name).set(len(routes))
+        self._on_node, self._node_of = {}, {}
+        for instance in self.cache.instances.items():
+            self._index(instance.name, instance)
         with self._lock:
-            self._plan = new
-            self._applied = dict(new.routes)
+            self._net = planned.network
+            self._table = bgp_plan.RouteTable(planned.routes)
+            self._pods = dict(planned.pods)
+        if planned.peers != self._speaker_peers or (self._speaker is None and planned.peers):
+            self._replace_speaker(planned.peers)
+        else:
+            self._push({peer.name for peer in planned.peers})
+        with self._lock:
             self._pending.clear()
-            for name in new.pods:
+            for name in self._pods:
                 cached = self.cache.instances.get(name, self.ipam_namespace)
                 if cached is not None:
                     self._track(cached)
+
+    def _index(self, name: str, instance: IPInstance | None) -> None:
+        before = self._node_of.pop(name, None)
+        if before is not None:
+            self._on_node.get(before, set()).discard(name)
+        binding = instance.spec.binding if instance is not None else None
+        if binding is not None and binding.node_name:
+            self._node_of[name] = binding.node_name
+            self._on_node.setdefault(binding.node_name, set()).add(name)
+
+    def _replan(self, name: str) -> set[str]:
+        """Plan one IPInstance again; the peers whose routes changed."""
+        instance = self.cache.instances.get(name, self.ipam_namespace)
+        self._index(name, instance)
+        changed: set[str] = set()
+        with self._lock:
+            old = self._pods.pop(name, None)
+            if old is not None:
+                self._table.remove(old.peers, old.route)
+                changed |= old.peers
+        planned = (
+            bgp_plan.pod_plan(instance, self._net, self.cache.nodes.get)
+            if instance is not None
+            else None
+        )
+        if isinstance(planned, str):
+            if self._problems.get(name) != planned:
+                log.warning("BGP route left out", extra=fields(problem=planned))
+            self._problems[name] = planned
+        else:
+            self._problems.pop(name, None)
+        with self._lock:
+            if isinstance(planned, bgp_plan.PodRoute):
+                clash = self._table.add(planned.peers, planned.route)
+                if clash is None:
+                    self._pods[name] = planned
+                    changed |= planned.peers
+                else:
+                    log.warning("BGP route left out", extra=fields(ipinstance=name, problem=clash))
+            if instance is not None:
+                self._track(instance)
+            else:
+                self._pending.discard(name)
+        return changed
+
+    def _push(self, peers: set[str]) -> None:
+        """Tell the speaker the whole set of each of ``peers`` whose routes changed."""
+        speaker = self._speaker
+        for name in sorted(peers):
+            with self._lock:
+                routes = self._table.routes(name)
+            if self._applied.get(name) == routes:
+                continue
+            self._applied[name] = routes
+            self.routes_desired.labels(peer=name).set(len(routes))
+            if speaker is not None:
+                self._set_routes(speaker, name, routes)
 
     def _set_routes(self, speaker: SpeakerHandle, peer: str, routes: frozenset[Route]) -> None:
         try:
@@ -376,10 +448,10 @@ class BGPAdvertiser:
         except BGPError as exc:
             log.error("routes refused by the speaker", extra=fields(peer=peer, error=str(exc)))
 
-    def _replace_speaker(self, new: bgp_plan.Plan) -> None:
+    def _replace_speaker(self, peers: tuple[Peer, ...]) -> None:
         old = self._speaker
         if old is not None:
-            staying = set(new.peers)
+            staying = set(peers)
             gone = [p.name for p in self._speaker_peers if p not in staying]
             if gone:
                 old.set_routes([], gone)
@@ -390,13 +462,15 @@ class BGPAdvertiser:
                 self._speaker = None
             old.close()
             log.info("BGP speaker stopped for a new peer set", extra=fields(peers=gone))
-        self._speaker_peers = new.peers
+        for name in self._applied.keys() - {p.name for p in peers}:
+            self.routes_desired.remove(name)
+        self._speaker_peers = peers
         self._applied = {}
         self._speaker_problem = None
-        if not new.peers:
-            self._current.registry = None
+        self._current.registry = None
+        if not peers:
             return
-        router_id = self._router_id(new.peers)
+        router_id = self._router_id(peers)
         if router_id is None:
             self._speaker_problem = (
                 "no BGP router id: give the manager --bgp-router-id (or an IPv4 "
@@ -406,9 +480,13 @@ class BGPAdvertiser:
             return
         registry = new_registry()
         try:
-            speaker = self._factory(new.peers, router_id, registry, self._wake.set)
-            for name, routes in new.routes.items():
+            speaker = self._factory(peers, router_id, registry, self._wake.set)
+            with self._lock:
+                wanted = {peer.name: self._table.routes(peer.name) for peer in peers}
+            for name, routes in wanted.items():
                 self._set_routes(speaker, name, routes)
+                self._applied[name] = routes
+                self.routes_desired.labels(peer=name).set(len(routes))
             speaker.start()
         except (OSError, BGPError) as exc:
             self._speaker_problem = f"the BGP speaker cannot start: {exc}"
@@ -419,7 +497,7 @@ class BGPAdvertiser:
             self._speaker = speaker
         log.info(
             "BGP speaker started",
-            extra=fields(router_id=str(router_id), peers=[p.name for p in new.peers]),
+            extra=fields(router_id=str(router_id), peers=[p.name for p in peers]),
         )
 
     def _router_id(self, peers: Sequence[Peer]) -> IPAddress | None:
@@ -447,7 +525,7 @@ class BGPAdvertiser:
         ready = []
         with self._lock:
             for name in list(self._pending):
-                pod = self._plan.pods.get(name)
+                pod = self._pods.get(name)
                 if pod is None:
                     self._pending.discard(name)
                 elif bgp_plan.announced(pod, states, acked):
@@ -480,7 +558,7 @@ class BGPAdvertiser:
     def _mark(self, name: str) -> None:
         cached = self.cache.instances.get(name, self.ipam_namespace)
         with self._lock:
-            pod = self._plan.pods.get(name)
+            pod = self._pods.get(name)
         if cached is None or pod is None or ipinstances.bgp_announced_for(cached) == pod.node:
             return
         annotations = {
@@ -504,7 +582,7 @@ class BGPAdvertiser:
         states = speaker.peer_states() if speaker is not None else {}
         changed = []
         with self._lock:
-            listings = self._plan.listings
+            listings = self._net.listings
             for network, entries in listings.items():
                 wanted = [self._entry(listing, states) for listing in entries]
                 if self._reported.get(network) != wanted:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from hybridnet.api import constants as c
 from hybridnet.api.builtin import Node
@@ -80,6 +80,7 @@ class PodRoute:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
+    network: NetworkPlan
     peers: tuple[Peer, ...]
     routes: Mapping[str, frozenset[Route]]
     """Peer name -> every route it should have."""
@@ -142,79 +143,177 @@ def _selects(network: Network, labels: Mapping[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-class _Builder:
-    def __init__(self, settings: SpeakerSettings):
-        self.settings = settings
-        self.peers: dict[str, Peer] = {}
-        self.owner: dict[str, str] = {}
-        """Peer name -> the network whose settings it has."""
-        self.routes: dict[str, dict[object, Route]] = {}
-        self.pods: dict[str, PodRoute] = {}
-        self.listings: dict[str, tuple[PeerListing, ...]] = {}
-        self.waits: dict[str, dict[str, bool]] = {}
-        """Network -> peer name -> whether a pod's ADD waits for its session."""
-        self.problems: list[str] = []
+@dataclasses.dataclass(frozen=True)
+class NetworkPlan:
+    """What the networks and subnets alone decide: the peers and the subnet routes. Pod
+    routes are planned one by one against it (:func:`pod_plan`), so one pod's change costs
+    one pod's work."""
 
-    def network_peers(self, network: Network) -> None:
+    peers: tuple[Peer, ...]
+    networks: Mapping[str, Network]
+    bgp_networks: tuple[Network, ...]
+    """Oldest first: a GlobalBGP pod's routes go to the first that attaches its node."""
+    subnet_routes: Mapping[str, frozenset[Route]]
+    """Peer name -> the subnet routes it gets."""
+    listings: Mapping[str, tuple[PeerListing, ...]]
+    waits: Mapping[str, Mapping[str, bool]]
+    """BGP network -> its usable peers, in its order -> whether ADD waits for the session."""
+    problems: tuple[str, ...]
+
+    def peers_of(self, network: str, version: int) -> list[str]:
+        family = {peer.name: peer.address.version for peer in self.peers}
+        return [name for name in self.waits.get(network, {}) if family[name] == version]
+
+
+def network_plan(
+    networks: Iterable[Network], subnets: Iterable[Subnet], settings: SpeakerSettings
+) -> NetworkPlan:
+    by_name = {n.name: n for n in networks}
+    bgp_networks = tuple(sorted((n for n in by_name.values() if is_bgp(n)), key=_age))
+    peers: dict[str, Peer] = {}
+    owners: dict[str, str] = {}
+    listings: dict[str, tuple[PeerListing, ...]] = {}
+    waits: dict[str, dict[str, bool]] = {}
+    for network in bgp_networks:
         entries = []
-        waits: dict[str, bool] = {}
+        waiting: dict[str, bool] = {}
         for listed in network.spec.config.bgp_peers if network.spec.config else []:
-            entry = self._listing(network, listed)
+            entry = _listing(network, listed, settings, peers, owners)
             entries.append(entry)
             if entry.peer is not None:
-                waits[entry.peer] = waits.get(entry.peer, False) or not listed.allow_not_established
-        self.listings[network.name] = tuple(entries)
-        self.waits[network.name] = waits
-
-    def _listing(self, network: Network, listed: BGPPeer) -> PeerListing:
-        if network.spec.net_id is None:
-            return PeerListing(listed.address, None, "the network has no netID (its local AS)")
+                wait = not listed.allow_not_established
+                waiting[entry.peer] = waiting.get(entry.peer, False) or wait
+        listings[network.name] = tuple(entries)
+        waits[network.name] = waiting
+    partial = NetworkPlan(tuple(peers[n] for n in sorted(peers)), by_name, bgp_networks, {},
+                          listings, waits, ())  # fmt: skip
+    table = RouteTable()
+    problems: list[str] = []
+    for subnet in sorted(subnets, key=lambda s: s.name):
+        owner = by_name.get(subnet.spec.network)
+        if owner is None or not is_bgp(owner):
+            continue
         try:
-            address = ipaddress.ip_address(listed.address)
-            grace = listed.graceful_restart_seconds
-            peer = Peer(
-                address,
-                listed.asn,
-                network.spec.net_id,
-                password=listed.password or None,
-                hold_time=listed.hold_time,
-                graceful_restart_seconds=DEFAULT_GRACEFUL_RESTART_SECONDS
-                if grace is None
-                else grace,
-                multihop=self.settings.multihop,
-                local_address=self.settings.local_addresses.get(address.version),
-                families=frozenset({Family.of(address)}),
-            )
-        except (ValueError, BGPError) as exc:
-            return PeerListing(listed.address, None, str(exc))
-        known = self.peers.setdefault(peer.name, peer)
-        if known == peer:
-            self.owner.setdefault(peer.name, network.name)
-            return PeerListing(listed.address, peer.name)
-        note = (
-            f"listed with other settings by network {self.owner[peer.name]}, whose settings "
-            "the session uses"
+            prefix = ipaddress.ip_network(subnet.spec.range.cidr)
+        except ValueError:
+            problems.append(f"subnet {subnet.name}: {subnet.spec.range.cidr} is no CIDR")
+            continue
+        clash = table.add(partial.peers_of(owner.name, prefix.version), Route(prefix))
+        if clash is not None:
+            problems.append(f"subnet {subnet.name}: {clash}")
+    return dataclasses.replace(partial, subnet_routes=table.snapshot(), problems=tuple(problems))
+
+
+def _listing(
+    network: Network,
+    listed: BGPPeer,
+    settings: SpeakerSettings,
+    peers: dict[str, Peer],
+    owners: dict[str, str],
+) -> PeerListing:
+    if network.spec.net_id is None:
+        return PeerListing(listed.address, None, "the network has no netID (its local AS)")
+    try:
+        address = ipaddress.ip_address(listed.address)
+        grace = listed.graceful_restart_seconds
+        peer = Peer(
+            address,
+            listed.asn,
+            network.spec.net_id,
+            password=listed.password or None,
+            hold_time=listed.hold_time,
+            graceful_restart_seconds=DEFAULT_GRACEFUL_RESTART_SECONDS if grace is None else grace,
+            multihop=settings.multihop,
+            local_address=settings.local_addresses.get(address.version),
+            families=frozenset({Family.of(address)}),
         )
-        return PeerListing(listed.address, peer.name, note)
+    except (ValueError, BGPError) as exc:
+        return PeerListing(listed.address, None, str(exc))
+    known = peers.setdefault(peer.name, peer)
+    if known == peer:
+        owners.setdefault(peer.name, network.name)
+        return PeerListing(listed.address, peer.name)
+    note = (
+        f"listed with other settings by network {owners[peer.name]}, whose settings the "
+        "session uses"
+    )
+    return PeerListing(listed.address, peer.name, note)
 
-    def add(self, peers: list[str], route: Route, what: str) -> bool:
-        """Give ``route`` to every one of ``peers``, or (a problem) to none of them when one
-        already has another route for its prefix."""
-        for peer in peers:
-            current = self.routes.get(peer, {}).get(route.prefix)
+
+def pod_plan(
+    instance: IPInstance, net: NetworkPlan, node_of: Callable[[str], Node | None]
+) -> PodRoute | str | None:
+    """The IPInstance's route (a PodRoute), why it cannot have one (a problem), or None when
+    it has none to have (not a BGP pod, released, its node away or not ready)."""
+    network = net.networks.get(instance.spec.network)
+    if network is None or not (is_bgp(network) or is_global_bgp(network)):
+        return None
+    binding = instance.spec.binding
+    node_name = binding.node_name if binding else None
+    if not node_name or instance.metadata.deletion_timestamp:
+        return None
+    what = f"ipinstance {instance.name}"
+    try:
+        address = ipaddress.ip_interface(instance.spec.address.ip).ip
+    except ValueError:
+        return f"{what}: {instance.spec.address.ip} is no address"
+    node = node_of(node_name)
+    if node is None or not node_ready(node):
+        return None
+    next_hop = internal_ip(node, address.version)
+    if next_hop is None:
+        return f"{what}: node {node_name} has no IPv{address.version} InternalIP"
+    speaking = network
+    if is_global_bgp(network):
+        attaching = [n for n in net.bgp_networks if _selects(n, node.metadata.labels)]
+        if not attaching:
+            return f"{what}: node {node_name} is attached to no BGP network"
+        speaking = attaching[0]
+    peers = net.peers_of(speaking.name, address.version)
+    if not peers:
+        return f"{what}: network {speaking.name} has no usable IPv{address.version} peer"
+    waits = net.waits[speaking.name]
+    return PodRoute(
+        instance.name,
+        node_name,
+        pod_route(address, next_hop, no_export=is_bgp(network)),
+        frozenset(peers),
+        frozenset(peer for peer in peers if waits[peer]),
+    )
+
+
+class RouteTable:
+    """Each peer's routes by prefix; a route whose prefix a peer already has another route
+    for is refused (a problem), so one prefix never has two routes."""
+
+    def __init__(self, routes: Mapping[str, frozenset[Route]] | None = None):
+        self._by_peer: dict[str, dict[object, Route]] = {
+            peer: {route.prefix: route for route in held} for peer, held in (routes or {}).items()
+        }
+
+    def add(self, peers: Iterable[str], route: Route) -> str | None:
+        """Give ``route`` to every one of ``peers``; the clash instead, and to none, when one
+        of them has another route for its prefix."""
+        wanted = list(peers)
+        for peer in wanted:
+            current = self._by_peer.get(peer, {}).get(route.prefix)
             if current is not None and current != route:
-                self.problems.append(f"{what}: {route.prefix} is already announced as {current}")
-                return False
-        for peer in peers:
-            self.routes.setdefault(peer, {})[route.prefix] = route
-        return True
+                return f"{route.prefix} is already announced as {current}"
+        for peer in wanted:
+            self._by_peer.setdefault(peer, {})[route.prefix] = route
+        return None
 
-    def peers_of(self, network: Network, version: int) -> list[str]:
-        return [
-            name
-            for name in self.waits.get(network.name, {})
-            if self.peers[name].address.version == version
-        ]
+    def remove(self, peers: Iterable[str], route: Route) -> None:
+        for peer in peers:
+            held = self._by_peer.get(peer, {})
+            if held.get(route.prefix) == route:
+                del held[route.prefix]
+
+    def routes(self, peer: str) -> frozenset[Route]:
+        return frozenset(self._by_peer.get(peer, {}).values())
+
+    def snapshot(self) -> dict[str, frozenset[Route]]:
+        return {peer: frozenset(held.values()) for peer, held in self._by_peer.items()}
 
 
 def plan(
@@ -224,83 +323,29 @@ def plan(
     nodes: Iterable[Node],
     settings: SpeakerSettings | None = None,
 ) -> Plan:
-    built = _Builder(settings or SpeakerSettings())
-    by_name = {n.name: n for n in networks}
-    bgp_networks = sorted((n for n in by_name.values() if is_bgp(n)), key=_age)
-    for network in bgp_networks:
-        built.network_peers(network)
-    for subnet in sorted(subnets, key=lambda s: s.name):
-        owner = by_name.get(subnet.spec.network)
-        if owner is None or not is_bgp(owner):
-            continue
-        try:
-            prefix = ipaddress.ip_network(subnet.spec.range.cidr)
-        except ValueError:
-            built.problems.append(f"subnet {subnet.name}: {subnet.spec.range.cidr} is no CIDR")
-            continue
-        built.add(built.peers_of(owner, prefix.version), Route(prefix), f"subnet {subnet.name}")
+    """Everything at once (the start, and any change of a network or subnet)."""
+    net = network_plan(networks, subnets, settings or SpeakerSettings())
+    table = RouteTable(net.subnet_routes)
     node_by_name = {n.name: n for n in nodes}
+    pods: dict[str, PodRoute] = {}
+    problems = list(net.problems)
     for instance in sorted(instances, key=lambda i: i.name):
-        _pod(built, instance, by_name, bgp_networks, node_by_name)
+        planned = pod_plan(instance, net, node_by_name.get)
+        if isinstance(planned, str):
+            problems.append(planned)
+        elif planned is not None:
+            clash = table.add(planned.peers, planned.route)
+            if clash is None:
+                pods[instance.name] = planned
+            else:
+                problems.append(f"ipinstance {instance.name}: {clash}")
     return Plan(
-        peers=tuple(built.peers[name] for name in sorted(built.peers)),
-        routes={name: frozenset(built.routes.get(name, {}).values()) for name in built.peers},
-        pods=built.pods,
-        listings=built.listings,
-        problems=tuple(built.problems),
-    )
-
-
-def _pod(
-    built: _Builder,
-    instance: IPInstance,
-    networks: Mapping[str, Network],
-    bgp_networks: list[Network],
-    nodes: Mapping[str, Node],
-) -> None:
-    network = networks.get(instance.spec.network)
-    if network is None or not (is_bgp(network) or is_global_bgp(network)):
-        return
-    binding = instance.spec.binding
-    node_name = binding.node_name if binding else None
-    if not node_name or instance.metadata.deletion_timestamp:
-        return
-    what = f"ipinstance {instance.name}"
-    try:
-        address = ipaddress.ip_interface(instance.spec.address.ip).ip
-    except ValueError:
-        built.problems.append(f"{what}: {instance.spec.address.ip} is no address")
-        return
-    node = nodes.get(node_name)
-    if node is None or not node_ready(node):
-        return  # withdrawn while the node is away or not ready: nothing to report
-    next_hop = internal_ip(node, address.version)
-    if next_hop is None:
-        built.problems.append(f"{what}: node {node_name} has no IPv{address.version} InternalIP")
-        return
-    speaking = network
-    if is_global_bgp(network):
-        attaching = [n for n in bgp_networks if _selects(n, node.metadata.labels)]
-        if not attaching:
-            built.problems.append(f"{what}: node {node_name} is attached to no BGP network")
-            return
-        speaking = attaching[0]
-    peers = built.peers_of(speaking, address.version)
-    if not peers:
-        built.problems.append(
-            f"{what}: network {speaking.name} has no usable IPv{address.version} peer"
-        )
-        return
-    route = pod_route(address, next_hop, no_export=is_bgp(network))
-    if not built.add(peers, route, what):
-        return
-    waits = built.waits[speaking.name]
-    built.pods[instance.name] = PodRoute(
-        instance.name,
-        node_name,
-        route,
-        frozenset(peers),
-        frozenset(peer for peer in peers if waits[peer]),
+        net,
+        peers=net.peers,
+        routes={peer.name: table.routes(peer.name) for peer in net.peers},
+        pods=pods,
+        listings=net.listings,
+        problems=tuple(problems),
     )
 
 
