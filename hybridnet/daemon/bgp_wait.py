@@ -31,6 +31,18 @@ def awaited(instances: Sequence[IPInstance], networks: Mapping[str, Network]) ->
     return {i.name for i in instances if advertised(networks.get(i.spec.network))}
 
 
+def unannounced(
+    instances: Sequence[IPInstance], networks: Mapping[str, Network], node: str
+) -> list[str]:
+    """What CHECK reports of a BGP pod: each address whose route the manager has not marked
+    announced towards this node."""
+    return [
+        f"the manager has not announced the BGP route of {ipinstances.address_of(i)} via {node}"
+        for i in instances
+        if advertised(networks.get(i.spec.network)) and ipinstances.bgp_announced_for(i) != node
+    ]
+
+
 def speaking_network(
     network: Network, networks: Sequence[Network], labels: Mapping[str, str]
 ) -> Network | None:

@@ -531,6 +531,8 @@ class DaemonService(pb_grpc.DaemonServicer):
         mtu = pod_side[0].mtu if pod_side else 0
         plan = self._plan(attach, mtu, one_per_family(found))
         differences = attachment.check(plan, self.config.datapath)
+        networks = {n.name: n for n in self.cache.networks.cache.copy().values()}
+        differences += bgp_wait.unannounced(one_per_family(found), networks, self.config.node_name)
         differences += self._datapath_problems(found)
         expected = sorted(ip.address for ip in request.expected.ips)
         if expected and expected != sorted(plan.addresses):

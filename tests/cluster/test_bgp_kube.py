@@ -458,6 +458,7 @@ def test_routes_reach_bird_with_exact_prefixes_next_hops_and_communities(
         for instance in cluster.harness.instances(APPS, pod.name):
             assert instance.spec.network == NETWORK
             assert ipinstances.bgp_announced_for(instance) == node.name
+        node.cni().check(pod.attachment)  # its routes announced, its tables in place
     wait_for_tables(cluster, a)
     for address in (GATEWAY_V4, GATEWAY_V6, SPINE):
         eventually(

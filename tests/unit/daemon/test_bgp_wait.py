@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import BGPPeerStatus, Network, NetworkSpec
-from hybridnet.daemon.bgp_wait import awaited, describe
+from hybridnet.daemon.bgp_wait import awaited, describe, unannounced
+from hybridnet.ipamstore import ipinstances
 from tests.unit.daemon.datapath.builders import overlay, pod_ip, underlay
 
 
@@ -55,3 +56,15 @@ def test_without_peer_states_it_asks_whether_a_manager_leads() -> None:
     network = underlay("bgp", vlan=65010, mode="BGP")
     message = describe([pod_ip("a", "s", "198.19.0.5/24", "bgp")], [network], {}, 5)
     assert message.endswith("network bgp reports no BGP peer state (is a manager leading?)")
+
+
+def test_check_reports_an_address_not_announced_towards_this_node() -> None:
+    networks = {n.name: n for n in (bgp_network(), underlay("vlan"))}
+    here = pod_ip("a", "s", "198.19.0.5/24", "bgp")
+    here.metadata.annotations[ipinstances.ANNOTATION_BGP_ANNOUNCED] = "node1"
+    elsewhere = pod_ip("b", "s", "198.19.0.6/24", "bgp")
+    elsewhere.metadata.annotations[ipinstances.ANNOTATION_BGP_ANNOUNCED] = "node2"
+    vlan = pod_ip("c", "s", "198.18.0.5/24", "vlan")
+    assert unannounced([here, elsewhere, vlan], networks, "node1") == [
+        "the manager has not announced the BGP route of 198.19.0.6 via node1"
+    ]
