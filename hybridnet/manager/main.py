@@ -1,9 +1,10 @@
 """``hybridnet-manager``: IPAM for the cluster, one leader at a time.
 
 Start-up is in phases, leader only: rebuild the allocator from stored Networks, Subnets and
-IPInstances, sync the caches, then start the pod controller, the status writer and the node
-labeler. Each phase (and the webhook registration before it) waits out a store that is not
-ready yet and ends the process on an error that waiting does not cure (see startup.py). A
+IPInstances, sync the caches, then start the pod controller, the status writer, the node
+labeler and the BGP advertiser (which runs ExaBGP while a BGP network has peers). Each phase
+(and the webhook registration before it) waits out a store that is not ready yet and ends the
+process on an error that waiting does not cure (see startup.py). A
 leader that loses its Lease exits at once (the Deployment restarts it as a standby):
 half-leading is never an option.
 """
