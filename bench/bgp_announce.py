@@ -101,6 +101,11 @@ class Arrivals:
                 raise RuntimeError(f"{missing} of {len(wanted)} routes never reached BIRD")
             return max(self._present[p] for p in wanted)
 
+    def arrived(self, prefixes: Iterable[str]) -> dict[str, float]:
+        """When each of ``prefixes`` (all present) arrived."""
+        with self._changed:
+            return {prefix: self._present[prefix] for prefix in prefixes}
+
     def wait_absent(self, prefixes: Iterable[str]) -> None:
         wanted = set(prefixes)
         with self._changed:

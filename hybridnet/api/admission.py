@@ -171,10 +171,14 @@ def _second_of_type(
 def peers_with_another_asn(network: Network, networks: Iterable[Network]) -> list[str]:
     """One BGP session per peer address: two networks may share a peer only with one local
     AS number (their netID), or the speaker would need two sessions to one address."""
+    if network.spec.type == c.TYPE_GLOBAL_BGP:
+        return []  # its own peers are not used (its pods go to the BGP networks' peers)
     mine = {p.address for p in (network.spec.config.bgp_peers if network.spec.config else [])}
     problems = []
     for other in networks:
         if other.name == network.name or other.spec.net_id == network.spec.net_id:
+            continue
+        if other.spec.type == c.TYPE_GLOBAL_BGP:
             continue
         theirs = {p.address for p in (other.spec.config.bgp_peers if other.spec.config else [])}
         for address in sorted(mine & theirs):

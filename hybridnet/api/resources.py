@@ -58,6 +58,24 @@ class NetworkSpec:
 
 
 @dataclasses.dataclass
+class BGPPeerStatus:
+    """One BGP peer's session as the leading manager's speaker sees it (an extension of the
+    reference's API: older readers ignore it). Written only when it changes."""
+
+    address: str
+    state: str
+    """Stopped (no ExaBGP runs), Idle, Connect, Active, OpenSent, OpenConfirm, Established;
+    Invalid when the peer cannot be configured (``message`` says why)."""
+    last_transition_time: str | None = None
+    last_error: str | None = None
+    """The latest reason the session went down (a NOTIFICATION, a refused connection)."""
+    announced_routes: int = 0
+    """Routes ExaBGP holds for this peer (sent whenever the session is Established)."""
+    message: str | None = None
+    """What hybridnet itself has to say about the peer (a setting it could not use)."""
+
+
+@dataclasses.dataclass
 class NetworkStatus:
     last_allocated_subnet: str | None = None
     last_allocated_ipv6_subnet: str | None = dataclasses.field(
@@ -70,6 +88,9 @@ class NetworkStatus:
         default=None, metadata=_field("ipv6Statistics")
     )
     dual_stack_statistics: Count | None = None
+    bgp_peers: list[BGPPeerStatus] = dataclasses.field(
+        default_factory=list, metadata=_field("bgpPeers")
+    )
 
 
 @dataclasses.dataclass

@@ -217,13 +217,12 @@ def network_errors(network: Network) -> list[FieldError]:
 
 
 def _check_peers(mode: str, peers: list[BGPPeer], errors: list[FieldError]) -> None:
-    bgp = mode in (c.MODE_BGP, c.MODE_GLOBAL_BGP)
-    if peers and not bgp:
+    if peers and mode not in (c.MODE_BGP, c.MODE_GLOBAL_BGP):
         errors.append(FieldError("spec.config.bgpPeers", f"BGP peers need mode BGP, not {mode}"))
-    if bgp and not peers:
-        errors.append(
-            FieldError("spec.config.bgpPeers", f"a {mode} network needs at least one peer")
-        )
+    # A GlobalBGP network's pods are announced to the peers of the BGP network that attaches
+    # their node (as in the reference, peers of its own are accepted and not used).
+    if mode == c.MODE_BGP and not peers:
+        errors.append(FieldError("spec.config.bgpPeers", "a BGP network needs at least one peer"))
     seen: set[str] = set()
     for index, peer in enumerate(peers):
         path = f"spec.config.bgpPeers[{index}]"
@@ -283,7 +282,6 @@ def _check_net_id(mode: str, net_id: int | None, errors: list[FieldError]) -> No
         c.MODE_VLAN: (0, MAX_VLAN_ID, "a VLAN id"),
         c.MODE_VXLAN: (1, MAX_VNI, "a VXLAN VNI"),
         c.MODE_BGP: (1, MAX_ASN, "an AS number"),
-        c.MODE_GLOBAL_BGP: (1, MAX_ASN, "an AS number"),
     }
     if mode not in limits:
         return

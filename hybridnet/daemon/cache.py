@@ -7,7 +7,8 @@ NodeInfos carry the remote VTEPs, a Node's labels decide which underlay network 
 the API server cannot watch one Node by name, so all are watched, as kube-proxy does).
 
 ADD waits here for the manager's allocation: a condition variable that the informer's handler
-wakes on every change, bounded by the allocation timeout. STATUS asks
+wakes on every change, bounded by the allocation timeout; a BGP pod's ADD then waits the same
+way for the manager's ``bgp-announced`` mark naming this node (its route is out). STATUS asks
 :meth:`NodeCache.problem`: ready means every cache has
 synced and the store answered each informer's latest list or watch (hybridnet.daemon.health).
 
@@ -35,6 +36,14 @@ from hybridnet.store.interface import Store, WatchEvent
 
 class AllocationTimeout(Exception):
     """The pod's addresses did not appear in time; the runtime should retry."""
+
+
+class NotAnnounced(Exception):
+    """The manager did not mark these IPInstances' BGP routes announced in time."""
+
+    def __init__(self, waiting: list[str]):
+        super().__init__(", ".join(waiting))
+        self.waiting = waiting
 
 
 def node_selector(node_name: str) -> str:
@@ -199,6 +208,27 @@ class NodeCache:
         message = f"{what} after {timeout:.0f}s"
         problem = self.problem()
         return f"{message} (store unavailable: {problem})" if problem else message
+
+    def wait_for_announced(self, owner: str, names: set[str], timeout: float) -> list[IPInstance]:
+        """The pod's IPInstances once each of ``names`` carries the manager's mark that its
+        route to this node is announced, waiting up to ``timeout`` seconds (NotAnnounced,
+        naming those still waiting, after that)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                held = self._by_pod.get(owner, {})
+                waiting = sorted(
+                    name
+                    for name in names
+                    if name not in held
+                    or ipinstances.bgp_announced_for(held[name]) != self.node_name
+                )
+                if not waiting:
+                    return list(held.values())
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise NotAnnounced(waiting)
+                self._changed.wait(remaining)
 
     def wait_for_newer(self, instance: IPInstance, timeout: float) -> IPInstance | None:
         """A cached version of ``instance`` other than the one given (after a write met a

@@ -78,6 +78,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         )
         sub.add_argument("--ipam-namespace", default="kube-system")
         sub.add_argument("--allocation-timeout", type=float, default=30.0)
+        sub.add_argument(
+            "--bgp-announce-timeout",
+            type=float,
+            default=20.0,
+            help="how long ADD of a BGP pod waits for the manager to announce its route (with "
+            "--allocation-timeout, within the plugin's 60 s per call)",
+        )
         sub.add_argument("--mtu-default", type=int, default=1500)
         sub.add_argument(
             "--metrics-address",
@@ -92,8 +99,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if mtu is not None and not MIN_MTU <= mtu <= MAX_MTU:
         parser.error(f"{mtu_flag} {mtu}: an MTU from {MIN_MTU} to {MAX_MTU}")
     if args.command in (None, "serve"):
-        if not args.allocation_timeout > 0:
-            parser.error(f"--allocation-timeout {args.allocation_timeout}: must be above 0 seconds")
+        for flag in ("allocation_timeout", "bgp_announce_timeout"):
+            if not getattr(args, flag) > 0:
+                name = flag.replace("_", "-")
+                parser.error(f"--{name} {getattr(args, flag)}: must be above 0 seconds")
         if args.metrics_address:
             try:
                 parse_address(args.metrics_address)
@@ -190,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         node_name=args.node_name,
         ipam_namespace=args.ipam_namespace,
         allocation_timeout=args.allocation_timeout,
+        announce_timeout=args.bgp_announce_timeout,
         default_mtu=args.mtu_default,
         embedded=args.store is not None,
         embedded_network=args.network,

@@ -30,8 +30,14 @@ from prometheus_client import CollectorRegistry, Histogram
 from hybridnet.api.annotations import AnnotationError
 from hybridnet.api.naming import pod_selector
 from hybridnet.api.resources import IPInstance, Network
-from hybridnet.daemon import attachment, embedded_request, placement, underlay_check
-from hybridnet.daemon.cache import AllocationTimeout, NodeCache, node_selector, one_per_family
+from hybridnet.daemon import attachment, bgp_wait, embedded_request, placement, underlay_check
+from hybridnet.daemon.cache import (
+    AllocationTimeout,
+    NodeCache,
+    NotAnnounced,
+    node_selector,
+    one_per_family,
+)
 from hybridnet.daemon.datapath.config import NodeConfig
 from hybridnet.daemon.datapath.plan import Operation
 from hybridnet.daemon.node_datapath import NodeDatapath, NotCompared
@@ -69,6 +75,8 @@ class DaemonConfig:
     node_name: str
     ipam_namespace: str = "kube-system"
     allocation_timeout: float = 30.0
+    announce_timeout: float = 20.0
+    """How long ADD of a BGP pod waits for the manager to announce its route."""
     default_mtu: int = 1500
     embedded: bool = False
     """The embedded store: the daemon allocates itself (hybridnet.daemon.embedded_request)."""
@@ -96,6 +104,10 @@ class AddressCheckFailed(Exception):
 
 class NotAttached(Exception):
     """The pod's network does not attach this node (hybridnet.daemon.placement)."""
+
+
+class RouteNotAnnounced(Exception):
+    """A BGP pod's route was not announced in time (hybridnet.daemon.bgp_wait says why)."""
 
 
 def _abort(context: grpc.ServicerContext, cni_code: int, message: str) -> NoReturn:
@@ -352,6 +364,25 @@ class DaemonService(pb_grpc.DaemonServicer):
             return link_mtu
         return requested
 
+    def _wait_announced(self, owner: str, instances: list[IPInstance]) -> list[IPInstance]:
+        """A BGP pod's IPInstances once the manager has announced their routes (the versions
+        carrying its mark, for the sandbox write); the others as they are."""
+        networks = {n.name: n for n in self.cache.networks.cache.copy().values()}
+        names = bgp_wait.awaited(instances, networks)
+        if not names:
+            return instances
+        timeout = self.config.announce_timeout
+        try:
+            current = self.cache.wait_for_announced(owner, names, timeout)
+        except NotAnnounced as exc:
+            waiting = [i for i in instances if i.name in exc.waiting]
+            why = bgp_wait.describe(
+                waiting, list(networks.values()), self.cache.node_labels(), timeout
+            )
+            raise RouteNotAnnounced(why) from exc
+        by_name = {i.name: i for i in current}
+        return [by_name.get(i.name, i) for i in instances]
+
     def _record_sandbox(self, instances: list[IPInstance], attach: pb.Attachment) -> None:
         """Write the sandbox into each IPInstance's status (the daemon's part of it). After a
         write meets a newer version, the retry waits for that version in the cache instead
@@ -425,12 +456,14 @@ class DaemonService(pb_grpc.DaemonServicer):
                 plan = self._plan(attach, request.mtu, instances)
                 attachment.attach(plan, self.config.datapath)
                 try:
+                    # Built while the manager announces: BGP pods wait for their routes here.
+                    instances = self._wait_announced(owner, instances)
                     self._record_sandbox(instances, attach)
                 except BaseException:  # a failed ADD leaves no attachment behind
                     attachment.detach(attach.container_id, attach.ifname)
                     raise
                 underlay_check.announce_all(checks)
-        except AllocationTimeout as exc:
+        except (AllocationTimeout, RouteNotAnnounced) as exc:
             _abort(context, CNI_TRY_AGAIN_LATER, str(exc))
         except Unavailable as exc:
             _abort(context, CNI_TRY_AGAIN_LATER, f"store unavailable: {exc}")
@@ -499,6 +532,8 @@ class DaemonService(pb_grpc.DaemonServicer):
         mtu = pod_side[0].mtu if pod_side else 0
         plan = self._plan(attach, mtu, one_per_family(found))
         differences = attachment.check(plan, self.config.datapath)
+        networks = {n.name: n for n in self.cache.networks.cache.copy().values()}
+        differences += bgp_wait.unannounced(one_per_family(found), networks, self.config.node_name)
         differences += self._datapath_problems(found)
         expected = sorted(ip.address for ip in request.expected.ips)
         if expected and expected != sorted(plan.addresses):

@@ -3,9 +3,12 @@ ask the segment whether anyone holds its addresses (and whether the gateway is t
 and IPv6 at once; once it is attached, announce them.
 
 The check runs on the link the pod's traffic leaves by, the one the node answers ARP/NDP for
-its pods on: the VLAN sub-interface of the subnet (the parent itself for VLAN 0), or the
-underlay interface for BGP networks. addrprobe is imported only when an underlay ADD needs it:
-its frame codec (scapy) takes a noticeable time to import, which nothing else should pay.
+its pods on: the VLAN sub-interface of the subnet (the parent itself for VLAN 0). BGP and
+GlobalBGP pods are not probed: their addresses are not on the segment (the fabric reaches them
+by the routes the manager announces, via the node's own address), and they leave through a
+BGP peer, not necessarily through their subnet's gateway, which may be no host at all.
+addrprobe is imported only when an underlay ADD needs it: its frame codec (scapy) takes a
+noticeable time to import, which nothing else should pay.
 """
 
 from __future__ import annotations
@@ -56,17 +59,18 @@ def targets(
         network = networks.get(instance.spec.network)
         if network is None or network.spec.type != constants.TYPE_UNDERLAY:
             continue
+        if network.spec.mode == constants.MODE_BGP:
+            continue
         if underlay_interface is None:
             # Nothing to probe on: the datapath reports InterfaceNotConfigured (NodeInfo,
             # Events, CHECK) and the pod is attached as before the datapath existed.
             continue
         subnet = subnets.get(instance.spec.subnet)
         ifname = underlay_interface
-        if (network.spec.mode or constants.MODE_VLAN) == constants.MODE_VLAN:
-            vlan = subnet.spec.net_id if subnet and subnet.spec.net_id is not None else None
-            vlan = vlan if vlan is not None else (network.spec.net_id or 0)
-            if vlan:
-                ifname = vlan_link_name(underlay_interface, vlan)
+        vlan = subnet.spec.net_id if subnet and subnet.spec.net_id is not None else None
+        vlan = vlan if vlan is not None else (network.spec.net_id or 0)
+        if vlan:
+            ifname = vlan_link_name(underlay_interface, vlan)
         gateway = subnet.spec.range.gateway if subnet is not None else None
         address = ipaddress.ip_interface(instance.spec.address.ip).ip
         found.append(Target(ifname, address, ipaddress.ip_address(gateway) if gateway else None))

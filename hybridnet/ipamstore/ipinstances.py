@@ -39,10 +39,19 @@ ANNOTATION_FAMILIES = f"{c.GROUP}/pod-ip-families"
 """The IP versions of the pod's allocation, e.g. ``4,6`` on both IPInstances of a dual-stack
 pod (``spec.address.version`` values, comma-separated, ascending)."""
 
+ANNOTATION_BGP_ANNOUNCED = f"{c.GROUP}/bgp-announced"
+"""Set by the leading manager on the IPInstance of a pod in a BGP or GlobalBGP network once
+the pod's /32 (/128) is announced: ExaBGP acknowledged it for every peer it goes to, and
+each of those peers that does not say ``allowNotEstablished`` has its session Established.
+The value is the node the route points at, so an address that moves to another node (a
+StatefulSet's retained address) is waited for again there. The daemon's ADD waits for it."""
+
 __all__ = [
+    "ANNOTATION_BGP_ANNOUNCED",
     "ANNOTATION_FAMILIES",
     "LABEL_POD_NAMESPACE",
     "address_of",
+    "bgp_announced_for",
     "build",
     "families_of",
     "instance_name",
@@ -131,6 +140,11 @@ def families_of(instance: IPInstance) -> frozenset[str] | None:
         return None
     families = frozenset(text.split(","))
     return families if families and families <= {c.IPV4, c.IPV6} else None
+
+
+def bgp_announced_for(instance: IPInstance) -> str | None:
+    """The node whose route to this address the manager has announced (None: not yet)."""
+    return instance.metadata.annotations.get(ANNOTATION_BGP_ANNOUNCED) or None
 
 
 def address_of(instance: IPInstance) -> str:

@@ -34,6 +34,8 @@ class BirdNeighbor:
     """BIRD keeps the neighbour's routes (stale) while it restarts, for the restart time
     the neighbour announced."""
     multihop: bool = False
+    local_address: str | None = None
+    """BIRD's own address for this session (default: the router's ``local_address``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +99,8 @@ class Bird:
                     f"kernel table {self.kernel_table}; learn off; }}"
                 )
         for neighbor in self.neighbors:
-            local = f"local {self.local_address} " if self.local_address else "local "
+            own = neighbor.local_address or self.local_address
+            local = f"local {own} " if own else "local "
             body = [
                 f"{local}as {self.asn};",
                 f"neighbor {neighbor.address} as {neighbor.asn};",

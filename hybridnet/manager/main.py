@@ -1,9 +1,10 @@
 """``hybridnet-manager``: IPAM for the cluster, one leader at a time.
 
 Start-up is in phases, leader only: rebuild the allocator from stored Networks, Subnets and
-IPInstances, sync the caches, then start the pod controller, the status writer and the node
-labeler. Each phase (and the webhook registration before it) waits out a store that is not
-ready yet and ends the process on an error that waiting does not cure (see startup.py). A
+IPInstances, sync the caches, then start the pod controller, the status writer, the node
+labeler and the BGP advertiser (which runs ExaBGP while a BGP network has peers). Each phase
+(and the webhook registration before it) waits out a store that is not ready yet and ends the
+process on an error that waiting does not cure (see startup.py). A
 leader that loses its Lease exits at once (the Deployment restarts it as a standby):
 half-leading is never an option.
 """
@@ -11,6 +12,7 @@ half-leading is never an option.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import signal
@@ -26,9 +28,12 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 from hybridnet import logs
 from hybridnet.api import constants as c
 from hybridnet.api.annotations import FAMILIES, ClusterDefaults
+from hybridnet.bgp.model import MAX_TTL
 from hybridnet.ipamcore.allocator import Allocator
 from hybridnet.ipamstore.service import IPAMService
 from hybridnet.logs import fields
+from hybridnet.manager.bgp import BGPAdvertiser, BGPSettings
+from hybridnet.manager.bgp_plan import SpeakerSettings
 from hybridnet.manager.caches import ClusterCache
 from hybridnet.manager.leader import LeaderElector
 from hybridnet.manager.nodes import NodeLabeler
@@ -105,10 +110,42 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     webhook.add_argument(
         "--webhook-url", help="base URL the API server calls; registers the configurations"
     )
+    bgp = parser.add_argument_group("BGP (the leader speaks for BGP and GlobalBGP networks)")
+    bgp.add_argument(
+        "--bgp-router-id",
+        type=_ipv4,
+        help="ExaBGP's BGP identifier (default: the IPv4 --bgp-local-address, else the "
+        "address this host reaches the first IPv4 peer from)",
+    )
+    bgp.add_argument(
+        "--bgp-local-address",
+        type=ipaddress.ip_address,
+        action="append",
+        default=[],
+        help="source address of the sessions to the peers of its family (once per family; "
+        "default: the kernel's choice)",
+    )
+    bgp.add_argument(
+        "--bgp-multihop",
+        type=int,
+        help="hops to eBGP peers that are not directly connected (L3 fabrics; default: the "
+        "peers are one hop away)",
+    )
+    bgp.add_argument(
+        "--bgp-workdir",
+        type=Path,
+        help="where ExaBGP's configuration, environment and API socket go (default: a "
+        "private temporary directory)",
+    )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     args = parser.parse_args(argv)
+    versions = [address.version for address in args.bgp_local_address]
+    if len(versions) != len(set(versions)):
+        parser.error("--bgp-local-address: at most one address per IP version")
+    if args.bgp_multihop is not None and not 1 <= args.bgp_multihop <= MAX_TTL:
+        parser.error(f"--bgp-multihop must be 1-{MAX_TTL}")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     for flag in ("metrics_address", "webhook_address"):
@@ -122,6 +159,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.webhook_url and not (args.webhook_address and args.webhook_ca):
         parser.error("--webhook-url needs --webhook-address and --webhook-ca")
     return args
+
+
+def _ipv4(text: str) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address") from None
+
+
+def bgp_settings(args: argparse.Namespace) -> BGPSettings:
+    return BGPSettings(
+        router_id=args.bgp_router_id,
+        speaker=SpeakerSettings(
+            local_addresses={a.version: a for a in args.bgp_local_address},
+            multihop=args.bgp_multihop,
+        ),
+        workdir=args.bgp_workdir,
+    )
 
 
 def start_webhook(
@@ -211,9 +266,20 @@ class Manager:
             ["subnet", "state"],
             registry=registry,
         )
-        self.status = StatusWriter(
-            store, self.cache, self.service.usage, on_counts=self._report(usage)
+        self.bgp = BGPAdvertiser(
+            store,
+            self.cache,
+            bgp_settings(args),
+            registry,
         )
+        self.status = StatusWriter(
+            store,
+            self.cache,
+            self.service.usage,
+            on_counts=self._report(usage),
+            bgp_peers=self.bgp.peer_statuses,
+        )
+        self.bgp.on_status = self.status.network_changed
         # On Kubernetes every node that runs a daemon is a registered Node (see nodes.py).
         registered = not args.store
         self.nodes = NodeLabeler(store, self.cache, self.service.usage, nodes_registered=registered)
@@ -243,6 +309,7 @@ class Manager:
             self.controller.start()
             self.status.start()
             self.nodes.start()
+            self.bgp.start()
             self._started = True
         log.info("manager serving", extra=fields(restored_allocations=restored))
 
@@ -258,6 +325,7 @@ class Manager:
             return
         try:
             if self._started:
+                self.bgp.stop(timeout=_left(deadline))
                 self.controller.stop(timeout=_left(deadline))
                 self.status.stop(timeout=_left(deadline))
                 self.nodes.stop(timeout=_left(deadline))

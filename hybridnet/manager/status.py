@@ -1,4 +1,5 @@
-"""Subnet and Network status counters, written when they change.
+"""Subnet and Network status counters (and a BGP network's peer states), written when they
+change.
 
 The allocator is the source of truth; this copies its counters to the objects so `kubectl get
 subnet` shows used/total and the webhook can refuse deleting a subnet in use. Driven by
@@ -13,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 
-from hybridnet.api.resources import Count, Network, Subnet
+from hybridnet.api.resources import BGPPeerStatus, Count, Network, Subnet
 from hybridnet.ipamstore.service import IPAMUsage
 from hybridnet.manager.batches import BatchLoop, OwnWrites
 from hybridnet.manager.caches import ClusterCache
@@ -35,6 +36,9 @@ CountsObserver = Callable[[str, int, int, int], None]
 """Told (subnet, total, used, available) whenever a subnet's counters are computed: the
 metrics gauges."""
 
+PeerStatuses = Callable[[str], list[BGPPeerStatus] | None]
+"""A BGP network's peer entries (hybridnet.manager.bgp); None leaves them as they are."""
+
 SUBNET, NETWORK = "subnet", "network"
 
 
@@ -48,9 +52,11 @@ class StatusWriter:
         interval: float = 1.0,
         resync: float = RESYNC_SECONDS,
         on_counts: CountsObserver | None = None,
+        bgp_peers: PeerStatuses | None = None,
     ):
         self.store = store
         self.on_counts = on_counts
+        self.bgp_peers = bgp_peers
         self._subnets = cache.subnets
         self._networks = cache.networks
         self._usage = usage
@@ -70,6 +76,10 @@ class StatusWriter:
         self._loop.stop(timeout)
 
     # ----------------------------------------------------------------- what changed
+
+    def network_changed(self, network: str) -> None:
+        """Something ``bgp_peers`` reports for ``network`` changed."""
+        self._loop.mark(f"{NETWORK}/{network}")
 
     def _usage_changed(self, network: str, subnet: str | None) -> None:
         if subnet is not None:
@@ -141,6 +151,9 @@ class StatusWriter:
             last_allocated_subnet=self._usage.sticky_subnet(name, 4),
             last_allocated_ipv6_subnet=self._usage.sticky_subnet(name, 6),
         )
+        peers = self.bgp_peers(name) if self.bgp_peers is not None else None
+        if peers is not None:
+            wanted.bgp_peers = peers
         if wanted != network.status:
             self._write(key, network, dataclasses.replace(network, status=wanted))
 

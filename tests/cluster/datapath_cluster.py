@@ -69,14 +69,14 @@ class KubeNode:
     def log_path(self) -> Path:
         return self.directory / "daemon.log"
 
-    def start(self, kubeconfig: Path, ipam_namespace: str) -> KubeNode:
-        """Start the daemon and wait until its STATUS says ready (informers listed, the
-        datapath reconciled once)."""
+    def start(self, kubeconfig: Path, ipam_namespace: str, *extra: str) -> KubeNode:
+        """Start the daemon (``extra``: more of its flags) and wait until its STATUS says
+        ready (informers listed, the datapath reconciled once)."""
         argv = [
             sys.executable, "-m", "hybridnet.daemon.main", "--socket", str(self.socket),
             "--node-name", self.name, "--kubeconfig", str(kubeconfig),
             "--ipam-namespace", ipam_namespace, "--allocation-timeout", "60",
-            "--vtep-interface", "eth0", "--underlay-interface", "eth0",
+            "--vtep-interface", "eth0", "--underlay-interface", "eth0", *extra,
         ]  # fmt: skip
         self.directory.mkdir(parents=True, exist_ok=True)
         process = testbed.Process(argv, netns=self.netns.name, log_path=self.log_path)

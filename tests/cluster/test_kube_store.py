@@ -130,11 +130,6 @@ def test_the_subnet_crd_rejects_invalid_objects_readably(
             "a BGP network needs at least one peer",
         ),
         (
-            {"type": "GlobalBGP", "config": {"bgpPeers": [{"address": "198.18.0.1", "asn": 1}]}},
-            "netID of a GlobalBGP network is the local AS number",
-        ),
-        ({"type": "GlobalBGP", "netID": 65001}, "a BGP network needs at least one peer"),
-        (
             {
                 "type": "GlobalBGP",
                 "netID": 65001,

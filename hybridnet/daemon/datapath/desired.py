@@ -38,8 +38,12 @@ Rules, in the order the kernel consults them (numbers: ``config.RoutingNumbers``
   pod address on its own subnet's link (not ``proxy_arp``, which would answer on one VLAN for
   the pods of every other: the node would join VLANs at layer 2). A pod of the same subnet on
   another node is reached on-link, its node answering the same way.
-* **Underlay BGP pods** leave by their subnet's table: default via the subnet's gateway on
-  the underlay interface (the fabric learns the pods' /32s from BGP).
+* **Underlay BGP pods** leave by their subnet's table: default via the network's first
+  BGP peer of their family that routes traffic (else the subnet's gateway, else no default:
+  the node's own routes) on the underlay interface, not onlink; the fabric learns the pods'
+  /32s (/128s) from the manager's BGP announcements, with the node's address as next hop,
+  so nothing answers ARP / NDP for them on the fabric. A GlobalBGP network's subnets get the
+  same tables on nodes that a BGP network attaches, through that network's peers.
 * **Leaving the cluster**: an overlay subnet with ``autoNatOutgoing`` is masqueraded by the
   nftables table (``packetfilter``): only towards addresses outside every subnet and every
   node, and never into the VXLAN device.
@@ -116,7 +120,15 @@ def desired_state(view: NodeView, config: NodeConfig, host: HostFacts) -> Desire
         "several overlay networks exist",
         problems,
     )
-    chosen = {n.name for n in (underlay_network, overlay_network) if n is not None}
+    global_network = None
+    if underlay_network is not None and underlay_network.spec.mode == constants.MODE_BGP:
+        global_network = inputs.pick_oldest(
+            (n for n in view.networks if n.spec.type == constants.TYPE_GLOBAL_BGP),
+            ProblemCode.GLOBAL_BGP_CONFLICT,
+            "several GlobalBGP networks exist",
+            problems,
+        )
+    chosen = {n.name for n in (underlay_network, overlay_network, global_network) if n is not None}
     own = [s for s in subnets if s.network.name in chosen]
     ctx = context.Context(
         view=view,
@@ -139,4 +151,6 @@ def desired_state(view: NodeView, config: NodeConfig, host: HostFacts) -> Desire
         vtep = overlay.build(ctx, overlay_network)
     if underlay_network is not None:
         underlay.build(ctx, underlay_network)
+        if global_network is not None:
+            underlay.build_global_bgp(ctx, global_network, underlay_network)
     return DesiredState(ctx.objects.all(), tuple(problems), ctx.tables, vtep)

@@ -26,6 +26,9 @@ FLOOD_MAC = "00:00:00:00:00:00"
 MAX_VNI = (1 << 24) - 1
 MIN_MTU = 68
 VXLAN_OVERHEAD = {4: 50, 6: 70}
+UNDERLAY_TYPES = (constants.TYPE_UNDERLAY, constants.TYPE_GLOBAL_BGP)
+"""Networks whose pods an overlay pod reaches through the VXLAN device (their node answers
+for them there, as for every local pod)."""
 """Outer Ethernet + IP + UDP + VXLAN headers; an IPv6 underlay's header is 20 bytes longer."""
 
 
@@ -197,7 +200,7 @@ def _subnet_table(
     version = subnet.version
     link_scope = scope(version)
     for target in ctx.subnets:
-        if target.network.spec.type == constants.TYPE_UNDERLAY and target.version == version:
+        if target.network.spec.type in UNDERLAY_TYPES and target.version == version:
             ctx.objects.add(Route(version, table, target.text, vxlan, scope=link_scope))
     host_length = "/32" if version == 4 else "/128"
     for remote in remotes:

@@ -13,6 +13,8 @@ class ProblemCode(enum.StrEnum):
     """More than one underlay network selects this node; the oldest is used."""
     OVERLAY_CONFLICT = "OverlayNetworkConflict"
     """More than one overlay network exists; the oldest is used."""
+    GLOBAL_BGP_CONFLICT = "GlobalBGPNetworkConflict"
+    """More than one GlobalBGP network exists; the oldest is used."""
     INTERFACE_NOT_CONFIGURED = "InterfaceNotConfigured"
     PARENT_MISSING = "ParentInterfaceMissing"
     VLAN_ID_INVALID = "InvalidVLANID"

@@ -1,8 +1,18 @@
 """The underlay part of the desired state: VLAN sub-interfaces (or the parent itself), the
 subnets' tables towards their gateways, and a proxy ARP / NDP entry per local pod on its own
-subnet's link only (the design is in ``desired``'s docstring)."""
+subnet's link only (the design is in ``desired``'s docstring).
+
+BGP mode (``bgp_gateway``): a subnet's pods leave by the underlay interface through the
+network's first BGP peer of their family that routes traffic (not ``doesNotRouteTraffic``),
+as in the reference; without one, through the subnet's own gateway if it names one; without
+either, the subnet's table holds no default route and their traffic follows the node's own
+routes (``main``). No proxy entries: the fabric reaches a BGP pod through the route the
+manager announces, via the node's own address. A GlobalBGP network's subnets get the same
+tables on every node a BGP network attaches, through that network's peers."""
 
 from __future__ import annotations
+
+import ipaddress
 
 from hybridnet.api import constants
 from hybridnet.api.resources import Network
@@ -30,7 +40,10 @@ def build(ctx: Context, network: Network) -> None:
         if link is None:
             continue
         served.setdefault(link, set()).add(subnet.version)
-        _subnet_table(ctx, subnet, table, link, onlink=vlan_mode)
+        if vlan_mode:
+            _vlan_table(ctx, subnet, table, link)
+        else:
+            _bgp_table(ctx, subnet, table, link, network)
         if vlan_mode:
             for pod in ctx.pods:
                 if pod.subnet == subnet.name:
@@ -45,21 +58,51 @@ def build(ctx: Context, network: Network) -> None:
                 ctx.objects.add(sysctl)
 
 
-def _subnet_table(
-    ctx: Context, subnet: inputs.SubnetInput, table: int, link: str, *, onlink: bool
+def build_global_bgp(ctx: Context, network: Network, speaking: Network) -> None:
+    """A GlobalBGP network's subnets on a node that ``speaking`` (its BGP network) attaches:
+    the same tables as that network's own subnets."""
+    parent = ctx.parent(ctx.config.underlay_interface, "underlay", network.name)
+    if parent is None:
+        return
+    for subnet in (s for s in ctx.subnets if s.network.name == network.name):
+        table = ctx.tables.get(subnet.name)
+        if table is not None:
+            _bgp_table(ctx, subnet, table, parent.name, speaking)
+
+
+def bgp_gateway(network: Network, subnet: inputs.SubnetInput) -> str | None:
+    """Where a BGP subnet's pods send what leaves the node (see the module docstring)."""
+    for peer in network.spec.config.bgp_peers if network.spec.config else []:
+        try:
+            address = ipaddress.ip_address(peer.address)
+        except ValueError:
+            continue
+        if address.version == subnet.version and not peer.does_not_route_traffic:
+            return str(address)
+    return subnet.gateway
+
+
+def _bgp_table(
+    ctx: Context, subnet: inputs.SubnetInput, table: int, link: str, speaking: Network
 ) -> None:
-    """VLAN: the subnet on-link and a default route to its gateway, onlink. BGP: only the
-    default route (the gateway is a router the interface reaches)."""
+    """Default via the BGP gateway (a router the interface reaches: not onlink), or none."""
     version = subnet.version
-    if onlink:
-        ctx.objects.add(Route(version, table, subnet.text, link, scope=scope(version)))
+    gateway = bgp_gateway(speaking, subnet)
+    if gateway is not None:
+        ctx.objects.add(Route(version, table, default_route(version), link, gateway=gateway))
+    ctx.objects.add(Rule(version, ctx.config.numbers.subnet_priority, table, src=subnet.text))
+
+
+def _vlan_table(ctx: Context, subnet: inputs.SubnetInput, table: int, link: str) -> None:
+    """VLAN: the subnet on-link and a default route to its gateway, onlink."""
+    version = subnet.version
+    ctx.objects.add(Route(version, table, subnet.text, link, scope=scope(version)))
     if subnet.gateway is None:
         message = "no gateway: its pods reach only their own subnet"
         ctx.problem(ProblemCode.SUBNET_WITHOUT_GATEWAY, f"subnet/{subnet.name}", message)
     else:
-        default = Route(
-            version, table, default_route(version), link, gateway=subnet.gateway, onlink=onlink
-        )
+        gateway = subnet.gateway
+        default = Route(version, table, default_route(version), link, gateway=gateway, onlink=True)
         ctx.objects.add(default)
     ctx.objects.add(Rule(version, ctx.config.numbers.subnet_priority, table, src=subnet.text))
 

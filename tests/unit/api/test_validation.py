@@ -160,12 +160,6 @@ def test_network_rules(net: Network, path: str | None) -> None:
     [
         (network(mode="BGP", net_id=1, selector={"a": "b"}), "spec.config.bgpPeers",
          "a BGP network needs at least one peer"),
-        (network("GlobalBGP", net_id=1), "spec.config.bgpPeers",
-         "a GlobalBGP network needs at least one peer"),
-        (network("GlobalBGP", peers=[BGPPeer(address="198.18.0.1", asn=1)]), "spec.netID",
-         "is required for mode GlobalBGP (an AS number)"),
-        (network("GlobalBGP", net_id=2**32, peers=[BGPPeer(address="198.18.0.1", asn=1)]),
-         "spec.netID", "is not an AS number"),
         (network(mode="BGP", net_id=1, selector={"a": "b"},
                  peers=[BGPPeer(address="198.18.0.1", asn=1),
                         BGPPeer(address="198.18.0.1", asn=2)]),
@@ -181,6 +175,11 @@ def test_network_rules(net: Network, path: str | None) -> None:
 def test_bgp_networks_and_their_peers(net: Network, path: str, message: str) -> None:
     found = [str(e) for e in validation.network_errors(net) if e.path == path]
     assert any(message in e for e in found), validation.network_errors(net)
+
+
+def test_a_global_bgp_network_needs_no_peers_of_its_own() -> None:
+    """Its pods go to the peers of the BGP network that attaches their node."""
+    assert validation.network_errors(network("GlobalBGP")) == []
 
 
 def test_bgp_peer_fields_are_each_checked() -> None:

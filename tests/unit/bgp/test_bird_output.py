@@ -77,3 +77,20 @@ def test_configuration(tmp_path: Path) -> None:
     assert '  password "pw";\n  multihop;\n' in text
     assert "graceful restart on;" in text
     assert "kernel table 100;" in text
+
+
+def test_a_neighbor_may_name_birds_own_address_for_its_session(tmp_path: Path) -> None:
+    bird = Bird(
+        Namespace("hnt000000-gw"),
+        tmp_path,
+        router_id="198.18.0.1",
+        asn=65000,
+        neighbors=[
+            BirdNeighbor("v4", "198.18.0.10", 65010),
+            BirdNeighbor("v6", "2001:db8::a", 65010, local_address="2001:db8::1"),
+        ],
+        local_address="198.18.0.1",
+    )
+    text = bird.render()
+    assert "protocol bgp v4 {\n  local 198.18.0.1 as 65000;\n" in text
+    assert "protocol bgp v6 {\n  local 2001:db8::1 as 65000;\n" in text

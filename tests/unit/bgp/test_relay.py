@@ -1,9 +1,12 @@
 """The API relay: introduces itself with its parent's PID, copies both ways, and exits when
-either side goes away (so ExaBGP, told to stop when its API process dies, stops too)."""
+either side goes away; when the speaker's side goes, it first tells its parent (ExaBGP) to
+stop with SIGTERM, since ExaBGP does not stop by itself when its API process ends.
+
+The relay runs under a stand-in parent (``PARENT``) that hands it this test's pipes and
+reports, on stderr, whether it was sent SIGTERM."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -24,13 +27,34 @@ def listener(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
     server.close()
 
 
+PARENT = """
+import signal, subprocess, sys
+signalled = []
+signal.signal(signal.SIGTERM, lambda *_: signalled.append(True))
+relay = subprocess.Popen([sys.executable, "-I", "-m", "hybridnet.bgp.relay", sys.argv[1]])
+print(relay.pid, file=sys.stderr, flush=True)
+code = relay.wait()
+signal.pthread_sigmask(signal.SIG_BLOCK, [])  # a pending handler runs before this returns
+print("SIGTERM" if signalled else "no signal", code, file=sys.stderr, flush=True)
+"""
+
+
 def start_relay(path: str) -> subprocess.Popen[bytes]:
+    """The stand-in parent, its relay on this test's pipes (stdin/stdout)."""
     return subprocess.Popen(
-        [sys.executable, "-I", "-m", "hybridnet.bgp.relay", path],
+        [sys.executable, "-c", PARENT, path],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+
+
+def parent_report(parent: subprocess.Popen[bytes]) -> tuple[int, str]:
+    """The relay's PID, and what the parent saw when it ended ("SIGTERM 0")."""
+    assert parent.stderr is not None
+    assert parent.wait(30) == 0
+    pid, report = parent.stderr.read().decode().strip().splitlines()[:2]
+    return int(pid), report
 
 
 def read_line(stream: socket.socket) -> bytes:
@@ -51,7 +75,7 @@ def test_the_relay_copies_both_ways_and_ends_with_the_speaker(
     try:
         connection, _ = server.accept()
         connection.settimeout(30)
-        assert read_line(connection) == f"relay {os.getpid()}\n".encode()
+        assert read_line(connection) == f"relay {relay.pid}\n".encode()  # the parent's
         relay.stdin.write(b'{"type": "fsm"}\ndone\n')
         relay.stdin.flush()
         assert read_line(connection) == b'{"type": "fsm"}\n'
@@ -60,7 +84,8 @@ def test_the_relay_copies_both_ways_and_ends_with_the_speaker(
         connection.sendall(big + b"\n")
         assert relay.stdout.readline() == big + b"\n"
         connection.close()
-        assert relay.wait(30) == 0
+        relay.stdin.close()
+        assert parent_report(relay)[1] == "SIGTERM 0", "ExaBGP told to stop, the relay ended"
     finally:
         relay.kill()
         relay.wait()
@@ -78,8 +103,8 @@ def test_the_relay_ends_when_exabgp_closes_its_pipe(listener: tuple[socket.socke
         connection.settimeout(30)
         read_line(connection)
         relay.stdin.close()
-        assert relay.wait(30) == 0
         assert connection.recv(1) == b"", "the speaker sees the relay's end"
+        assert parent_report(relay)[1] == "no signal 0", "an ending ExaBGP is not signalled"
         connection.close()
     finally:
         relay.kill()
@@ -90,7 +115,12 @@ def test_the_relay_ends_when_exabgp_closes_its_pipe(listener: tuple[socket.socke
 
 
 def test_the_relay_fails_loudly_when_the_speaker_is_not_there(tmp_path: Path) -> None:
-    relay = start_relay(str(tmp_path / "nobody.sock"))
+    relay = subprocess.Popen(
+        [sys.executable, "-I", "-m", "hybridnet.bgp.relay", str(tmp_path / "nobody.sock")],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     _, err = relay.communicate(timeout=30)
     assert relay.returncode == 1
     assert b"cannot reach the speaker" in err

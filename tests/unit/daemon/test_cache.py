@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from hybridnet.api.resources import IPInstance
-from hybridnet.daemon.cache import AllocationTimeout, NodeCache
+from hybridnet.daemon.cache import AllocationTimeout, NodeCache, NotAnnounced
 from hybridnet.daemon.health import WatchHealth
+from hybridnet.ipamstore import ipinstances
 from hybridnet.store.errors import Unavailable
 from hybridnet.store.informer import Backoff
 from hybridnet.store.interface import R, WatchEvent
@@ -165,3 +166,37 @@ def test_after_a_failure_the_next_watch_is_short(tmp_path: Path) -> None:
     assert (failed, health.problem) == ("API server unreachable: connection refused", None)
     assert store.watch_timeouts == [0.05, 3600, 0.05]
     store.close()
+
+
+def mark(store: CutOffStore, name: str, node: str) -> None:
+    stored = store.get(IPInstance, name, IPAM_NAMESPACE)
+    stored.metadata.annotations[ipinstances.ANNOTATION_BGP_ANNOUNCED] = node
+    store.update(stored)
+
+
+def test_a_bgp_add_waits_for_the_announced_mark_naming_this_node(
+    store: CutOffStore, cache: NodeCache
+) -> None:
+    """A mark for another node (the address announced where the pod used to run) is not
+    this node's; the mark naming it wakes the wait, which returns the marked version."""
+    store.create(instance("bgp", "198.19.0.5"))
+    (first,) = cache.wait_for_pod("default/bgp", SIGNAL_TIMEOUT)
+    mark(store, first.name, "elsewhere")
+    eventually(
+        lambda: ipinstances.bgp_announced_for(cache.pod_instances("default/bgp")[0]) is not None,
+        "the other node's mark is cached",
+    )
+    with pytest.raises(NotAnnounced) as refused:
+        cache.wait_for_announced("default/bgp", {first.name}, 0)
+    assert refused.value.waiting == [first.name]
+    found: list[list[IPInstance]] = []
+    waiting = threading.Thread(
+        target=lambda: found.append(
+            cache.wait_for_announced("default/bgp", {first.name}, SIGNAL_TIMEOUT)
+        )
+    )
+    waiting.start()
+    mark(store, first.name, NODE)
+    waiting.join()
+    ((marked,),) = found
+    assert ipinstances.bgp_announced_for(marked) == NODE

@@ -1,10 +1,12 @@
 """Where an underlay ADD probes its addresses: the subnet's VLAN sub-interface (the parent for
-VLAN 0, the underlay interface for BGP), with the subnet's gateway; nothing for overlay pods."""
+VLAN 0), with the subnet's gateway; nothing for overlay, BGP and GlobalBGP pods."""
 
 from __future__ import annotations
 
 import ipaddress
 
+from hybridnet.api.meta import ObjectMeta
+from hybridnet.api.resources import Network, NetworkSpec
 from hybridnet.daemon.underlay_check import Target, targets
 from tests.unit.daemon.datapath.builders import overlay, pod_ip, subnet, underlay
 
@@ -32,16 +34,24 @@ def test_vlan_subnets_probe_on_their_sub_interface_and_ask_for_their_gateway() -
     ]
 
 
-def test_vlan_zero_and_bgp_probe_on_the_underlay_interface_itself() -> None:
-    flat, bgp = underlay("flat", vlan=0), underlay("bgp", vlan=None, mode="BGP")
-    subnets = {"f": subnet("f", "flat", "198.18.0.0/24"), "b": subnet("b", "bgp", "198.18.1.0/24")}
-    found = targets(
-        [pod_ip("p", "f", "198.18.0.9/24", "flat"), pod_ip("q", "b", "198.18.1.9/24", "bgp")],
-        {"flat": flat, "bgp": bgp},
-        subnets,
-        "bond0",
-    )
-    assert [t.ifname for t in found] == ["bond0", "bond0"]
+def test_vlan_zero_probes_on_the_underlay_interface_itself() -> None:
+    flat = underlay("flat", vlan=0)
+    subnets = {"f": subnet("f", "flat", "198.18.0.0/24")}
+    found = targets([pod_ip("p", "f", "198.18.0.9/24", "flat")], {"flat": flat}, subnets, "bond0")
+    assert [t.ifname for t in found] == ["bond0"]
+
+
+def test_bgp_pods_are_not_probed() -> None:
+    """Their address is not on the segment and their subnet's gateway (here one nobody
+    holds) is not where they route: probing would only cost time, or refuse them."""
+    bgp = underlay("bgp", vlan=65001, mode="BGP")
+    global_bgp = Network(ObjectMeta(name="global"), NetworkSpec(type="GlobalBGP"))
+    subnets = {
+        "b": subnet("b", "bgp", "198.19.1.0/24", gateway="198.19.1.1"),
+        "g": subnet("g", "global", "198.20.0.0/24"),
+    }
+    pods = [pod_ip("q", "b", "198.19.1.9/24", "bgp"), pod_ip("r", "g", "198.20.0.9/24", "global")]
+    assert targets(pods, {"bgp": bgp, "global": global_bgp}, subnets, "eth0") == []
 
 
 def test_overlay_pods_and_nodes_without_an_underlay_interface_check_nothing() -> None:

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import pytest
 
+from hybridnet.api.resources import BGPPeer, Network, NetworkConfig, NetworkSpec
 from hybridnet.daemon.datapath import packetfilter
 from hybridnet.daemon.datapath.config import NodeConfig, RoutingNumbers
 from hybridnet.daemon.datapath.desired import DesiredState, desired_state
@@ -36,6 +37,7 @@ from tests.unit.daemon.datapath.builders import (
     ETH0_MAC,
     host,
     link,
+    meta,
     node_info,
     ours,
     overlay,
@@ -450,23 +452,111 @@ def test_the_sites_own_matching_vlan_interface_is_used_not_created() -> None:
     assert state.problems == ()
 
 
-def test_bgp_underlay_routes_to_the_gateway_without_vlan_or_proxy() -> None:
-    pods = (pod_ip("p1", "b6", "2001:db8:8::5/64", network="bgp"),)
+def bgp(*peers: BGPPeer, name: str = "bgp", selector: dict[str, str] | None = None) -> Network:
+    network = underlay(name, vlan=65001, mode="BGP", selector=selector)
+    network.spec.config = NetworkConfig(bgp_peers=list(peers))
+    return network
+
+
+def routing(address: str) -> BGPPeer:
+    return BGPPeer(address=address, asn=65000)
+
+
+def session_only(address: str) -> BGPPeer:
+    return BGPPeer(address=address, asn=65000, does_not_route_traffic=True)
+
+
+def global_bgp(name: str = "global") -> Network:
+    return Network(meta(name), NetworkSpec(type="GlobalBGP", mode="GlobalBGP"))
+
+
+BGP_SUBNETS = (
+    subnet("b4", "bgp", "198.19.8.0/24", gateway="198.19.8.1"),
+    subnet("b6", "bgp", "2001:db8:8::/64"),
+)
+
+
+@pytest.mark.parametrize(
+    ("peers", "gateways"),
+    [
+        pytest.param(
+            (routing("198.18.0.1"), routing("2001:db8::1")),
+            {"b4": "198.18.0.1", "b6": "2001:db8::1"},
+            id="each family through its peer, not the subnet's gateway",
+        ),
+        pytest.param(
+            (session_only("198.18.0.1"), routing("198.18.0.2"), routing("198.18.0.3")),
+            {"b4": "198.18.0.2", "b6": None},
+            id="the first peer that routes traffic",
+        ),
+        pytest.param(
+            (session_only("198.18.0.1"), session_only("2001:db8::1")),
+            {"b4": "198.19.8.1", "b6": None},
+            id="no peer routes traffic: the subnet's gateway, else the node's own routes",
+        ),
+    ],
+)
+def test_bgp_subnets_route_through_a_peer_that_routes_traffic_without_vlan_or_proxy(
+    peers: tuple[BGPPeer, ...], gateways: dict[str, str | None]
+) -> None:
+    pods = (
+        pod_ip("p1", "b4", "198.19.8.5/24", network="bgp"),
+        pod_ip("p2", "b6", "2001:db8:8::5/64", network="bgp"),
+    )
+    state = build(view(networks=(bgp(*peers),), subnets=BGP_SUBNETS, local_ips=pods))
+    assert not of(state, VlanLink)
+    assert not of(state, Neighbour)  # the fabric reaches BGP pods by their routes
+    assert not [s for s in of(state, Sysctl) if s.link == "eth0"]  # no proxy_arp, proxy_ndp
+    for name, gateway in gateways.items():
+        table = state.subnet_tables[name]
+        version = 6 if name == "b6" else 4
+        in_table = [r for r in of(state, Route) if r.table == table]
+        default = "::/0" if version == 6 else "0.0.0.0/0"
+        expected = [Route(version, table, default, "eth0", gateway=gateway)] if gateway else []
+        assert in_table == expected, name
+        source = BGP_SUBNETS[version == 6].spec.range.cidr
+        assert Rule(version, N.subnet_priority, table, src=source) in of(state, Rule)
+    assert state.problems == ()
+
+
+def test_global_bgp_subnets_on_a_node_a_bgp_network_attaches_route_through_its_peer() -> None:
+    pods = (pod_ip("g", "g4", "198.20.0.5/24", network="global"),)
     state = build(
         view(
-            networks=(underlay("bgp", vlan=65001, mode="BGP"),),
+            networks=(bgp(routing("198.18.0.1")), global_bgp(), overlay()),
             subnets=(
-                subnet("b4", "bgp", "198.19.8.0/24"),
-                subnet("b6", "bgp", "2001:db8:8::/64", gateway="2001:db8:8::1"),
+                *BGP_SUBNETS,
+                subnet("g4", "global", "198.20.0.0/24"),
+                subnet("ov4", "overlay", "198.19.0.0/24"),
             ),
             local_ips=pods,
         )
     )
-    assert not of(state, VlanLink)
-    assert not of(state, Neighbour)
-    table = state.subnet_tables["b6"]
-    assert Route(6, table, "::/0", "eth0", gateway="2001:db8:8::1") in of(state, Route)
-    assert codes(state) == [ProblemCode.SUBNET_WITHOUT_GATEWAY]  # b4 has none
+    table = state.subnet_tables["g4"]
+    assert [r for r in of(state, Route) if r.table == table] == [
+        Route(4, table, "0.0.0.0/0", "eth0", gateway="198.18.0.1")
+    ]
+    assert Rule(4, N.subnet_priority, table, src="198.20.0.0/24") in of(state, Rule)
+    # Overlay pods reach GlobalBGP pods through the overlay, as they reach any underlay pod.
+    overlay_table = state.subnet_tables["ov4"]
+    assert Route(4, overlay_table, "198.20.0.0/24", VX, scope=SCOPE_LINK) in of(state, Route)
+
+
+def test_global_bgp_subnets_are_not_built_where_no_bgp_network_attaches() -> None:
+    state = build(
+        view(
+            networks=(underlay(), global_bgp()),
+            subnets=(subnet("g4", "global", "198.20.0.0/24"),),
+        )
+    )
+    assert "g4" not in state.subnet_tables
+    state = build(
+        view(
+            networks=(bgp(routing("198.18.0.1"), selector={"rack": "b"}), global_bgp()),
+            subnets=(subnet("g4", "global", "198.20.0.0/24"),),
+        )
+    )
+    assert "g4" not in state.subnet_tables
 
 
 def test_an_underlay_network_that_does_not_select_this_node_is_ignored() -> None:
