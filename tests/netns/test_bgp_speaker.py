@@ -373,8 +373,14 @@ def test_wrong_md5_password_is_a_peer_state_not_a_crash(bed: Bed) -> None:
         lambda: md5_failures(bed.gateway.namespace) > before,
         "BIRD's kernel refused the speaker's connection for its MD5 signature",
     )
+    # The kernel counts the refused segment before ExaBGP's next state report reaches the
+    # speaker: wait for that report (any state from ExaBGP), then it must not be up.
+    eventually(
+        lambda: speaker.peer_states()[bed.gateway.ipv4].state is not SessionState.STOPPED,
+        "ExaBGP reports the peer's session state",
+    )
     state = speaker.peer_states()[bed.gateway.ipv4].state
-    assert state not in (SessionState.ESTABLISHED, SessionState.STOPPED), state
+    assert state is not SessionState.ESTABLISHED, state
     assert bird.protocol("hn").state != "Established"
     assert speaker.exabgp_pid == pid, "ExaBGP kept running"
 
