@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed-stamp
 # runtime (libcni), ping/tcpdump for traffic checks, and iperf3 for the datapath benchmark.
 DEBIAN_PACKAGES := iproute2 iptables nftables kmod user-mode-linux bird2 \
 	containernetworking-plugins podman runc busybox-static iputils-ping procps tcpdump \
-	iperf3 python3-venv ca-certificates gcc libc6-dev
+	iperf3 zsh python3-venv ca-certificates gcc libc6-dev
 
 .PHONY: test demo deps venv controlplane lint typecheck unit netns bench clean-testbed controlplane-up proto \
 	controlplane-down
