@@ -12,7 +12,8 @@ from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import BGPPeer, IPInstance, Network, NetworkConfig, NetworkSpec, Subnet
 from hybridnet.api.validation import effective_mode
 from hybridnet.ctl.context import Context
-from hybridnet.ctl.errors import CtlError, field_hint
+from hybridnet.ctl.creation import create_checked
+from hybridnet.ctl.errors import CtlError
 from hybridnet.ctl.output import Column, Record
 from hybridnet.ctl.usage import Usage, network_usage, nodes_of, subnet_usage
 from hybridnet.store.errors import NotFound
@@ -140,16 +141,7 @@ def create(ctx: Context, args: argparse.Namespace) -> int:
     )
     if any(n.name == network.name for n in store.list(Network).items):
         problems.append(f'network "{network.name}" already exists')
-    if problems:
-        raise CtlError(
-            "; ".join(problems), field_hint(problems, FLAG_OF_FIELD, "nothing was created")
-        )
-    if args.dry_run:
-        ctx.say(f"network/{network.name} is valid (dry run: nothing created)")
-        return 0
-    store.create(network)
-    ctx.say(f"network/{network.name} created")
-    return 0
+    return create_checked(ctx, network, problems, FLAG_OF_FIELD, args.dry_run)
 
 
 def delete(ctx: Context, args: argparse.Namespace) -> int:

@@ -20,7 +20,8 @@ from hybridnet.api.resources import (
     SubnetSpec,
 )
 from hybridnet.ctl.context import Context
-from hybridnet.ctl.errors import CtlError, field_hint
+from hybridnet.ctl.creation import create_checked
+from hybridnet.ctl.errors import CtlError
 from hybridnet.ctl.output import Column, Record
 from hybridnet.ctl.usage import Usage, subnet_usage
 from hybridnet.ctl.values import flatten
@@ -157,16 +158,7 @@ def create(ctx: Context, args: argparse.Namespace) -> int:
     problems = admission.subnet_problems(subnet, None, store.list(Network).items, existing)
     if any(s.name == subnet.name for s in existing):
         problems.append(f'subnet "{subnet.name}" already exists')
-    if problems:
-        raise CtlError(
-            "; ".join(problems), field_hint(problems, FLAG_OF_FIELD, "nothing was created")
-        )
-    if args.dry_run:
-        ctx.say(f"subnet/{subnet.name} is valid (dry run: nothing created)")
-        return 0
-    store.create(subnet)
-    ctx.say(f"subnet/{subnet.name} created")
-    return 0
+    return create_checked(ctx, subnet, problems, FLAG_OF_FIELD, args.dry_run)
 
 
 def delete(ctx: Context, args: argparse.Namespace) -> int:
