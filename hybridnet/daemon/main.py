@@ -228,8 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     service.stop()
     if metrics is not None:
         metrics.stop()
-    store.close()  # wakes the informers' watches: they end now, not at a re-check
-    service.join()
+    store.close()
     return 0
 
 
