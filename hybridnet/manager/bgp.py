@@ -14,13 +14,16 @@ heartbeat) only wake the announcement check.
   speaker is replaced. Peers that go away get their routes withdrawn first (bounded); the
   old ExaBGP then stops with SIGTERM (graceful restart: the peers that stay keep the routes
   while the new ExaBGP connects, announces everything and sends End-of-RIB).
+* **Standby**: a replica waiting for leadership (``stand_by``) keeps a session with every
+  peer and announces nothing (bgp_standby says why); ``start`` takes that speaker over, so
+  the new leader's routes go out on sessions that are already Established.
 * **Leader change**: the old leader's ExaBGP ends with it (its API relay loses the old
   process's socket and ExaBGP stops), the fabric keeps its routes for their graceful-restart
-  time, and the new leader, once its caches are synced, starts ExaBGP with the whole desired
-  set; End-of-RIB follows it, and the fabric drops what it kept and did not hear again. A
-  peer keeps the routes of each session (each source address) apart: when the replicas
-  speak from different addresses, the old leader's routes stay at the router, stale, until
-  its restart time ends or that replica's ExaBGP connects again.
+  time, and the new leader, once its caches are synced, announces the whole desired set on
+  its own sessions. A peer keeps each session's routes apart (each source address), so the
+  old leader's routes stay at the router, stale, beside the new leader's, until the replica
+  that left them connects again from the same node (as a standby: End-of-RIB with nothing
+  makes the peer drop them) or their restart time ends.
 * **Router id** (ExaBGP's BGP identifier): ``--bgp-router-id``, else the IPv4 local address
   flag, else the address the kernel would use to reach the first IPv4 peer.
 """
@@ -49,6 +52,7 @@ from hybridnet.bgp.speaker import Speaker
 from hybridnet.ipamstore import ipinstances
 from hybridnet.logs import fields
 from hybridnet.manager import bgp_plan
+from hybridnet.manager.bgp_standby import PeerWatch
 from hybridnet.manager.caches import ClusterCache
 from hybridnet.manager.workqueue import WorkQueue
 from hybridnet.metrics import LATENCY_BUCKETS, new_registry
@@ -60,6 +64,9 @@ log = logging.getLogger(__name__)
 WITHDRAW_SECONDS = 5.0
 """How long a replaced speaker may take to withdraw the routes of peers that went away."""
 MARK_RETRY_SECONDS = 1.0
+WATCH_JOIN_SECONDS = 5.0
+"""How long stop() waits for the standby's Network watch to end (it ends at its next event or
+its watch timeout; the store must not close under it)."""
 STATE_INVALID = "Invalid"
 
 
@@ -206,6 +213,9 @@ class BGPAdvertiser:
         self._reported: dict[str, list[BGPPeerStatus]] = {}
         self._marks = WorkQueue()
         self._threads: list[threading.Thread] = []
+        self._standby: PeerWatch | None = None
+        self._leading = False
+        """Set by start(): from then on the speaker gets the plan's routes."""
 
         self._current = _CurrentSpeaker()
         registry.register(self._current)
@@ -229,9 +239,25 @@ class BGPAdvertiser:
 
     # ----------------------------------------------------------------- lifecycle
 
+    def stand_by(self) -> None:
+        """Before leadership: sessions with every BGP network's peers, announcing nothing,
+        kept to the networks as they change (see bgp_standby)."""
+        watch = PeerWatch(
+            self.store,
+            self.settings.speaker,
+            self._standby_peers,
+            watch_timeout=self.cache.watch_timeout,
+        )
+        self._standby = watch
+        watch.start()
+
     def start(self) -> None:
-        """Plan from the synced caches and start the speaker with the whole set (so its
-        first End-of-RIB follows every route), then serve changes."""
+        """Plan from the synced caches and give the speaker the whole set (a standby's
+        speaker, when its peers are still the ones planned; else a new ExaBGP, whose first
+        End-of-RIB then follows every route), then serve changes."""
+        if self._standby is not None:
+            self._standby.stop_calling()
+        self._leading = True
         self._round()
         planner = threading.Thread(target=self._run, name="bgp-planner", daemon=True)
         self._threads.append(planner)
@@ -244,17 +270,23 @@ class BGPAdvertiser:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the threads and ExaBGP (SIGTERM: the fabric keeps the routes for their
-        graceful-restart time, for the next leader to take over)."""
+        graceful-restart time, for the next leader to take over). Also before start()."""
         deadline = time.monotonic() + timeout
         self._stopping.set()
         self._wake.set()
         self._marks.close()
+        if self._standby is not None:
+            self._standby.stop(timeout=min(WATCH_JOIN_SECONDS, timeout))
         for thread in self._threads:
             thread.join(timeout=max(deadline - time.monotonic(), 0))
         with self._lock:
             speaker, self._speaker = self._speaker, None
         if speaker is not None:
             speaker.close()
+
+    def _standby_peers(self, peers: tuple[Peer, ...]) -> None:
+        if peers != self._speaker_peers or (self._speaker is None and peers):
+            self._replace_speaker(peers)
 
     # ----------------------------------------------------------------- reading
 
@@ -497,7 +529,11 @@ class BGPAdvertiser:
             self._speaker = speaker
         log.info(
             "BGP speaker started",
-            extra=fields(router_id=str(router_id), peers=[p.name for p in peers]),
+            extra=fields(
+                router_id=str(router_id),
+                peers=[p.name for p in peers],
+                role="leader" if self._leading else "standby",
+            ),
         )
 
     def _router_id(self, peers: Sequence[Peer]) -> IPAddress | None:

@@ -313,6 +313,11 @@ class Manager:
             self._started = True
         log.info("manager serving", extra=fields(restored_allocations=restored))
 
+    def stand_by(self) -> None:
+        """While another replica leads: keep BGP sessions up, announcing nothing (see
+        hybridnet.manager.bgp_standby)."""
+        self.bgp.stand_by()
+
     def stop(self, timeout: float = SHUTDOWN_SECONDS) -> None:
         """Safe at any point, also while start() is still running in another thread (which
         then gives up at its next wait). Takes at most about ``timeout`` seconds: every thread
@@ -324,8 +329,8 @@ class Manager:
             log.warning("start-up still running at shutdown; not waiting for it")
             return
         try:
+            self.bgp.stop(timeout=_left(deadline))  # a standby's sessions too
             if self._started:
-                self.bgp.stop(timeout=_left(deadline))
                 self.controller.stop(timeout=_left(deadline))
                 self.status.stop(timeout=_left(deadline))
                 self.nodes.stop(timeout=_left(deadline))
@@ -407,6 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     elector = None
     if args.leader_elect:
+        manager.stand_by()  # before the elector: leadership takes the standby's sessions over
         elector = LeaderElector(
             store,
             namespace=args.namespace,

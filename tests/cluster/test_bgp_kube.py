@@ -69,9 +69,9 @@ WRONG_PASSWORD = "not the spine key"  # noqa: S105
 OUTSIDE_V4, OUTSIDE_V6 = "198.18.200.2", "2001:db8:200::2"
 RACK = {"hybridnet.test/rack": "bgp"}
 APPS = "apps"
-GRACE = 30
-"""gracefulRestartSeconds of every peer: longer than a leader change takes here (the Lease
-is 4 s, then the caches sync and ExaBGP connects), short enough to wait out in a test."""
+GRACE = 300
+"""gracefulRestartSeconds of every peer (the default): so long that a stale route leaving
+within BOUND left by End-of-RIB, not because its restart time ended."""
 BOUND = 60.0
 """How long any state may take to be reached: routes reach BIRD within milliseconds here,
 sessions come up within seconds; the rest is slack for a loaded machine."""
@@ -653,16 +653,19 @@ class Watcher:
 
 
 def test_leader_change_keeps_the_routes_at_bird_then_reconciles(cluster: Cluster) -> None:
-    """A second manager (in node 2's namespace) waits as standby; the leader is killed
-    (kill -9; its ExaBGP ends with it). BIRD keeps the old leader's routes (graceful
-    restart) while the standby takes the Lease, and holds every live pod's route throughout
-    (watched continuously). A pod deleted while no manager leads is released by the new
-    leader, whose sessions then hold exactly the new set; the old leader's stale routes
-    leave when their restart time ends. A new pod's ADD is served by the new leader."""
+    """A second manager (in node 2's namespace) waits as standby, its sessions up with no
+    routes; the leader is killed (kill -9; its ExaBGP ends with it). BIRD keeps the old
+    leader's routes (graceful restart) while the standby takes the Lease, and holds every live
+    pod's route throughout (watched continuously). A pod deleted while no manager leads is
+    released by the new leader, whose sessions then hold exactly the new set. The old replica
+    comes back on its node (as the kubelet restarts a container) as a standby: its End-of-RIB
+    with nothing makes BIRD drop the stale routes, the released pod's among them, long
+    before their restart time. A new pod's ADD is served by the new leader."""
     a, b = cluster.nodes
     old = cluster.managers[0]
     standby = cluster.start_manager(b, "bgp-b")
     eventually(lambda: "waiting for leadership" in standby.text(), "the standby waiting")
+    wait_for_empty_sessions(cluster, b)
     gone = cluster.add_pod(a, "p-gone")
     wait_for_tables(cluster, a)
     live = {
@@ -683,22 +686,35 @@ def test_leader_change_keeps_the_routes_at_bird_then_reconciles(cluster: Cluster
         cluster.harness.delete_pod(APPS, gone.name)
         cluster.pods.remove(gone)
         cluster.wait_serving(standby)
-        wait_for_tables(cluster, b)  # the new leader's sessions: the new set, end of RIB
-        eventually(
-            lambda: (
-                not learned(cluster.gateway_bird, f"{a.name}v4")
-                and not learned(cluster.gateway_bird, f"{a.name}v6")
-                and not learned(cluster.spine_bird, f"{a.name}v4")
-            ),
-            "the old leader's stale routes gone after their restart time",
-            bound=GRACE + BOUND,
-        )
+        wait_for_tables(cluster, b)  # the new leader's sessions: the new set
+        assert learned(cluster.gateway_bird, f"{a.name}v4"), "stale routes kept meanwhile"
+        returned = cluster.start_manager(a, "bgp-a2")  # same node, same source addresses
+        eventually(lambda: "waiting for leadership" in returned.text(), "the old replica back")
+        wait_for_empty_sessions(cluster, a)  # the stale routes gone by End-of-RIB
     assert watcher.polls > 10
     assert watcher.gaps == [], f"live routes missing at BIRD: {watcher.gaps[:5]}"
     pod = cluster.add_pod(a, "p-after")
     for instance in cluster.harness.instances(APPS, pod.name):
         assert ipinstances.bgp_announced_for(instance) == a.name
     wait_for_tables(cluster, b)
+    wait_for_empty_sessions(cluster, a)
+
+
+def wait_for_empty_sessions(cluster: Cluster, speaker: KubeNode) -> None:
+    """A standby's sessions (from ``speaker``): Established at both routers, no routes."""
+    for bird, protocol in (
+        (cluster.gateway_bird, f"{speaker.name}v4"),
+        (cluster.gateway_bird, f"{speaker.name}v6"),
+        (cluster.spine_bird, f"{speaker.name}v4"),
+    ):
+        eventually(
+            lambda b=bird, p=protocol: (  # type: ignore[misc]
+                b.protocol(p).state == "Established"
+                and not b.protocol(p).graceful_restart_active
+                and not learned(b, p)
+            ),
+            f"{protocol} at {bird.directory.name} Established with no routes",
+        )
 
 
 def old_exabgp_pid(manager: ManagerProcess) -> int:

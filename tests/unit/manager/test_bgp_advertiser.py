@@ -338,3 +338,49 @@ def test_without_a_router_id_the_peers_say_so(tmp_path: Path) -> None:
         assert not bed.speakers
     finally:
         bed.stop()
+
+
+def test_a_standby_keeps_sessions_with_every_peer_and_announces_nothing(bed: Bed) -> None:
+    network = bed.network(BGPPeer(address=TOR, asn=65000), BGPPeer(address=SPINE, asn=65000))
+    bed.node("n1", "198.18.0.11")
+    bed.address("198.19.0.5")
+    bed.advertiser.stand_by()
+    wait_until(lambda: bool(bed.speakers) and bed.speaker.started, "the standby's speaker")
+    assert {p.name for p in bed.speaker.peers} == {TOR, SPINE}
+    assert bed.speaker.desired == {TOR: frozenset(), SPINE: frozenset()}
+
+    current = bed.store.get(Network, network.name)
+    assert current.spec.config is not None
+    current.spec.config.bgp_peers = [BGPPeer(address=TOR, asn=65000)]
+    bed.store.update(current)
+    wait_until(lambda: len(bed.speakers) == 2 and bed.speaker.started, "the standby following")
+    assert bed.speakers[0].closed
+    assert [p.name for p in bed.speaker.peers] == [TOR]
+    assert bed.speaker.desired == {TOR: frozenset()}
+
+
+def test_leadership_takes_the_standbys_speaker_over_as_it_is(bed: Bed) -> None:
+    bed.network(BGPPeer(address=TOR, asn=65000))
+    bed.node("n1", "198.18.0.11")
+    bed.address("198.19.0.5")
+    bed.advertiser.stand_by()
+    wait_until(lambda: bool(bed.speakers) and bed.speaker.started, "the standby's speaker")
+    standby = bed.speaker
+    bed.start()
+    wait_until(lambda: bed.marked("198.19.0.5") == "n1", "the address marked by the leader")
+    assert bed.speakers == [standby]  # no second ExaBGP: the sessions stay up
+    assert standby.desired[TOR] == {
+        Route.of("198.19.0.0/24"),
+        pod("198.19.0.5", "198.18.0.11"),
+    }
+
+
+def test_a_standby_that_never_leads_closes_its_speaker_at_stop(tmp_path: Path) -> None:
+    bed = Bed(tmp_path)
+    try:
+        bed.network(BGPPeer(address=TOR, asn=65000))
+        bed.advertiser.stand_by()
+        wait_until(lambda: bool(bed.speakers) and bed.speaker.started, "the standby's speaker")
+    finally:
+        bed.stop()
+    assert bed.speaker.closed
