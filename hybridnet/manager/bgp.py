@@ -52,6 +52,7 @@ from hybridnet.bgp.speaker import Speaker
 from hybridnet.ipamstore import ipinstances
 from hybridnet.logs import fields
 from hybridnet.manager import bgp_plan
+from hybridnet.manager.bgp_handover import Successor
 from hybridnet.manager.bgp_standby import PeerWatch
 from hybridnet.manager.caches import ClusterCache
 from hybridnet.manager.workqueue import WorkQueue
@@ -64,6 +65,7 @@ log = logging.getLogger(__name__)
 WITHDRAW_SECONDS = 5.0
 """How long a replaced speaker may take to withdraw the routes of peers that went away."""
 MARK_RETRY_SECONDS = 1.0
+HANDOVER_POLL_SECONDS = 0.2
 WATCH_JOIN_SECONDS = 5.0
 """How long stop() waits for the standby's Network watch to end (it ends at its next event or
 its watch timeout; the store must not close under it)."""
@@ -104,6 +106,11 @@ class BGPSettings:
     workdir: Path | None = None
     """Where ExaBGP's configuration, environment file and API socket go (a private
     temporary directory per speaker when None)."""
+    handover_seconds: float = 15.0
+    """How long a stopping leader waits for the next one's routes (see bgp_handover)."""
+    takeover_seconds: float = 6.0
+    """How long it waits for anyone to take the Lease at all (a standby tries every retry
+    period, jittered)."""
 
 
 def exabgp_speaker(workdir: Path | None) -> SpeakerFactory:
@@ -185,6 +192,10 @@ class BGPAdvertiser:
         self.ipam_namespace = cache.instances.informer.namespace or ""
         self.on_status: Callable[[str], None] = on_status or (lambda network: None)
         """Told the name of a network whose peer entries changed (the status writer)."""
+        self.on_speaking: Callable[[], None] = lambda: None
+        """Told once per leadership when ExaBGP holds every route and every session is
+        Established (the Lease says so, for the leader before this one; bgp_handover)."""
+        self._spoke = False
         self._factory = factory or exabgp_speaker(settings.workdir)
         self._workers = workers
         self._lock = threading.Lock()
@@ -268,9 +279,15 @@ class BGPAdvertiser:
         for thread in self._threads:
             thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(
+        self, timeout: float = 10.0, *, successor: Callable[[], Successor] | None = None
+    ) -> None:
         """Stop the threads and ExaBGP (SIGTERM: the fabric keeps the routes for their
-        graceful-restart time, for the next leader to take over). Also before start()."""
+        graceful-restart time, for the next leader to take over). Also before start().
+
+        With ``successor`` (a leader stopping on purpose) the routes are handed over first:
+        kept until the next leader's are out, then withdrawn (bgp_handover); that wait has
+        its own bound (the settings' handover_seconds)."""
         deadline = time.monotonic() + timeout
         self._stopping.set()
         self._wake.set()
@@ -281,8 +298,44 @@ class BGPAdvertiser:
             thread.join(timeout=max(deadline - time.monotonic(), 0))
         with self._lock:
             speaker, self._speaker = self._speaker, None
-        if speaker is not None:
-            speaker.close()
+        if speaker is None:
+            return
+        if successor is not None and self._leading:
+            self._hand_over(speaker, successor)
+        speaker.close()
+
+    def _hand_over(self, speaker: SpeakerHandle, successor: Callable[[], Successor]) -> None:
+        started = time.monotonic()
+        while True:
+            waited = time.monotonic() - started
+            seen = successor()
+            if seen.speaking:
+                break
+            if not seen.holder and waited >= self.settings.takeover_seconds:
+                log.info(
+                    "no replica took the Lease; the peers keep the routes for their "
+                    "graceful-restart time",
+                    extra=fields(waited_seconds=round(waited, 1)),
+                )
+                return
+            if waited >= self.settings.handover_seconds:
+                log.warning(
+                    "the next leader's BGP routes are not out in time; the peers keep ours "
+                    "for their graceful-restart time",
+                    extra=fields(successor=seen.holder, waited_seconds=round(waited, 1)),
+                )
+                return
+            time.sleep(HANDOVER_POLL_SECONDS)
+        speaker.set_routes([])
+        withdrawn = speaker.wait_until(speaker.converged, WITHDRAW_SECONDS)
+        log.info(
+            "BGP routes handed over",
+            extra=fields(
+                successor=seen.holder,
+                withdrawn=withdrawn,
+                seconds=round(time.monotonic() - started, 3),
+            ),
+        )
 
     def _standby_peers(self, peers: tuple[Peer, ...]) -> None:
         if peers != self._speaker_peers or (self._speaker is None and peers):
@@ -385,6 +438,7 @@ class BGPAdvertiser:
                 changed |= self._replan(name)
             self._push(changed)
         self._check_announced()
+        self._tell_speaking()
         self._report()
 
     def _replan_everything(self) -> None:
@@ -572,6 +626,18 @@ class BGPAdvertiser:
                         self.announce_latency.observe(now - seen)
         for name in ready:
             self._marks.add(name)
+
+    def _tell_speaking(self) -> None:
+        speaker = self._speaker
+        if self._spoke or speaker is None:
+            return
+        established = all(
+            status.state is SessionState.ESTABLISHED for status in speaker.peer_states().values()
+        )
+        if established and speaker.converged():
+            self._spoke = True
+            log.info("BGP routes all out", extra=fields(peers=len(self._speaker_peers)))
+            self.on_speaking()
 
     def _mark_work(self) -> None:
         while True:

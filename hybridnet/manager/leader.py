@@ -17,6 +17,8 @@ package, so a Go and a Python candidate could even share one Lease:
   no earlier than ``lease_duration`` after it saw that renewal, which is later, because
   ``renew_deadline < lease_duration``. The difference is the safety margin.
 * A leader that sees the Lease held by someone else, or deleted, steps down at once.
+* :meth:`annotate` lets the holder tell the other replicas something on the Lease (written with
+  its next renewal; hybridnet says there which replica's BGP routes are out).
 * :meth:`stop` releases the Lease (holder cleared, like client-go's ``ReleaseOnCancel``) so that
   another candidate takes over at its next attempt instead of waiting for expiry.
 
@@ -35,6 +37,7 @@ released, so the component has finished its leader work when another replica may
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 import logging
 import math
@@ -180,6 +183,7 @@ class LeaderElector:
         self._observed_time = 0.0  # monotonic time the record was last seen to change
         self._observed_lease: Lease | None = None
         self._last_warning = ""  # the last store error logged as a warning (see _log_store_error)
+        self._annotations: dict[str, str] = {}  # guarded by _cond; see annotate()
 
     # ----------------------------------------------------------------- public
 
@@ -194,6 +198,19 @@ class LeaderElector:
         the elector's thread is stuck in a store call."""
         with self._cond:
             return self._leading_now()
+
+    def annotate(self, key: str, value: str) -> None:
+        """Have ``key: value`` among the Lease's annotations from the next acquisition or
+        renewal on (within ``retry_period`` while leading). Other annotations are kept."""
+        with self._cond:
+            self._annotations[key] = value
+
+    def _annotated(self, metadata: ObjectMeta) -> ObjectMeta:
+        with self._cond:
+            mine = dict(self._annotations)
+        if all(metadata.annotations.get(key) == value for key, value in mine.items()):
+            return metadata
+        return dataclasses.replace(metadata, annotations={**metadata.annotations, **mine})
 
     def wait_for_leadership(self, timeout: float | None = None) -> bool:
         """Block until this candidate leads (True) or ``timeout`` real seconds pass (False)."""
@@ -416,7 +433,8 @@ class LeaderElector:
                 "renewTime": now,
                 "leaseTransitions": 0,
             }
-            new = Lease(ObjectMeta(name=self.name, namespace=self.namespace), {"spec": spec})
+            meta = self._annotated(ObjectMeta(name=self.name, namespace=self.namespace))
+            new = Lease(meta, {"spec": spec})
             try:
                 self._observe(self._store.create(new))
             except AlreadyExists:
@@ -444,6 +462,7 @@ class LeaderElector:
                 "leaseTransitions": transitions,
             },
         }
+        lease.metadata = self._annotated(lease.metadata)
         try:
             self._observe(self._store.update(lease))
         except Conflict:
@@ -478,6 +497,7 @@ class LeaderElector:
                 "renewTime": format_micro_time(self._clock.wall()),
             },
         }
+        lease.metadata = self._annotated(lease.metadata)
         self._observe(self._store.update(lease))
         return None
 

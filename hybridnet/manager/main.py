@@ -20,7 +20,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
@@ -32,10 +32,12 @@ from hybridnet.bgp.model import MAX_TTL
 from hybridnet.ipamcore.allocator import Allocator
 from hybridnet.ipamstore.service import IPAMService
 from hybridnet.logs import fields
+from hybridnet.manager import bgp_handover
 from hybridnet.manager.bgp import BGPAdvertiser, BGPSettings
+from hybridnet.manager.bgp_handover import Successor
 from hybridnet.manager.bgp_plan import SpeakerSettings
 from hybridnet.manager.caches import ClusterCache
-from hybridnet.manager.leader import LeaderElector
+from hybridnet.manager.leader import JITTER_FACTOR, LeaderElector
 from hybridnet.manager.nodes import NodeLabeler
 from hybridnet.manager.pods import PodController
 from hybridnet.manager.startup import StartupAborted, StartupFailed, describe, retry_transient
@@ -62,6 +64,8 @@ log = logging.getLogger("hybridnet.manager")
 LEASE_NAME = "hybridnet-manager"
 SHUTDOWN_SECONDS = 10.0
 """How long stopping the controllers may take in all; a Deployment's grace period is 30 s."""
+MAX_HANDOVER_SECONDS = 60.0
+"""--bgp-handover-timeout's bound: with SHUTDOWN_SECONDS it must fit in the pod's grace period."""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -137,6 +141,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="where ExaBGP's configuration, environment and API socket go (default: a "
         "private temporary directory)",
     )
+    bgp.add_argument(
+        "--bgp-handover-timeout",
+        type=float,
+        default=15.0,
+        help="seconds a leader that stops on purpose keeps its routes for the next leader to "
+        "announce its own (then it withdraws them; without a successor the peers keep them "
+        "for their graceful-restart time). With the controllers' 10 s it must fit in the pod's "
+        "terminationGracePeriodSeconds",
+    )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
@@ -148,6 +161,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--bgp-multihop must be 1-{MAX_TTL}")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if not 0 <= args.bgp_handover_timeout <= MAX_HANDOVER_SECONDS:
+        parser.error(f"--bgp-handover-timeout must be 0-{MAX_HANDOVER_SECONDS:g} seconds")
     for flag in ("metrics_address", "webhook_address"):
         try:
             if getattr(args, flag):  # empty: that server is off
@@ -176,6 +191,9 @@ def bgp_settings(args: argparse.Namespace) -> BGPSettings:
             multihop=args.bgp_multihop,
         ),
         workdir=args.bgp_workdir,
+        handover_seconds=args.bgp_handover_timeout,
+        # A standby tries every retry period, jittered: after that, nobody is coming.
+        takeover_seconds=args.retry_period * (1 + JITTER_FACTOR) + 1.0,
     )
 
 
@@ -318,22 +336,28 @@ class Manager:
         hybridnet.manager.bgp_standby)."""
         self.bgp.stand_by()
 
-    def stop(self, timeout: float = SHUTDOWN_SECONDS) -> None:
+    def stop(
+        self,
+        timeout: float = SHUTDOWN_SECONDS,
+        *,
+        successor: Callable[[], Successor] | None = None,
+    ) -> None:
         """Safe at any point, also while start() is still running in another thread (which
         then gives up at its next wait). Takes at most about ``timeout`` seconds: every thread
         is a daemon, so one that does not finish in time (a slow API call) ends with the
-        process instead of holding it up."""
+        process instead of holding it up. With ``successor``, a leader's BGP routes are
+        handed over after the controllers stopped (bounded by --bgp-handover-timeout)."""
         deadline = time.monotonic() + timeout
         self._stopping.set()
         if not self._lock.acquire(timeout=timeout):
             log.warning("start-up still running at shutdown; not waiting for it")
             return
         try:
-            self.bgp.stop(timeout=_left(deadline))  # a standby's sessions too
             if self._started:
                 self.controller.stop(timeout=_left(deadline))
                 self.status.stop(timeout=_left(deadline))
                 self.nodes.stop(timeout=_left(deadline))
+            self.bgp.stop(timeout=_left(deadline), successor=successor)  # a standby's too
             self.cache.stop(timeout=_left(deadline))
         finally:
             self._lock.release()
@@ -413,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elector = None
     if args.leader_elect:
         manager.stand_by()  # before the elector: leadership takes the standby's sessions over
-        elector = LeaderElector(
+        candidate = LeaderElector(
             store,
             namespace=args.namespace,
             name=LEASE_NAME,
@@ -423,7 +447,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             retry_period=args.retry_period,
             on_started_leading=leadership.lead,
             on_stopped_leading=leadership.lost,
-        ).start()
+        )
+        speaker_note = (bgp_handover.ANNOTATION_BGP_SPEAKER, args.identity)
+        manager.bgp.on_speaking = lambda: candidate.annotate(*speaker_note)
+        elector = candidate.start()
         log.info("waiting for leadership", extra=fields(identity=args.identity))
     else:
         leadership.lead()
@@ -433,7 +460,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stopping = time.monotonic()
     if elector is not None:
         elector.stop(release=leadership.exit_code == 0)
-    manager.stop()
+    successor = None
+    if elector is not None:
+        successor = bgp_handover.LeaseSuccessor(store, args.namespace, LEASE_NAME, args.identity)
+    manager.stop(successor=successor)
     _stop_serving(webhook, server)
     store.close()
     log.info("stopped", extra=fields(seconds=round(time.monotonic() - stopping, 3)))

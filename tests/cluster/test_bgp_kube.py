@@ -700,6 +700,37 @@ def test_leader_change_keeps_the_routes_at_bird_then_reconciles(cluster: Cluster
     wait_for_empty_sessions(cluster, a)
 
 
+def test_a_leader_stopping_on_purpose_hands_its_routes_over_without_a_gap(
+    cluster: Cluster,
+) -> None:
+    """SIGTERM to the leader (to its process alone, as the kubelet stops a container's
+    first process): it releases the Lease, keeps announcing until the standby (back from the
+    test before) says on the Lease that its routes are out, then withdraws its own, so BIRD
+    is left with the new leader's routes and nothing stale, and never misses a live route."""
+    a, b = cluster.nodes
+    leader = next(m for m in cluster.managers if m.identity == cluster.leader())
+    standby = next(m for m in cluster.managers if m.process.poll() is None and m is not leader)
+    assert (leader.node, standby.node) == (b, a), "the test before leaves b leading"
+    wait_for_tables(cluster, b)
+    wait_for_empty_sessions(cluster, a)
+    live = {host(address) for pod in cluster.pods for address in pod.addresses.values()}
+    with Watcher(cluster.gateway_bird, live | {POD_V4, POD_V6}) as watcher:
+        os.kill(leader.process.pid, signal.SIGTERM)
+        eventually(lambda: leader.process.poll() is not None, "the old leader's exit")
+        assert "BGP routes handed over" in leader.text(), leader.text()[-3000:]
+        cluster.wait_serving(standby)
+        wait_for_tables(cluster, a)
+        for bird, protocol in (
+            (cluster.gateway_bird, f"{b.name}v4"),
+            (cluster.gateway_bird, f"{b.name}v6"),
+            (cluster.spine_bird, f"{b.name}v4"),
+        ):
+            assert not learned(bird, protocol), f"{protocol} left routes at {bird.directory}"
+    assert leader.process.poll() == 0
+    assert watcher.polls > 10
+    assert watcher.gaps == [], f"live routes missing at BIRD: {watcher.gaps[:5]}"
+
+
 def wait_for_empty_sessions(cluster: Cluster, speaker: KubeNode) -> None:
     """A standby's sessions (from ``speaker``): Established at both routers, no routes."""
     for bird, protocol in (

@@ -4,6 +4,7 @@ status says, and how a new peer set replaces the speaker."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,6 +36,7 @@ from hybridnet.bgp.model import (
 from hybridnet.ipamstore import ipinstances
 from hybridnet.lab.manager import IPAM_NAMESPACE, Harness
 from hybridnet.manager.bgp import BGPAdvertiser, BGPSettings
+from hybridnet.manager.bgp_handover import Successor
 from hybridnet.manager.caches import ClusterCache
 from hybridnet.metrics import new_registry
 from hybridnet.store.sqlite import SQLiteStore
@@ -383,4 +385,75 @@ def test_a_standby_that_never_leads_closes_its_speaker_at_stop(tmp_path: Path) -
         wait_until(lambda: bool(bed.speakers) and bed.speaker.started, "the standby's speaker")
     finally:
         bed.stop()
+    assert bed.speaker.closed
+
+
+class ScriptedSuccessor:
+    """What the Lease says of the next replica: each call the next answer, the last one
+    repeated."""
+
+    def __init__(self, *answers: Successor):
+        self.answers = list(answers)
+        self.calls = 0
+
+    def __call__(self) -> Successor:
+        self.calls += 1
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def leading_with_a_route(bed: Bed) -> FakeSpeaker:
+    bed.network(BGPPeer(address=TOR, asn=65000))
+    bed.node("n1", "198.18.0.11")
+    told: list[bool] = []
+    bed.advertiser.on_speaking = lambda: told.append(True)
+    bed.start()
+    bed.address("198.19.0.5")
+    wait_until(lambda: bed.marked("198.19.0.5") == "n1", "the route out")
+    assert told == [True]  # told once, when ExaBGP held the whole set the first time
+    return bed.speaker
+
+
+def test_a_leader_stopping_on_purpose_withdraws_once_the_next_leader_speaks(bed: Bed) -> None:
+    speaker = leading_with_a_route(bed)
+    successor = ScriptedSuccessor(Successor("", False), Successor("b", False), Successor("b", True))
+    bed.advertiser.stop(successor=successor)
+    assert successor.calls == 3
+    assert speaker.closed
+    assert speaker.withdrawn_before_close == {TOR: frozenset()}
+
+
+def test_without_a_successor_the_routes_stay_for_graceful_restart(bed: Bed) -> None:
+    speaker = leading_with_a_route(bed)
+    bed.advertiser.settings = dataclasses.replace(
+        bed.advertiser.settings, takeover_seconds=0.3, handover_seconds=5.0
+    )
+    bed.advertiser.stop(successor=ScriptedSuccessor(Successor("", False)))
+    assert speaker.closed
+    assert len(speaker.withdrawn_before_close[TOR]) == 2  # closed with its routes
+
+
+def test_a_successor_that_never_speaks_gets_handover_seconds_then_the_routes_stay(
+    bed: Bed,
+) -> None:
+    speaker = leading_with_a_route(bed)
+    bed.advertiser.settings = dataclasses.replace(
+        bed.advertiser.settings, takeover_seconds=0.1, handover_seconds=0.5
+    )
+    successor = ScriptedSuccessor(Successor("b", False))
+    bed.advertiser.stop(successor=successor)
+    assert successor.calls >= 2  # it kept looking past the takeover time: someone holds it
+    assert len(speaker.withdrawn_before_close[TOR]) == 2
+
+
+def test_a_standby_has_nothing_to_hand_over(tmp_path: Path) -> None:
+    bed = Bed(tmp_path)
+    successor = ScriptedSuccessor(Successor("b", True))
+    try:
+        bed.network(BGPPeer(address=TOR, asn=65000))
+        bed.advertiser.stand_by()
+        wait_until(lambda: bool(bed.speakers) and bed.speaker.started, "the standby's speaker")
+        bed.advertiser.stop(successor=successor)
+    finally:
+        bed.stop()
+    assert successor.calls == 0
     assert bed.speaker.closed

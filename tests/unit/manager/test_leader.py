@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from hybridnet.api.builtin import Lease
+from hybridnet.manager.bgp_handover import ANNOTATION_BGP_SPEAKER, LeaseSuccessor, Successor
 from hybridnet.manager.leader import (
     JITTER_FACTOR,
     RELEASED_LEASE_DURATION_SECONDS,
@@ -832,3 +833,35 @@ def test_a_lease_the_replica_may_not_touch_is_a_warning_once_and_an_outage_is_no
     assert [r for r in caplog.records if r.levelno == logging.WARNING] == warnings
     assert caplog.records[-1].levelno == logging.DEBUG
     assert not a.leads()
+
+
+# --------------------------------------------------------------------------- annotations
+
+
+def test_the_holders_annotations_ride_on_its_next_renewal_and_tell_the_next_replica(
+    candidate: CandidateFactory, store: SQLiteStore, timeline: Timeline
+) -> None:
+    """hybridnet's BGP handover: the holder says on the Lease that its routes are out; the
+    replica before it reads that as "the successor speaks"."""
+    a, b = candidate("a"), candidate("b")
+    a.step()
+    before = store.get(Lease, NAME, NAMESPACE)
+    before.metadata.annotations["someone.else/note"] = "kept"
+    store.update(before)
+    a_successor = LeaseSuccessor(store, NAMESPACE, NAME, "a")
+    assert a_successor() == Successor("", False)  # a holds it itself
+
+    a.elector.annotate(ANNOTATION_BGP_SPEAKER, "a")
+    assert ANNOTATION_BGP_SPEAKER not in store.get(Lease, NAME, NAMESPACE).metadata.annotations
+    timeline.advance(RETRY)
+    a.step()
+    lease = store.get(Lease, NAME, NAMESPACE)
+    assert lease.metadata.annotations == {"someone.else/note": "kept", ANNOTATION_BGP_SPEAKER: "a"}
+
+    a.elector.stop()
+    b.step()
+    assert a_successor() == Successor("b", False)  # b holds it; the note names a, not b
+    b.elector.annotate(ANNOTATION_BGP_SPEAKER, "b")
+    timeline.advance(RETRY)
+    b.step()
+    assert a_successor() == Successor("b", True)
