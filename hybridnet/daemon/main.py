@@ -228,7 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     service.stop()
     if metrics is not None:
         metrics.stop()
-    store.close()
+    store.close()  # wakes the informers' watches: they end now, not at a re-check
+    service.join()
     return 0
 
 

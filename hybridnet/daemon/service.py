@@ -189,10 +189,14 @@ class DaemonService(pb_grpc.DaemonServicer):
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the reconcile worker and the informers, joining them: the store must not be
-        closed under a watch that is still reading it."""
+        """Stop the reconcile worker (waiting for a run under way) and ask the informers to
+        end. Their watches may sleep until the store is closed: close it, then :meth:`join`."""
         if self.node_datapath is not None:
             self.node_datapath.stop(timeout)
+        self.cache.signal_stop()
+
+    def join(self, timeout: float = 5.0) -> None:
+        """Wait for the informers to end (after :meth:`stop` and the store's close)."""
         self.cache.stop(timeout)
 
     def _wake_datapath(self) -> None:

@@ -49,6 +49,9 @@ DEFAULT_HISTORY = 10_000
 """Events kept for watchers; older ones are compacted (a watcher that far behind relists)."""
 COMPACT_EVERY = 1_000
 BUSY_TIMEOUT_SECONDS = 10.0
+CLOSE_WAIT_SECONDS = BUSY_TIMEOUT_SECONDS + 1.0
+"""How long close() waits for operations under way (each waits at most the busy timeout for
+SQLite's lock) before it leaves their connections open rather than close them under them."""
 SAFETY_POLL_SECONDS = 5.0
 """The default ``recheck_interval``: how long a watcher that nothing wakes sleeps before it looks
 at the file anyway. Commits wake watchers at once; this only bounds the delay for writes whose
@@ -86,6 +89,9 @@ class SQLiteStore(Store):
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        self._usage = threading.Condition()
+        self._in_use = 0
+        """Operations holding a connection now (guarded by _usage): see _using()."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -100,8 +106,8 @@ class SQLiteStore(Store):
     def _prepare_file(self) -> None:
         """Create or migrate the tables; the write lock is taken only when there is work."""
         what = f"cannot open the store at {self.path}"
-        with self._translated(what):
-            current = sqlite_schema.is_current(self._conn())
+        with self._translated(what), self._using() as conn:
+            current = sqlite_schema.is_current(conn)
         if not current:
             with self._write(what) as conn:
                 sqlite_schema.prepare(conn)
@@ -136,6 +142,22 @@ class SQLiteStore(Store):
         self._local.conn = conn
         return conn
 
+    @contextlib.contextmanager
+    def _using(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection for one operation. close() waits until no operation is
+        under way: closing a connection while another thread executes on it crashes the
+        interpreter (a watch reading as the process shuts down did, once)."""
+        with self._usage:
+            if self._closed.is_set():
+                raise self._closed_error()
+            self._in_use += 1
+        try:
+            yield self._conn()
+        finally:
+            with self._usage:
+                self._in_use -= 1
+                self._usage.notify_all()
+
     def _closed_error(self) -> Unavailable:
         return Unavailable(f"the store at {self.path} is closed")
 
@@ -154,8 +176,10 @@ class SQLiteStore(Store):
         """One write transaction holding SQLite's write lock: the unit of atomicity. Whatever
         fails inside it, nothing of it stays in the file; watchers hear of a commit that
         changed something."""
-        conn = self._conn()
-        with self._translated(what or f"cannot write the store at {self.path}"):
+        with (
+            self._using() as conn,
+            self._translated(what or f"cannot write the store at {self.path}"),
+        ):
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 changes_before = conn.total_changes
@@ -171,13 +195,13 @@ class SQLiteStore(Store):
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: one consistent snapshot of the file."""
-        conn = self._conn()
-        try:
-            with self._translated(f"cannot read the store at {self.path}"):
-                conn.execute("BEGIN")
-                yield conn
-        finally:
-            self._end_transaction(conn, "COMMIT")  # a read has nothing to commit: it ends
+        with self._using() as conn:
+            try:
+                with self._translated(f"cannot read the store at {self.path}"):
+                    conn.execute("BEGIN")
+                    yield conn
+            finally:
+                self._end_transaction(conn, "COMMIT")  # a read has nothing to commit: it ends
 
     def _end_transaction(self, conn: sqlite3.Connection, how: str = "ROLLBACK") -> None:
         """End whatever transaction ``conn`` still has (SQLite ends some by itself on
@@ -204,9 +228,18 @@ class SQLiteStore(Store):
             conn.close()
 
     def close(self) -> None:
-        """Wake and end every watcher (they raise Unavailable), then close the connections."""
+        """Wake and end every watcher (they raise Unavailable), wait for the operations under
+        way, then close the connections. Safe under watches and writes of other threads."""
         self._closed.set()
         self.notifier.close()
+        with self._usage:
+            idle = self._usage.wait_for(lambda: self._in_use == 0, CLOSE_WAIT_SECONDS)
+        if not idle:
+            log.warning(
+                "store closed with operations still under way; their connections stay open",
+                extra=fields(path=str(self.path), operations=self._in_use),
+            )
+            return
         with self._lock:
             connections, self._connections = self._connections, []
         self._local = threading.local()
