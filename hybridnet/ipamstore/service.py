@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 from hybridnet.api import constants as c
 from hybridnet.api.annotations import PodNetworkRequest
+from hybridnet.api.ordering import oldest_first
 from hybridnet.api.resources import IPInstance, Network, Subnet
 from hybridnet.ipamcore.allocator import (
     Allocation,
@@ -397,17 +398,18 @@ class IPAMService:
     def network_for(
         request: PodNetworkRequest, node_labels: dict[str, str], networks: list[Network]
     ) -> str:
-        """The network a pod allocates from: the one it names, the single Overlay network, or
-        the Underlay network its node is attached to (``networks``: all of them, from a cache)."""
+        """The network a pod allocates from: the one it names, the Overlay network, or the
+        Underlay network its node is attached to (``networks``: all of them, from a cache; the
+        oldest when several qualify, as the daemons' datapath picks: api.ordering)."""
         if request.network:
             return request.network
         if request.network_type == c.TYPE_OVERLAY:
-            overlays = [n.name for n in networks if n.spec.type == c.TYPE_OVERLAY]
+            overlays = [n for n in networks if n.spec.type == c.TYPE_OVERLAY]
             if not overlays:
                 raise NoSuchNetwork("no Overlay network exists")
-            return sorted(overlays)[0]
+            return oldest_first(overlays)[0].name
         attached = [
-            n.name
+            n
             for n in networks
             if n.spec.type == c.TYPE_UNDERLAY
             and n.spec.node_selector
@@ -415,4 +417,4 @@ class IPAMService:
         ]
         if not attached:
             raise NoSuchNetwork("the pod's node is attached to no Underlay network")
-        return sorted(attached)[0]
+        return oldest_first(attached)[0].name

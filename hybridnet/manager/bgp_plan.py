@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from hybridnet.api import constants as c
 from hybridnet.api.builtin import Node
+from hybridnet.api.ordering import oldest_first
 from hybridnet.api.resources import BGPPeer, IPInstance, Network, Subnet
 from hybridnet.bgp.errors import BGPError
 from hybridnet.bgp.model import (
@@ -134,10 +135,6 @@ def is_global_bgp(network: Network) -> bool:
     return network.spec.type == c.TYPE_GLOBAL_BGP
 
 
-def _age(network: Network) -> tuple[str, str]:
-    return (network.metadata.creation_timestamp or "~", network.name)
-
-
 def _selects(network: Network, labels: Mapping[str, str]) -> bool:
     selector = network.spec.node_selector
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
@@ -169,7 +166,7 @@ def network_plan(
     networks: Iterable[Network], subnets: Iterable[Subnet], settings: SpeakerSettings
 ) -> NetworkPlan:
     by_name = {n.name: n for n in networks}
-    bgp_networks = tuple(sorted((n for n in by_name.values() if is_bgp(n)), key=_age))
+    bgp_networks = tuple(oldest_first(n for n in by_name.values() if is_bgp(n)))
     peers: dict[str, Peer] = {}
     owners: dict[str, str] = {}
     listings: dict[str, tuple[PeerListing, ...]] = {}

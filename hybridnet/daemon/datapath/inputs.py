@@ -11,6 +11,7 @@ import ipaddress
 import zlib
 from collections.abc import Iterable, Sequence
 
+from hybridnet.api.ordering import oldest_first
 from hybridnet.api.resources import IPInstance, Network, NodeInfo, Subnet
 from hybridnet.daemon.datapath.config import RoutingNumbers
 from hybridnet.daemon.datapath.problems import Problem, ProblemCode
@@ -56,11 +57,6 @@ class PodAddress:
     address: str
 
 
-def age(created: str | None, name: str) -> tuple[str, str]:
-    """Oldest first (RFC 3339 timestamps sort as text); without a timestamp, last, by name."""
-    return (created or "~", name)
-
-
 def selects(network: Network, labels: dict[str, str]) -> bool:
     """Kubernetes equality-selector semantics: every pair must match (empty matches all)."""
     return all(labels.get(key) == value for key, value in network.spec.node_selector.items())
@@ -70,7 +66,7 @@ def pick_oldest(
     candidates: Iterable[Network], code: ProblemCode, what: str, problems: list[Problem]
 ) -> Network | None:
     """The oldest candidate; a problem naming all of them when there are several."""
-    ordered = sorted(candidates, key=lambda n: age(n.metadata.creation_timestamp, n.name))
+    ordered = oldest_first(candidates)
     if len(ordered) > 1:
         names = ", ".join(n.name for n in ordered)
         message = f"{what}: {names}; using {ordered[0].name}"
@@ -81,7 +77,7 @@ def pick_oldest(
 def subnets(view: NodeView, problems: list[Problem]) -> list[SubnetInput]:
     networks = {n.name: n for n in view.networks}
     parsed = []
-    ordered = sorted(view.subnets, key=lambda s: age(s.metadata.creation_timestamp, s.name))
+    ordered = oldest_first(view.subnets)
     for subnet in ordered:
         network = networks.get(subnet.spec.network)
         if network is None:

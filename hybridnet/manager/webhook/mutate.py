@@ -22,6 +22,7 @@ from hybridnet.api.annotations import (
 )
 from hybridnet.api.builtin import Pod
 from hybridnet.api.codec import DecodeError
+from hybridnet.api.ordering import oldest_first
 from hybridnet.api.resources import Network, Subnet
 
 ATTACHED = "true"
@@ -141,7 +142,7 @@ def _the_overlay(networks: Sequence[Network]) -> Network:
             f"annotation {c.ANNOTATION_NETWORK_TYPE}: the pod asks for an Overlay network "
             "and the cluster has none"
         )
-    return overlays[0]
+    return oldest_first(overlays)[0]  # as the manager and the daemons pick (api.ordering)
 
 
 def _underlay_selector(request: PodNetworkRequest, network: Network | None) -> dict[str, str]:
