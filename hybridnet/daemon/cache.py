@@ -87,6 +87,8 @@ class NodeCache:
         backoff: Backoff | None = None,
     ):
         self.on_change: Callable[[], None] = lambda: None
+        self.on_instance: Callable[[WatchEvent[IPInstance]], None] = lambda event: None
+        """Hears each of this node's IPInstance events, in watch order, after the index."""
         self._instance_health = WatchHealth(store)
         self._network_health = WatchHealth(store)
         self._subnet_health = WatchHealth(store)
@@ -295,4 +297,5 @@ class NodeCache:
                 self._by_pod.setdefault(owner, {})[instance.name] = instance
                 self._owner_of[instance.name] = owner
             self._changed.notify_all()
+        self.on_instance(event)
         self.on_change()

@@ -60,7 +60,7 @@ from hybridnet.rpc.codes import NETWORK_NOT_ON_NODE as CNI_NETWORK_NOT_ON_NODE
 from hybridnet.rpc.codes import POD_REQUEST_INVALID as CNI_POD_REQUEST_INVALID
 from hybridnet.rpc.codes import TRY_AGAIN_LATER as CNI_TRY_AGAIN_LATER
 from hybridnet.store.errors import Conflict, StoreError, Unavailable
-from hybridnet.store.interface import Store
+from hybridnet.store.interface import Store, WatchEvent
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,8 @@ class DaemonService(pb_grpc.DaemonServicer):
         self.cache = NodeCache(
             store, config.node_name, config.ipam_namespace, watch_timeout=config.watch_timeout
         )
+        if config.embedded:
+            self.cache.on_instance = self._follow_stored
         self.node_datapath = (
             NodeDatapath(
                 store,
@@ -218,6 +220,19 @@ class DaemonService(pb_grpc.DaemonServicer):
                 service.rebuild()
                 self._ipam = service
             return self._ipam
+
+    def _follow_stored(self, event: WatchEvent[IPInstance]) -> None:
+        """Keep the embedded allocator agreeing with the store in watch order, as the
+        manager's does: an address someone else freed (``hybridnet-ctl ipam gc``, another
+        daemon's DEL) is free here too, not until the next restart. Events before the first
+        ADD are in the rebuild; those during it wait for the lock and follow it."""
+        with self._ipam_lock:
+            if self._ipam is None:
+                return
+            if event.type == "DELETED":
+                self._ipam.on_deleted(event.object)
+            else:
+                self._ipam.on_stored(event.object)
 
     def _pod_lock(self, owner: str) -> contextlib.AbstractContextManager[None]:
         """ADD, DEL and GC of one pod run one at a time (hybridnet.daemon.pod_locks): on the
