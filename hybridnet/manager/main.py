@@ -296,7 +296,7 @@ def start_webhook(store: Store, args: argparse.Namespace, stopping: threading.Ev
         source, server.use_context, material, patcher, args.webhook_resync_seconds
     )
     log.info(
-        "webhook serving",
+        "webhook ready",
         extra=fields(
             address=args.webhook_address,
             secret=args.webhook_secret,
