@@ -272,7 +272,3 @@ def assess(certs: CertificateSet, dns_names: Sequence[str], now: datetime.dateti
         return Assessment(Action.RENEW_SERVING, problem)
     return Assessment(Action.KEEP, "valid")
 
-
-def not_after(cert_pem: bytes) -> datetime.datetime:
-    """When the (first) certificate in ``cert_pem`` expires."""
-    return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
