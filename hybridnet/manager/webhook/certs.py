@@ -271,4 +271,3 @@ def assess(certs: CertificateSet, dns_names: Sequence[str], now: datetime.dateti
     if problem:
         return Assessment(Action.RENEW_SERVING, problem)
     return Assessment(Action.KEEP, "valid")
-
