@@ -76,6 +76,15 @@ class Event(BuiltinObject):
 
 
 @dataclasses.dataclass
+class Secret(BuiltinObject):
+    """Only the manager's own: the webhook's self-managed certificates."""
+
+    KIND: ClassVar[ResourceKind] = ResourceKind(
+        "", "v1", "Secret", "secrets", True, status_subresource=False
+    )
+
+
+@dataclasses.dataclass
 class ValidatingWebhookConfiguration(BuiltinObject):
     KIND: ClassVar[ResourceKind] = ResourceKind(
         "admissionregistration.k8s.io",
@@ -105,6 +114,7 @@ BUILTIN_KINDS: tuple[type[BuiltinObject], ...] = (
     Namespace,
     Lease,
     Event,
+    Secret,
     ValidatingWebhookConfiguration,
     MutatingWebhookConfiguration,
 )

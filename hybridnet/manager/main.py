@@ -12,6 +12,7 @@ half-leading is never an option.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -42,9 +43,24 @@ from hybridnet.manager.nodes import NodeLabeler
 from hybridnet.manager.pods import PodController
 from hybridnet.manager.startup import StartupAborted, StartupFailed, describe, retry_transient
 from hybridnet.manager.status import CountsObserver, StatusWriter
-from hybridnet.manager.webhook.registration import register
+from hybridnet.manager.webhook.cabundle import CABundlePatcher
+from hybridnet.manager.webhook.certs import service_dns_names
+from hybridnet.manager.webhook.keeper import (
+    RESYNC_SECONDS,
+    CertificateKeeper,
+    CertificateSource,
+    FileSource,
+    SecretSource,
+)
+from hybridnet.manager.webhook.registration import (
+    MUTATING_NAME,
+    VALIDATING_NAME,
+    pod_namespace_selector,
+    register,
+)
 from hybridnet.manager.webhook.review import ReviewHandler
-from hybridnet.manager.webhook.server import WebhookServer
+from hybridnet.manager.webhook.secret import CertificateSecret
+from hybridnet.manager.webhook.server import WebhookServer, pem_context
 from hybridnet.manager.webhook.view import StoreView
 from hybridnet.metrics import (
     LATENCY_BUCKETS,
@@ -108,11 +124,36 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     webhook.add_argument(
         "--webhook-address", default="", help="host:port to serve the webhook on ('' = no webhook)"
     )
-    webhook.add_argument("--webhook-cert", help="serving certificate (PEM)")
-    webhook.add_argument("--webhook-key", help="serving key (PEM)")
+    webhook.add_argument(
+        "--webhook-secret",
+        metavar="NAME",
+        help="self-managed certificates: a CA and serving certificate for the Service's DNS "
+        "names, made once and kept in this kubernetes.io/tls Secret in --namespace, shared by "
+        "every replica and renewed there before they expire (needs --webhook-service)",
+    )
+    webhook.add_argument(
+        "--webhook-cert", help="serving certificate (PEM), reloaded when the file changes"
+    )
+    webhook.add_argument("--webhook-key", help="serving key (PEM), reloaded with the certificate")
     webhook.add_argument("--webhook-ca", help="CA bundle for the webhook configurations (PEM)")
     webhook.add_argument(
-        "--webhook-url", help="base URL the API server calls; registers the configurations"
+        "--webhook-service",
+        metavar="NAME",
+        help="the webhook's Service in --namespace: its CA goes into the caBundle of every "
+        f"webhook calling it in {VALIDATING_NAME} and {MUTATING_NAME}, which must exist "
+        "(they are never created)",
+    )
+    webhook.add_argument(
+        "--webhook-url",
+        help="base URL the API server calls; creates the configurations with that URL "
+        "(instead of --webhook-service; for webhooks outside the cluster)",
+    )
+    webhook.add_argument(
+        "--webhook-resync-seconds",
+        type=float,
+        default=RESYNC_SECONDS,
+        help="how often the certificate is read again (reloaded when changed, renewed when "
+        "due) and caBundle checked",
     )
     bgp = parser.add_argument_group("BGP (the leader speaks for BGP and GlobalBGP networks)")
     bgp.add_argument(
@@ -169,11 +210,37 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                 parse_address(getattr(args, flag))
         except ValueError as exc:
             parser.error(f"--{flag.replace('_', '-')}: {exc}")
-    if args.webhook_address and not (args.webhook_cert and args.webhook_key):
-        parser.error("--webhook-address needs --webhook-cert and --webhook-key")
-    if args.webhook_url and not (args.webhook_address and args.webhook_ca):
-        parser.error("--webhook-url needs --webhook-address and --webhook-ca")
+    _check_webhook_flags(parser, args)
     return args
+
+
+def _check_webhook_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    files = args.webhook_cert or args.webhook_key or args.webhook_ca
+    if args.webhook_secret and files:
+        parser.error(
+            "--webhook-secret makes its own certificates: drop --webhook-cert, --webhook-key "
+            "and --webhook-ca (or drop --webhook-secret to use those files)"
+        )
+    for flag in ("webhook_secret", "webhook_service", "webhook_url"):
+        if getattr(args, flag) and not args.webhook_address:
+            parser.error(f"--{flag.replace('_', '-')} needs --webhook-address")
+    own_files = args.webhook_cert and args.webhook_key
+    if args.webhook_address and not (args.webhook_secret or own_files):
+        parser.error(
+            "--webhook-address needs --webhook-secret, or --webhook-cert and --webhook-key"
+        )
+    if args.webhook_secret and not args.webhook_service:
+        parser.error("--webhook-secret needs --webhook-service (the certificate names it)")
+    if (args.webhook_secret or args.webhook_service) and args.store:
+        parser.error("--webhook-secret and --webhook-service need Kubernetes, not --store")
+    if args.webhook_service and args.webhook_url:
+        parser.error("--webhook-service and --webhook-url are two ways to be called: give one")
+    if args.webhook_service and not (args.webhook_secret or args.webhook_ca):
+        parser.error("--webhook-service needs --webhook-ca (or --webhook-secret)")
+    if args.webhook_url and not args.webhook_ca:
+        parser.error("--webhook-url needs --webhook-ca")
+    if args.webhook_resync_seconds <= 0:
+        parser.error("--webhook-resync-seconds must be positive")
 
 
 def _ipv4(text: str) -> ipaddress.IPv4Address:
@@ -197,44 +264,74 @@ def bgp_settings(args: argparse.Namespace) -> BGPSettings:
     )
 
 
-def start_webhook(
-    store: Store, args: argparse.Namespace, stopping: threading.Event
-) -> WebhookServer:
-    """Serve admission reviews; with --webhook-url also (re)register the configurations
-    (waiting out a store that is not ready yet; see startup.retry_transient)."""
+@dataclasses.dataclass
+class Webhook:
+    """The serving webhook and what keeps its certificate current."""
+
+    server: WebhookServer
+    keeper: CertificateKeeper
+
+    def stop(self) -> None:
+        self.keeper.stop(timeout=SHUTDOWN_SECONDS)
+        self.server.stop()
+
+
+def certificate_source(store: Store, args: argparse.Namespace) -> CertificateSource:
+    if args.webhook_secret:
+        names = service_dns_names(args.webhook_service, args.namespace)
+        return SecretSource(CertificateSecret(store, args.namespace, args.webhook_secret, names))
+    ca = Path(args.webhook_ca) if args.webhook_ca else None
+    return FileSource(Path(args.webhook_cert), Path(args.webhook_key), ca)
+
+
+def start_webhook(store: Store, args: argparse.Namespace, stopping: threading.Event) -> Webhook:
+    """Serve admission reviews with the certificate of --webhook-secret or the files; with
+    --webhook-service patch caBundle into the shipped configurations, with --webhook-url
+    create them. Every store step waits out a store that is not ready yet (see
+    startup.retry_transient)."""
     host, port = parse_address(args.webhook_address)
     handler = ReviewHandler(
         StoreView(store, args.namespace),
         ClusterDefaults(args.default_network_type, args.default_ip_family),
     )
-    server = WebhookServer(handler, args.webhook_cert, args.webhook_key, host, port)
+    source = certificate_source(store, args)
+    material = retry_transient("read the webhook certificate", source.read, stopping)
+    context = pem_context(material.cert, material.key)
+    server = WebhookServer(handler, host=host, port=port, context=context)
+    patcher = None
+    if args.webhook_service:
+        patcher = CABundlePatcher(store, args.namespace, args.webhook_service)
     server.start()
     try:
+        if patcher is not None and material.ca is not None:
+            ca = material.ca
+            retry_transient("patch the webhook CA bundle", lambda: patcher.ensure(ca), stopping)
         _register_webhook(store, args, stopping)
     except BaseException:
         server.stop()
         raise
-    log.info("webhook serving", extra=fields(address=args.webhook_address, url=args.webhook_url))
-    return server
+    keeper = CertificateKeeper(
+        source, server.use_context, material, patcher, args.webhook_resync_seconds
+    )
+    log.info(
+        "webhook ready",
+        extra=fields(
+            address=args.webhook_address,
+            secret=args.webhook_secret,
+            service=args.webhook_service,
+            url=args.webhook_url,
+        ),
+    )
+    return Webhook(server, keeper.start())
 
 
 def _register_webhook(store: Store, args: argparse.Namespace, stopping: threading.Event) -> None:
     if args.webhook_url:
-        # The pod webhook fails closed, so it must not cover the manager's own namespace:
-        # otherwise, with every replica down, not even their replacements could be created.
-        own_namespace = {
-            "matchExpressions": [
-                {
-                    "key": "kubernetes.io/metadata.name",
-                    "operator": "NotIn",
-                    "values": [args.namespace],
-                }
-            ]
-        }
         ca = Path(args.webhook_ca).read_bytes()
+        scope = pod_namespace_selector(args.namespace)
         retry_transient(
             "register the webhook",
-            lambda: register(store, args.webhook_url, ca, namespace_selector=own_namespace),
+            lambda: register(store, args.webhook_url, ca, namespace_selector=scope),
             stopping,
         )
 
@@ -478,7 +575,7 @@ def _cannot_start(failure: StartupFailed) -> None:
     )
 
 
-def _stop_serving(webhook: WebhookServer | None, metrics: MetricsServer | None) -> None:
+def _stop_serving(webhook: Webhook | None, metrics: MetricsServer | None) -> None:
     if webhook is not None:
         webhook.stop()
     if metrics is not None:

@@ -3,6 +3,9 @@
 The TLS handshake runs in the connection's own thread (not in the accept loop), so a slow or
 broken client cannot hold up the others; bodies are bounded and every connection has a timeout.
 Requests are logged through ``logging`` as structured records, never printed to stderr.
+Each accepted connection is wrapped with the context of that moment, so a renewed certificate
+(:meth:`WebhookServer.use_context`) serves the next connection without a restart, while
+connections already open finish with the old one.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import os
 import socket
 import ssl
 import sys
@@ -44,6 +48,22 @@ def server_context(cert_file: str | Path, key_file: str | Path) -> ssl.SSLContex
     return context
 
 
+def pem_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
+    """:func:`server_context` for PEMs in memory. ``load_cert_chain`` reads only files, so
+    they are handed over as anonymous memory files: the key never lands on a disk, and a
+    read-only root filesystem is fine. Raises ssl.SSLError when the key does not fit."""
+    files = []
+    try:
+        for name, pem in (("webhook-cert", cert_pem), ("webhook-key", key_pem)):
+            fd = os.memfd_create(name, os.MFD_CLOEXEC)
+            files.append(fd)
+            os.write(fd, pem)
+        return server_context(f"/proc/self/fd/{files[0]}", f"/proc/self/fd/{files[1]}")
+    finally:
+        for fd in files:
+            os.close(fd)
+
+
 class _HTTPServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
@@ -51,11 +71,15 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
         self,
         address: tuple[str, int],
         family: socket.AddressFamily,
+        *,
+        context: ssl.SSLContext,
         review_handler: ReviewHandler,
         max_body_bytes: int,
         request_timeout: float,
     ) -> None:
         self.address_family = family
+        self.context = context
+        """Replaced whole (one assignment) on renewal; read once per accepted connection."""
         self.review_handler = review_handler
         self.max_body_bytes = max_body_bytes
         self.request_timeout = request_timeout
@@ -63,6 +87,17 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
 
     def server_bind(self) -> None:
         bind_dual_stack(self)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, client = self.socket.accept()
+        try:
+            wrapped = self.context.wrap_socket(
+                connection, server_side=True, do_handshake_on_connect=False
+            )
+        except BaseException:
+            connection.close()
+            raise
+        return wrapped, client
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Failed handshakes, resets and timeouts (probes, scanners): one line, no traceback;
@@ -197,23 +232,37 @@ class WebhookServer:
     def __init__(
         self,
         review_handler: ReviewHandler,
-        cert_file: str | Path,
-        key_file: str | Path,
+        cert_file: str | Path | None = None,
+        key_file: str | Path | None = None,
         host: str = "0.0.0.0",  # noqa: S104 (a webhook serves the API server from outside)
         port: int = 9898,
         *,
+        context: ssl.SSLContext | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         request_timeout: float = REQUEST_TIMEOUT_SECONDS,
     ) -> None:
-        context = server_context(cert_file, key_file)
+        """The certificate comes from ``cert_file`` and ``key_file``, or from ``context``
+        (see :func:`pem_context`)."""
+        if context is None:
+            if cert_file is None or key_file is None:
+                raise ValueError("the webhook needs cert_file and key_file, or a context")
+            context = server_context(cert_file, key_file)
+        elif cert_file is not None or key_file is not None:
+            raise ValueError("give the webhook files or a context, not both")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._httpd = _HTTPServer(
-            (host, port), family, review_handler, max_body_bytes, request_timeout
-        )
-        self._httpd.socket = context.wrap_socket(
-            self._httpd.socket, server_side=True, do_handshake_on_connect=False
+            (host, port),
+            family,
+            context=context,
+            review_handler=review_handler,
+            max_body_bytes=max_body_bytes,
+            request_timeout=request_timeout,
         )
         self._thread: threading.Thread | None = None
+
+    def use_context(self, context: ssl.SSLContext) -> None:
+        """Serve new connections with ``context`` (a renewed or reloaded certificate)."""
+        self._httpd.context = context
 
     @property
     def host(self) -> str:

@@ -74,3 +74,37 @@ def test_register_creates_then_updates_then_unregisters(store: SQLiteStore) -> N
     registration.unregister(store)  # twice is fine
     with pytest.raises(NotFound):
         store.get(MutatingWebhookConfiguration, "hybridnet-mutating")
+
+
+def test_the_shipped_configurations_call_the_service_without_a_ca_bundle() -> None:
+    validating, mutating = registration.service_configurations("hybridnet-system", "hw")
+    (check,) = validating.body["webhooks"]
+    (pods,) = mutating.body["webhooks"]
+    assert check["clientConfig"] == {
+        "service": {"namespace": "hybridnet-system", "name": "hw", "path": "/validate", "port": 443}
+    }
+    assert pods["clientConfig"]["service"]["path"] == "/mutate"
+    assert validating.metadata.labels == {} == mutating.metadata.labels
+    assert "namespaceSelector" not in check  # Networks and Subnets are cluster-scoped
+    assert pods["namespaceSelector"] == registration.pod_namespace_selector("hybridnet-system")
+
+
+def test_the_pod_webhook_leaves_out_system_and_install_namespaces_and_host_network_pods() -> None:
+    selector = registration.pod_namespace_selector("hybridnet-system")
+    assert selector["matchExpressions"] == [
+        {
+            "key": "kubernetes.io/metadata.name",
+            "operator": "NotIn",
+            "values": ["hybridnet-system", "kube-system"],
+        },
+        {"key": "networking.alibaba.com/webhook", "operator": "NotIn", "values": ["disabled"]},
+    ]
+    installed_in_kube_system = registration.pod_namespace_selector("kube-system")
+    assert installed_in_kube_system["matchExpressions"][0]["values"] == ["kube-system"]
+    (pods,) = registration.mutating_configuration("https://h/mutate", CA).body["webhooks"]
+    assert pods["matchConditions"] == [
+        {
+            "name": "not-host-network",
+            "expression": "!has(object.spec.hostNetwork) || !object.spec.hostNetwork",
+        }
+    ]
