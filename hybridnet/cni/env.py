@@ -26,10 +26,15 @@ IFNAME_MAX = 15
 DEFAULT_POD_NAMESPACE = "default"
 """Used when the runtime names no namespace (e.g. podman)."""
 
+# Requests of a given address in CNI_ARGS (the CNI conventions' IP and MAC; podman's --ip and
+# --mac-address arrive so): hybridnet chooses addresses from its subnets and cannot honour
+# them, so ADD refuses them rather than give the container other addresses than it asked for.
+_ADDRESS_REQUESTS = ("IP", "MAC")
+
 # CNI_ARGS keys hybridnet understands; any other key is an error unless IgnoreUnknown is set,
 # as the reference plugins do. K8S_POD_INFRA_CONTAINER_ID is what kubelet always sends.
 _KNOWN_ARGS = {"K8S_POD_NAME", "K8S_POD_NAMESPACE", "K8S_POD_UID", "K8S_POD_INFRA_CONTAINER_ID",
-               "IgnoreUnknown"}  # fmt: skip
+               "IgnoreUnknown", *_ADDRESS_REQUESTS}  # fmt: skip
 
 
 class PodArgs(NamedTuple):
@@ -38,6 +43,8 @@ class PodArgs(NamedTuple):
     name: str = ""
     namespace: str = DEFAULT_POD_NAMESPACE
     uid: str = ""
+    address_requests: tuple[str, ...] = ()
+    """``IP=...`` and ``MAC=...`` as given: refused at ADD (see :func:`read_env`)."""
 
 
 class CniEnv(NamedTuple):
@@ -66,12 +73,22 @@ def read_env(environ: Mapping[str, str]) -> CniEnv:
     netns = _required(environ, "CNI_NETNS") if command in _NEEDS_NETNS else ""
     if command == "DEL":
         netns = environ.get("CNI_NETNS", "")
+    pod = parse_cni_args(environ.get("CNI_ARGS", ""))
+    if command == "ADD" and pod.address_requests:
+        # Only ADD: a DEL (podman sends the same CNI_ARGS) must still clean up.
+        asked = ";".join(pod.address_requests)
+        raise CniError(
+            INVALID_ENV,
+            f"hybridnet cannot give a requested address (CNI_ARGS {asked})",
+            "hybridnet chooses addresses from its subnets; podman: run without --ip or "
+            "--mac-address",
+        )
     return CniEnv(
         command=command,
         container_id=container_id,
         netns=netns,
         ifname=ifname,
-        pod=parse_cni_args(environ.get("CNI_ARGS", "")),
+        pod=pod,
         path=path,
     )
 
@@ -126,4 +143,5 @@ def parse_cni_args(text: str) -> PodArgs:
         name=pairs.get("K8S_POD_NAME", ""),
         namespace=pairs.get("K8S_POD_NAMESPACE") or DEFAULT_POD_NAMESPACE,
         uid=pairs.get("K8S_POD_UID", ""),
+        address_requests=tuple(f"{k}={pairs[k]}" for k in _ADDRESS_REQUESTS if k in pairs),
     )

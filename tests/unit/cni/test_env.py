@@ -69,3 +69,30 @@ def test_cni_args() -> None:
         with pytest.raises(CniError) as error:
             parse_cni_args(bad)
         assert error.value.code == 4
+
+
+def test_address_requests_are_kept_for_add_to_refuse() -> None:
+    assert parse_cni_args("IgnoreUnknown=1;K8S_POD_NAME=a;IP=198.19.0.5").address_requests == (
+        "IP=198.19.0.5",
+    )
+    # Known keys: refused at ADD even without IgnoreUnknown, not as "unknown".
+    both = parse_cni_args("MAC=02:00:00:00:00:01;IP=198.19.0.5,2001:db8::5")
+    assert both.address_requests == ("IP=198.19.0.5,2001:db8::5", "MAC=02:00:00:00:00:01")
+
+
+def test_add_refuses_a_requested_address_naming_it() -> None:
+    """podman passes --ip as IP= (and --mac-address as MAC=) with IgnoreUnknown=1: ignoring
+    them would give the container other addresses than it asked for."""
+    cni_args = "IgnoreUnknown=1;K8S_POD_NAME=web;MAC=02:00:00:00:00:01;IP=198.19.0.5"
+    with pytest.raises(CniError) as error:
+        read_env({"CNI_COMMAND": "ADD", **ATTACHMENT, "CNI_ARGS": cni_args})
+    assert error.value.code == 4
+    assert "IP=198.19.0.5;MAC=02:00:00:00:00:01" in error.value.msg
+
+
+@pytest.mark.parametrize("command", ["DEL", "CHECK"])
+def test_other_commands_take_a_requested_address(command: str) -> None:
+    """podman sends DEL the same CNI_ARGS after a refused ADD: it must still clean up."""
+    cni_args = "IgnoreUnknown=1;K8S_POD_NAME=web;IP=198.19.0.5"
+    env = read_env({"CNI_COMMAND": command, **ATTACHMENT, "CNI_ARGS": cni_args})
+    assert env.pod.name == "web"
