@@ -17,10 +17,10 @@ DEBIAN_PACKAGES := iproute2 iptables nftables kmod user-mode-linux bird2 \
 	iperf3 zsh python3-venv ca-certificates gcc libc6-dev
 
 .PHONY: test demo deps venv controlplane lint typecheck unit netns bench clean-testbed controlplane-up proto \
-	controlplane-down
+	controlplane-down helm manifests
 
 ## make test: install everything, then lint, type check and run every test tier.
-test: deps venv controlplane lint typecheck
+test: deps venv controlplane helm lint typecheck
 	$(BIN)/pytest
 	$(BIN)/python -m hybridnet.lab leftovers
 
@@ -53,6 +53,16 @@ $(STAMP): pyproject.toml
 controlplane:
 	@command -v go >/dev/null || { echo "make: Go is required to build the control plane" >&2; exit 1; }
 	hack/controlplane/build.sh
+
+## make helm: build helm from Go modules (and fetch cert-manager's CRDs) into ~/.cache, once.
+helm:
+	@command -v go >/dev/null || { echo "make: Go is required to build helm" >&2; exit 1; }
+	hack/helm/build.sh
+
+## make manifests: render deploy/'s plain manifests from the chart deploy/helm/hybridnet (a test
+## checks that the committed files are what this produces).
+manifests: venv helm
+	$(BIN)/python -m hack.helm.render
 
 ## make controlplane-up: a kube-apiserver + etcd left running for debugging (prints KUBECONFIG);
 ## make controlplane-down stops it. CONTROLPLANE_DIR holds its kubeconfig, logs and PIDs.

@@ -1,37 +1,54 @@
-"""Shipped manifests (deploy/) on the test control plane: rendered into a test's own namespace,
-applied and deleted with the real kubectl, and ``kubectl auth can-i`` as a given identity."""
+"""What the chart ships, on the test control plane: the chart (deploy/helm/hybridnet) rendered
+into a test's own namespace by the real helm, applied and deleted with the real kubectl, and
+``kubectl auth can-i`` as a given identity."""
 
 from __future__ import annotations
 
+import functools
+import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from hack.controlplane import ControlPlane
+from hack.helm import HelmError, HelmTools, build_helm, documents, template
 
-SHIPPED_NAMESPACE = "kube-system"
+
+@functools.cache
+def _tools() -> HelmTools | str:
+    try:
+        return build_helm()
+    except HelmError as exc:
+        if shutil.which("go") is None:
+            return f"helm is not built and Go is missing: {exc}"
+        raise
 
 
-def render(path: Path, namespace: str) -> list[dict[str, Any]]:
-    """The file's objects with the shipped namespace replaced by ``namespace``."""
-    documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
-    for document in documents:
-        metadata = document["metadata"]
-        if metadata.get("namespace") == SHIPPED_NAMESPACE:
-            metadata["namespace"] = namespace
-        for subject in document.get("subjects", []):
-            if subject.get("namespace") == SHIPPED_NAMESPACE:
-                subject["namespace"] = namespace
-        containers = document.get("spec", {}).get("template", {}).get("spec", {})
-        for container in containers.get("containers", []):
-            container["args"] = [
-                namespace if a == SHIPPED_NAMESPACE else a for a in container.get("args", [])
-            ]
-    text = yaml.safe_dump_all(documents)
-    assert SHIPPED_NAMESPACE not in text, f"{path.name}: kube-system left after rendering"
-    return documents
+def helm_tools() -> HelmTools:
+    """helm (built once by hack/helm/build.sh, ``make helm``) and cert-manager's CRDs. Skips
+    only when they are not built and there is no Go to build them; a failing build is an
+    error."""
+    tools = _tools()
+    if isinstance(tools, str):
+        pytest.skip(f"cluster tier: {tools}")
+    return tools
+
+
+def render(
+    template_path: str, namespace: str, values: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The objects of one chart template (``manager/rbac.yaml``: templates/manager/rbac.yaml)
+    as the chart renders them for a release in ``namespace``, with ``values`` over the
+    defaults: exactly what `helm install -n NAMESPACE` would create from it."""
+    helm = helm_tools().helm
+    rendered = template(helm, namespace, values, "--show-only", f"templates/{template_path}")
+    found = documents(rendered)
+    assert found, f"templates/{template_path} rendered nothing"
+    return found
 
 
 def kubectl(

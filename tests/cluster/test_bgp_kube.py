@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import yaml
 
-from hack.controlplane import DEFAULT_CRD_DIR, REPO_ROOT, ControlPlane
+from hack.controlplane import DEFAULT_CRD_DIR, ControlPlane
 from hybridnet import lab as testbed
 from hybridnet.api import constants as c
 from hybridnet.api.builtin import Lease, Node
@@ -54,7 +53,7 @@ from hybridnet.store.errors import Conflict, NotFound
 from hybridnet.store.kube import KubeStore
 from tests.cluster.conftest import control_plane_binaries
 from tests.cluster.datapath_cluster import KubeNode
-from tests.cluster.manifests import apply
+from tests.cluster.manifests import apply, render
 
 pytestmark = pytest.mark.root
 
@@ -338,8 +337,7 @@ def cluster(
         harness = Harness(store, "bgp")
         harness.namespace(APPS)
         for manifest in ("daemon", "manager"):
-            path = REPO_ROOT / "deploy" / manifest / "rbac.yaml"
-            apply(plane, [d for d in yaml.safe_load_all(path.read_text()) if d])
+            apply(plane, render(f"{manifest}/rbac.yaml", IPAM_NAMESPACE))
         nodes = [
             KubeNode(fabric.add_node(), f"dp{i}", directory / f"dp{i}", "unused") for i in (1, 2)
         ]

@@ -1,17 +1,20 @@
-"""hybridnet-daemon as the ServiceAccount deploy/daemon/rbac.yaml ships: enough, and no more.
+"""hybridnet-daemon as the ServiceAccount the chart ships (templates/daemon/rbac.yaml, rendered by
+the real helm): enough, and no more.
 
 The daemon runs in a node namespace with a kubeconfig holding nothing but a bound token of that
 ServiceAccount, reaching the API server through the test bed's gateway. The installed plugin,
 driven the way kubelet drives it (hybridnet/lab/cni_runtime.py), runs ADD, CHECK, STATUS and
-DEL for a pod the manager allocated, so the daemon's two informers (this node's IPInstances,
-the Networks) and its IPInstance status write go through the shipped rules alone: a missing
+DEL for a pod the manager allocated, so the daemon's informers (this node's IPInstances, the
+Networks, Subnets, NodeInfos, Nodes) and its writes go through the chart's rules alone: a missing
 rule fails here, not for a user. Then the same identity is shown to be refused what the daemon has
-no business doing.
+no business doing, and a daemon given less than it needs fails the pod's ADD with the API
+server's refusal naming the permission.
 
-As in test_manager_rbac, the RBAC is rendered into a namespace of the test's own
-(``rbacd-<run>``) instead of ``kube-system``, which the shared API server fills with other
-tests' IPInstances; that namespace is the IPAM namespace the manager (in-process, admin
-credentials: a stand-in for its own Deployment, tested in test_manager_rbac) writes to.
+As in test_manager_rbac, the chart's RBAC is rendered into a namespace of the test's own
+(``rbacd-<run>``, the release namespace to helm) instead of a shared one, which the shared API
+server fills with other tests' IPInstances; that namespace is the IPAM namespace the manager
+(in-process, admin credentials: a stand-in for its own Deployment, tested in test_manager_rbac)
+writes to.
 No kubelet or scheduler runs: the Harness creates the Node and binds the pod.
 """
 
@@ -19,13 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from hack.controlplane import REPO_ROOT, ControlPlane
+from hack.controlplane import ControlPlane
 from hybridnet import lab as testbed
 from hybridnet.api.builtin import Node, Pod
 from hybridnet.api.resources import IPInstance, Network, Subnet
@@ -38,7 +42,6 @@ from hybridnet.store.kube import KubeStore
 from tests.cluster.manifests import apply, can_i, remove, render
 from tests.manager_scenarios import Manager
 
-MANIFESTS = REPO_ROOT / "deploy" / "daemon"
 ACCOUNT = "hybridnet-daemon"
 IPINSTANCES = "ipinstances.networking.alibaba.com"
 
@@ -71,7 +74,7 @@ def setup(control_plane: ControlPlane, fabric: testbed.Fabric, tmp_path: Path) -
     # daemon's address check and datapath serve the pod and CHECK finds nothing missing.
     harness.subnet(f"s-{run}", f"u-{run}", "198.18.180.0/24", gateway="198.18.180.1")
     fabric.gateway.ip("addr", "add", "198.18.180.1/24", "dev", "eth0")
-    rbac = render(MANIFESTS / "rbac.yaml", namespace)
+    rbac = render("daemon/rbac.yaml", namespace)
     manager = Manager(admin, namespace)
     node = fabric.nodes[0]
     socket = tmp_path / "daemon.sock"
@@ -79,7 +82,7 @@ def setup(control_plane: ControlPlane, fabric: testbed.Fabric, tmp_path: Path) -
         apply(control_plane, rbac)
         # The DaemonSet, rendered the same way, is accepted as it is (schema, strict field
         # validation), without being run.
-        apply(control_plane, render(MANIFESTS / "daemonset.yaml", namespace), "--dry-run=server")
+        apply(control_plane, render("daemon/daemonset.yaml", namespace), "--dry-run=server")
         manager.start()
         with control_plane.exposed(fabric.gateway.name, fabric.gateway_ipv4) as url:
             node_kubeconfig = control_plane.service_account_kubeconfig(
@@ -216,10 +219,16 @@ def test_a_refused_status_write_fails_add_and_leaves_nothing(
 ) -> None:
     """An operator who trimmed the Role: ADD fails with the API server's refusal in the
     message, and the attachment it had already built is taken down again."""
-    rbac = render(MANIFESTS / "rbac.yaml", setup.namespace)
+    rbac = render("daemon/rbac.yaml", setup.namespace)
     (role,) = [d for d in rbac if d["kind"] == "Role"]
     role["rules"] = [r for r in role["rules"] if r["resources"] != ["ipinstances/status"]]
     apply(control_plane, [role])
+    status_write = (IPINSTANCES, "--subresource=status", "-n", setup.namespace)
+    # The authorizer follows RBAC objects through a watch: go on once it answers "no".
+    deadline = time.monotonic() + 30
+    while can_i(control_plane, setup.sa_kubeconfig, "update", *status_write):
+        assert time.monotonic() < deadline, "the trimmed Role is not in force after 30 s"
+        time.sleep(0.1)
     pod_ns = fabric.add_pod("rc")
     setup.harness.pod(setup.pods, "db", node=f"node-{setup.run}")
     before = setup.node.links()
@@ -232,5 +241,8 @@ def test_a_refused_status_write_fails_add_and_leaves_nothing(
     with pytest.raises(CniPluginError) as refused:
         setup.cni.add(attachment)
     assert refused.value.code == 999 and "forbidden" in refused.value.msg
+    # The message names what the daemon lacks: the verb, the resource and where.
+    assert 'cannot update resource "ipinstances/status"' in refused.value.msg, refused.value.msg
+    assert f'in the namespace "{setup.namespace}"' in refused.value.msg, refused.value.msg
     assert setup.node.links() == before
     assert pod_ns.links() == ["lo"]

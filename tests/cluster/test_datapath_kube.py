@@ -30,12 +30,10 @@ import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-from hack.controlplane import DEFAULT_CRD_DIR, REPO_ROOT, ControlPlane
+from hack.controlplane import DEFAULT_CRD_DIR, ControlPlane
 from hybridnet import lab as testbed
 from hybridnet.api import constants as c
 from hybridnet.api.builtin import Lease, Node
@@ -56,7 +54,7 @@ from hybridnet.store.interface import WatchEvent
 from hybridnet.store.kube import KubeStore
 from tests.cluster.conftest import control_plane_binaries
 from tests.cluster.datapath_cluster import KubeNode, Remote, time_until_each, wait_for
-from tests.cluster.manifests import apply
+from tests.cluster.manifests import apply, render
 
 pytestmark = pytest.mark.root
 
@@ -158,7 +156,7 @@ def cluster(
         harness = Harness(store, "dp")
         harness.namespace(APPS)
         for manifest in ("daemon", "manager"):
-            apply(plane, _documents(REPO_ROOT / "deploy" / manifest / "rbac.yaml"))
+            apply(plane, render(f"{manifest}/rbac.yaml", IPAM_NAMESPACE))
         manager = start_manager(plane, store, directory)
         with plane.exposed(fabric.gateway.name, fabric.gateway_ipv4) as url:
             node_kubeconfig = plane.service_account_kubeconfig(
@@ -184,10 +182,6 @@ def cluster(
             manager.stop(timeout=15)
         store.close()
         fabric.teardown()
-
-
-def _documents(path: Path) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
 def networks(store: KubeStore) -> None:

@@ -1,25 +1,33 @@
-"""hybridnet-manager as the ServiceAccount deploy/manager/rbac.yaml ships: enough, and no more.
+"""hybridnet-manager as the ServiceAccount the chart ships (templates/manager/rbac.yaml, rendered
+by the real helm): enough, and no more.
 
 The manager process runs with a kubeconfig that holds nothing but a bound token of that
-ServiceAccount, so every request it makes is authorized by the shipped rules alone. Driving a
+ServiceAccount, so every request it makes is authorized by the chart's rules alone. Driving a
 pod's whole life through it (allocation, dual stack, release, status counters, node labels,
 an Event for a bad annotation, the leader Lease, and its admission webhook: registration, pod
 mutation, subnet and network checks) proves the rules are sufficient; a missing rule fails here,
 not for a user. The manager's log is also searched for any RBAC denial, since some of its failures
 are retried quietly. Then the same identity is shown to be refused what the manager has no
-business doing: deleting a Node, reading a Secret, writing pods, specs or other namespaces'
-IPInstances, touching other Leases or webhook configurations.
+business doing: deleting a Node, reading Secrets other than its certificate's, writing pods,
+specs or other namespaces' IPInstances, touching other Leases or webhook configurations, creating
+a webhook configuration. And a manager given less than it needs stops at start-up with one
+error naming the permission it lacks.
 
-Why the RBAC is rendered into a namespace of the test's own (``rbac-<run>``) instead of the
-shipped ``kube-system``: the API server is shared by the whole session, and there kube-system
-already holds other tests' state - the Lease ``hybridnet-manager`` (test_manager_failover
+Why the RBAC is rendered into a namespace of the test's own (``rbac-<run>``, the release
+namespace to helm) instead of a shared one such as ``hybridnet-system`` or ``kube-system``: the
+API server is shared by the whole session, and there kube-system already holds other tests'
+state - the Lease ``hybridnet-manager`` (test_manager_failover
 kills a leader with -9, so the Lease stays held until it expires) and the IPInstances of every
 earlier test's pods, which a manager in kube-system would rebuild from. Waiting for the Lease
 to expire would still leave the foreign IPInstances, and would make the test slow and
-order-dependent. The manager's namespace is also where its Role grants IPInstance and Lease
-rights, so the file is applied as shipped with only its namespace replaced (the test checks
-no ``kube-system`` is left), which also proves that nothing outside the namespace the manifest
-names is relied upon.
+order-dependent. The manager's namespace is also where its Role grants IPInstance, Lease and
+Secret rights; helm renders the chart for that namespace exactly as `helm install -n` would,
+which also proves that nothing outside the release namespace is relied upon.
+
+The chart ships both webhook configurations and grants no ``create`` of them, so the test
+creates them from the chart's rendering before the manager starts (as `helm install` would);
+the manager, serving on 127.0.0.1 with ``--webhook-url`` because this API server cannot reach a
+Service, then rewrites their client configuration with get + update, which the chart grants.
 
 Stand-ins, as everywhere in the cluster tier: no kubelet or scheduler runs, so the Harness
 creates the Node and binds pods by setting ``spec.nodeName``.
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import signal
 import subprocess
 import time
@@ -42,7 +51,6 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from hack.controlplane import (
-    REPO_ROOT,
     CertificateAuthority,
     ControlPlane,
     close_api_client,
@@ -60,7 +68,6 @@ from hybridnet.store.kube import KubeStore
 from tests.cluster.manifests import apply, can_i, remove, render
 from tests.manager_scenarios import events_for
 
-MANIFESTS = REPO_ROOT / "deploy" / "manager"
 ACCOUNT = "hybridnet-manager"
 WAIT_SECONDS = 60.0
 """Generous: in a full run this manager also serves the pods earlier tests left behind."""
@@ -149,7 +156,7 @@ def setup(control_plane: ControlPlane, tmp_path: Path) -> Iterator[Setup]:
     admin = KubeStore.from_kubeconfig(control_plane.kubeconfig_path)
     harness = Harness(admin, run)
     harness.namespace(namespace)
-    rbac = render(MANIFESTS / "rbac.yaml", namespace)
+    rbac = render("manager/rbac.yaml", namespace)
     try:
         apply(control_plane, rbac)
         sa_kubeconfig = control_plane.service_account_kubeconfig(
@@ -179,6 +186,10 @@ def setup(control_plane: ControlPlane, tmp_path: Path) -> Iterator[Setup]:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def webhook_configurations(namespace: str) -> list[dict[str, Any]]:
+    return render("webhook/validating.yaml", namespace) + render("webhook/mutating.yaml", namespace)
 
 
 def eventually(condition: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
@@ -246,7 +257,8 @@ def test_the_manager_needs_only_its_shipped_rbac(
 
     # The Deployment and its PodDisruptionBudget, rendered the same way, are accepted by the
     # API server as they are (schema, strict field validation), without being run.
-    apply(control_plane, render(MANIFESTS / "deployment.yaml", namespace), "--dry-run=server")
+    workload = render("manager/deployment.yaml", namespace) + render("manager/pdb.yaml", namespace)
+    apply(control_plane, workload, "--dry-run=server")
 
     # What exists before the manager starts. The pod with a bad annotation goes in now: once
     # the manager's mutating webhook is registered, admission would refuse it outright.
@@ -256,6 +268,8 @@ def test_the_manager_needs_only_its_shipped_rbac(
     harness.subnet(f"v4-{run}", f"u-{run}", "198.18.176.0/24")
     harness.subnet(f"v6-{run}", f"u-{run}", "2001:db8:176::/64", version="6")
     harness.pod(pods, "bad", node=setup.node, annotations={c.ANNOTATION_IP_POOL: "198.18.176.x"})
+    # The chart's webhook configurations, as `helm install` creates them (the manager may not).
+    apply(control_plane, webhook_configurations(namespace))
 
     manager = start_manager(setup.sa_kubeconfig, namespace, f"rbac-{run}", tmp_path)
     try:
@@ -420,6 +434,10 @@ def prove_least_privilege(setup: Setup, control_plane: ControlPlane) -> None:
         ("update", "subnets.networking.alibaba.com", "--subresource=status"),
         ("update", "leases.coordination.k8s.io/hybridnet-manager", "-n", namespace),
         ("update", "validatingwebhookconfigurations/hybridnet-validating"),
+        ("get", "mutatingwebhookconfigurations/hybridnet-mutating"),
+        ("get", "secrets/hybridnet-webhook-certs", "-n", namespace),  # --webhook-secret
+        ("update", "secrets/hybridnet-webhook-certs", "-n", namespace),
+        ("create", "secrets", "-n", namespace),
         ("update", "nodes"),  # NodeLabeler
         ("get", "nodes"),  # NodeLabeler: is a Node gone?
         ("list", "nodeinfos.networking.alibaba.com"),
@@ -427,6 +445,9 @@ def prove_least_privilege(setup: Setup, control_plane: ControlPlane) -> None:
     ]
     refused = [
         ("get", "secrets", "-n", namespace),
+        ("get", "secrets/someone-elses", "-n", namespace),
+        ("delete", "secrets/hybridnet-webhook-certs", "-n", namespace),
+        ("create", "secrets", "-n", pods),
         ("list", "secrets", "--all-namespaces"),
         ("delete", "nodes"),
         ("patch", "nodes"),
@@ -446,9 +467,54 @@ def prove_least_privilege(setup: Setup, control_plane: ControlPlane) -> None:
         ("update", "validatingwebhookconfigurations/someone-elses"),
         ("delete", "validatingwebhookconfigurations/hybridnet-validating"),
         ("delete", "mutatingwebhookconfigurations/hybridnet-mutating"),
+        ("create", "validatingwebhookconfigurations"),  # the chart ships them
+        ("create", "mutatingwebhookconfigurations"),
+        ("patch", "validatingwebhookconfigurations/hybridnet-validating"),
         ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
         ("create", "serviceaccounts", "--subresource=token", "-n", namespace),
     ]
     wrong = [a for a in allowed if not can_i(control_plane, kubeconfig, *a)]
     wrong += [("MAY", *r) for r in refused if can_i(control_plane, kubeconfig, *r)]
-    assert not wrong, f"the ServiceAccount's rights differ from what rbac.yaml means: {wrong}"
+    assert not wrong, f"the ServiceAccount's rights differ from what the chart means: {wrong}"
+
+
+def test_a_manager_missing_a_rule_stops_naming_it(
+    setup: Setup, control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """An operator who trimmed the chart's ClusterRole: without list + watch of Networks and
+    Subnets the manager cannot rebuild its state, and instead of running without allocating it
+    exits 1 at start-up with one error that names the refused verb and resource."""
+    (role,) = [
+        d for d in render("manager/rbac.yaml", setup.namespace) if d["kind"] == "ClusterRole"
+    ]
+    role["rules"] = [r for r in role["rules"] if r["resources"] != ["networks", "subnets"]]
+    apply(control_plane, [role])
+    # The authorizer follows RBAC objects through a watch: start once it answers "no".
+    eventually(
+        lambda: (
+            not can_i(control_plane, setup.sa_kubeconfig, "list", "networks.networking.alibaba.com")
+        ),
+        "the trimmed ClusterRole in force",
+    )
+    log = tmp_path / "manager.log"
+    argv = manager_argv(
+        setup.sa_kubeconfig, setup.namespace, f"trimmed-{setup.run}", "--metrics-address", ""
+    )
+    with log.open("wb") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    manager = ManagerProcess(process, log, f"trimmed-{setup.run}")
+    try:
+        code = process.wait(WAIT_SECONDS)
+    except subprocess.TimeoutExpired:
+        manager.terminate()
+        raise AssertionError(
+            f"the manager kept running without its rule\n{manager.tail()}"
+        ) from None
+    assert code == 1, manager.tail()
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    errors = [line for line in lines if line["level"] == "error"]
+    assert len(errors) == 1, manager.tail()
+    assert errors[0]["msg"] == "cannot start", errors[0]
+    message = str(errors[0]["error"])
+    assert 'cannot list resource "networks"' in message, message
+    assert 'in API group "networking.alibaba.com"' in message, message

@@ -58,6 +58,30 @@ def granted(docs: list[Doc]) -> dict[tuple[str, str, str], set[str]]:
     return found
 
 
+def expanded_args(container: Doc, **field_values: str) -> list[str]:
+    """The container's args as the kubelet hands them over: each ``$(NAME)`` replaced by its
+    env entry's value, from the ConfigMap deploy/config/configmap.yaml (configMapKeyRef) or from
+    ``field_values`` (fieldRef, by variable name)."""
+    (config,) = load(DEPLOY_DIR / "config")
+    values: dict[str, str] = {}
+    for entry in container.get("env", []):
+        source = entry["valueFrom"]
+        if "configMapKeyRef" in source:
+            ref = source["configMapKeyRef"]
+            assert ref["name"] == config["metadata"]["name"], entry
+            values[entry["name"]] = config["data"][ref["key"]]
+        else:
+            values[entry["name"]] = field_values[entry["name"]]
+    args = []
+    for given in container["args"]:
+        arg = str(given)
+        for name, value in values.items():
+            arg = arg.replace(f"$({name})", value)
+        assert "$(" not in arg, f"{arg}: a variable without an env entry"
+        args.append(arg)
+    return args
+
+
 def flag(args: list[str], name: str) -> str:
     return args[args.index(name) + 1]
 

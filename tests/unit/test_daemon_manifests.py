@@ -1,7 +1,8 @@
 """deploy/daemon/: least-privilege RBAC and a DaemonSet whose arguments the daemon accepts.
 
-These read the YAML only; tests/cluster/test_daemon_rbac.py applies it to a real API server and
-runs the daemon under it.
+deploy/ is the chart's rendering with its default values (tests/cluster/test_chart.py checks
+that). These read that YAML only; tests/cluster/test_daemon_rbac.py applies the chart's RBAC to a
+real API server and runs the daemon under it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from tests.unit.deploy_docs import (
     assert_every_rule_commented,
     assert_no_wildcards,
     assert_one_service_account,
+    expanded_args,
     flag,
     granted,
     load,
@@ -47,7 +49,7 @@ def test_the_files_exist_and_every_document_is_a_named_object() -> None:
 def test_rbac_is_explicit_commented_and_bound_to_one_account() -> None:
     assert_no_wildcards(documents())
     assert_every_rule_commented(DAEMON_DIR / "rbac.yaml")
-    assert_one_service_account(documents(), "hybridnet-daemon", "kube-system", "DaemonSet")
+    assert_one_service_account(documents(), "hybridnet-daemon", "hybridnet-system", "DaemonSet")
 
 
 def test_rights_are_exactly_what_the_code_does_in_the_right_scope() -> None:
@@ -71,8 +73,7 @@ def test_rights_are_exactly_what_the_code_does_in_the_right_scope() -> None:
 def test_the_daemon_container_arguments_parse_and_match_the_role() -> None:
     daemon = container("containers", "daemon")
     assert daemon["command"] == ["hybridnet-daemon"]
-    assert {e["name"] for e in daemon["env"]} == {"NODE_NAME"}
-    args = [a.replace("$(NODE_NAME)", "node-a") for a in daemon["args"]]
+    args = expanded_args(daemon, NODE_NAME="node-a")
     parsed = daemon_main.parse_args(args)
     assert parsed.command == "serve" and parsed.node_name == "node-a"
     assert parsed.kubeconfig is None and parsed.store is None  # in-cluster credentials
@@ -90,11 +91,10 @@ def test_the_daemon_container_arguments_parse_and_match_the_role() -> None:
 
 def test_the_install_step_writes_where_the_runtime_looks() -> None:
     installer = container("initContainers", "install-cni")
-    parsed = daemon_main.parse_args(installer["args"])
+    parsed = daemon_main.parse_args(expanded_args(installer))
     assert parsed.command == "install" and parsed.python == "/usr/bin/python3"
-    daemon = daemon_main.parse_args(
-        [a.replace("$(NODE_NAME)", "n") for a in container("containers", "daemon")["args"]]
-    )
+    daemon = daemon_main.parse_args(expanded_args(container("containers", "daemon"), NODE_NAME="n"))
+    assert parsed.mtu == daemon.mtu_default == 1500  # one MTU setting for the conflist and ADD
     assert parsed.socket == daemon.socket  # the conflist names the socket the daemon serves
     mounts = {m["mountPath"]: m["name"] for m in installer["volumeMounts"]}
     host_paths = {

@@ -1,7 +1,8 @@
 """deploy/manager/: least-privilege RBAC, one ServiceAccount throughout, a locked-down Deployment.
 
-These read the YAML only; tests/cluster/test_manager_rbac.py applies it to a real API server and
-runs the manager under it.
+deploy/ is the chart's rendering with its default values (tests/cluster/test_chart.py checks
+that). These read that YAML only; tests/cluster/test_manager_rbac.py applies the chart's RBAC to a
+real API server and runs the manager under it.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from tests.unit.deploy_docs import (
     assert_every_rule_commented,
     assert_no_wildcards,
     assert_one_service_account,
+    expanded_args,
     flag,
     granted,
     load,
 )
 
 MANAGER_DIR = DEPLOY_DIR / "manager"
+NAMESPACE = "hybridnet-system"
+CERTS_SECRET = "hybridnet-webhook-certs"  # noqa: S105 (a Secret's name)
 
 
 def documents() -> list[Doc]:
@@ -62,7 +66,7 @@ def manager_container() -> Doc:
 
 def test_the_files_exist_and_every_document_is_a_named_object() -> None:
     names = sorted(p.name for p in MANAGER_DIR.glob("*.yaml"))
-    assert names == ["deployment.yaml", "rbac.yaml"]
+    assert names == ["deployment.yaml", "pdb.yaml", "rbac.yaml"]
     for doc in documents():
         assert doc.get("apiVersion") and doc.get("kind"), doc
         assert doc["metadata"].get("name"), doc
@@ -80,11 +84,12 @@ def test_every_rule_is_explained_by_a_comment() -> None:
 
 
 def test_one_service_account_named_the_same_everywhere() -> None:
-    assert_one_service_account(documents(), "hybridnet-manager", "kube-system", "Deployment")
+    assert_one_service_account(documents(), "hybridnet-manager", NAMESPACE, "Deployment")
 
 
 def test_namespaced_rights_follow_the_managers_namespace() -> None:
-    """IPInstances and the Lease live in --namespace: the Role must be in that namespace."""
+    """IPInstances, the Lease and the certificate Secret live in --namespace: the Role must be
+    in that namespace."""
     args = manager_container()["args"]
     assert flag(args, "--namespace") == service_account()[1] == one("Role")["metadata"]["namespace"]
     assert grants("Role", "networking.alibaba.com", "ipinstances") == {
@@ -108,6 +113,7 @@ def test_names_in_resource_names_are_the_ones_the_code_uses() -> None:
     }
     assert by_resource == {
         ("leases", (main.LEASE_NAME,)),
+        ("secrets", (CERTS_SECRET,)),
         ("validatingwebhookconfigurations", (registration.VALIDATING_NAME,)),
         ("mutatingwebhookconfigurations", (registration.MUTATING_NAME,)),
     }
@@ -130,16 +136,9 @@ def test_names_in_resource_names_are_the_ones_the_code_uses() -> None:
         ("networking.alibaba.com", "subnets", {"list", "watch"}),
         ("networking.alibaba.com", "networks/status", {"update"}),
         ("networking.alibaba.com", "subnets/status", {"update"}),
-        (
-            "admissionregistration.k8s.io",
-            "validatingwebhookconfigurations",
-            {"get", "update", "create"},
-        ),
-        (
-            "admissionregistration.k8s.io",
-            "mutatingwebhookconfigurations",
-            {"get", "update", "create"},
-        ),
+        # caBundle only: the chart ships both configurations, the manager may not create one.
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations", {"get", "update"}),
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", {"get", "update"}),
     ],
 )
 def test_cluster_wide_rights_are_exactly_what_the_code_does(
@@ -156,14 +155,15 @@ def test_nothing_else_is_granted_and_each_right_is_in_its_scope() -> None:
         ("ClusterRole", "", "namespaces"): {"get", "list", "watch"},
         ("ClusterRole", "", "nodes"): {"get", "list", "watch", "update"},
         ("ClusterRole", "", "pods"): {"list", "watch"},
-        ("ClusterRole", admission, "mutatingwebhookconfigurations"): {"create", "get", "update"},
-        ("ClusterRole", admission, "validatingwebhookconfigurations"): {"create", "get", "update"},
+        ("ClusterRole", admission, "mutatingwebhookconfigurations"): {"get", "update"},
+        ("ClusterRole", admission, "validatingwebhookconfigurations"): {"get", "update"},
         ("ClusterRole", group, "networks"): {"list", "watch"},
         ("ClusterRole", group, "networks/status"): {"update"},
         ("ClusterRole", group, "nodeinfos"): {"delete", "list", "watch"},
         ("ClusterRole", group, "subnets"): {"list", "watch"},
         ("ClusterRole", group, "subnets/status"): {"update"},
         ("Role", "coordination.k8s.io", "leases"): {"create", "get", "update"},
+        ("Role", "", "secrets"): {"create", "get", "update"},  # the webhook's certificates
         ("Role", group, "ipinstances"): {"create", "delete", "get", "list", "update", "watch"},
     }
     never = {"delete", "deletecollection", "patch", "escalate", "bind", "impersonate"}
@@ -184,13 +184,15 @@ def test_the_deployment_runs_two_leader_elected_replicas() -> None:
     assert "--no-leader-elect" not in args
     assert flag(args, "--metrics-address") == ":9899"
     assert manager_container()["command"] == ["hybridnet-manager"]
-    # The flags are the manager's own: its parser accepts them (the API server expands
-    # $(POD_NAME) from the env entry before the process sees it).
-    env = {e["name"] for e in manager_container()["env"]}
-    assert "POD_NAME" in env
-    parsed = main.parse_args([a.replace("$(POD_NAME)", "hybridnet-manager-abc") for a in args])
+    # The flags are the manager's own: its parser accepts them (the kubelet expands $(POD_NAME)
+    # and the ConfigMap's settings from the env entries before the process sees them).
+    parsed = main.parse_args(expanded_args(manager_container(), POD_NAME="hybridnet-manager-abc"))
     assert parsed.leader_elect and parsed.identity == "hybridnet-manager-abc"
-    assert parsed.namespace == "kube-system"
+    assert parsed.namespace == NAMESPACE
+    assert (parsed.default_network_type, parsed.default_ip_family) == ("Overlay", "IPv4")
+    # The webhook on by default, behind the Service, with the manager's own certificates.
+    assert parsed.webhook_address == ":9898"
+    assert (parsed.webhook_service, parsed.webhook_secret) == ("hybridnet-webhook", CERTS_SECRET)
 
 
 def test_the_deployment_is_locked_down() -> None:
@@ -212,13 +214,14 @@ def test_the_deployment_is_locked_down() -> None:
 def test_the_deployment_has_probes_and_resources() -> None:
     container = manager_container()
     port = int(flag(container["args"], "--metrics-address").rpartition(":")[2])
-    assert {p["containerPort"] for p in container["ports"]} == {port}
+    webhook = int(flag(container["args"], "--webhook-address").rpartition(":")[2])
+    assert {p["containerPort"] for p in container["ports"]} == {port, webhook}
     for probe in ("livenessProbe", "readinessProbe"):
         get = container[probe]["httpGet"]
         assert (get["path"], get["port"]) == ("/healthz", port), probe
     for section in ("requests", "limits"):
         assert set(container["resources"][section]) >= {"cpu", "memory"}, section
-    assert container["image"] == "hybridnet:latest"
+    assert container["image"] == "hybridnet:0.1.0"  # the chart's appVersion
 
 
 def test_the_disruption_budget_keeps_a_replica() -> None:
