@@ -6,6 +6,10 @@ GROUP: Final = "networking.alibaba.com"
 VERSION: Final = "v1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 
+INSTALL_NAMESPACE: Final = "hybridnet-system"
+"""Where the chart and deploy/ install hybridnet: the manager's Lease and every IPInstance (the
+default of the manager's --namespace, the daemon's and hybridnet-ctl's --ipam-namespace)."""
+
 # Network types and modes (spec.type / spec.mode of a Network).
 TYPE_UNDERLAY: Final = "Underlay"
 TYPE_OVERLAY: Final = "Overlay"

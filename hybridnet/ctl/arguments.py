@@ -18,7 +18,7 @@ from hybridnet.ctl.errors import EXIT_USAGE
 from hybridnet.ctl.output import FORMATS
 from hybridnet.ctl.values import bgp_peer, key_value, one_of
 
-DEFAULT_IPAM_NAMESPACE = "kube-system"
+DEFAULT_IPAM_NAMESPACE = c.INSTALL_NAMESPACE
 DEFAULT_SOCKET = "/run/hybridnet/daemon.sock"
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hybridnet import logs
+from hybridnet.api import constants
 from hybridnet.daemon import bundle, probe
 from hybridnet.daemon import install as installer
 from hybridnet.daemon.attachment import DatapathConfig
@@ -76,7 +77,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             choices=["IPv4", "IPv6", "DualStack"],
             help="embedded store: the address families of pods that do not say",
         )
-        sub.add_argument("--ipam-namespace", default="kube-system")
+        sub.add_argument("--ipam-namespace", default=constants.INSTALL_NAMESPACE)
         sub.add_argument("--allocation-timeout", type=float, default=30.0)
         sub.add_argument(
             "--bgp-announce-timeout",

@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 import grpc
 from prometheus_client import CollectorRegistry, Histogram
 
+from hybridnet.api import constants
 from hybridnet.api.annotations import AnnotationError
 from hybridnet.api.naming import pod_selector
 from hybridnet.api.resources import IPInstance, Network
@@ -73,7 +74,7 @@ SANDBOX_WRITE_ATTEMPTS = 5
 @dataclasses.dataclass(frozen=True)
 class DaemonConfig:
     node_name: str
-    ipam_namespace: str = "kube-system"
+    ipam_namespace: str = constants.INSTALL_NAMESPACE
     allocation_timeout: float = 30.0
     announce_timeout: float = 20.0
     """How long ADD of a BGP pod waits for the manager to announce its route."""

@@ -91,7 +91,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     where.add_argument("--store", help="embedded SQLite store file instead of Kubernetes")
     parser.add_argument(
         "--namespace",
-        default="kube-system",
+        default=c.INSTALL_NAMESPACE,
         help="namespace of the leader Lease and of all IPInstances",
     )
     parser.add_argument("--identity", default=f"{socket.gethostname()}-{os.getpid()}")

@@ -12,6 +12,7 @@ import yaml
 
 from hack.controlplane import ControlPlane
 from hybridnet.ctl.main import run as ctl_run
+from hybridnet.lab.manager import IPAM_NAMESPACE
 from hybridnet.store.kube import KubeStore
 from tests.ctl_scenarios import CtlScenarios
 
@@ -25,7 +26,12 @@ class TestCtlOnKubernetes(CtlScenarios):
 
     @pytest.fixture
     def where(self, control_plane: ControlPlane) -> list[str]:
-        return ["--kubeconfig", str(control_plane.kubeconfig_path)]
+        return [
+            "--kubeconfig",
+            str(control_plane.kubeconfig_path),
+            "--ipam-namespace",
+            IPAM_NAMESPACE,
+        ]
 
 
 def _ctl(*argv: str) -> tuple[int, str, str]:

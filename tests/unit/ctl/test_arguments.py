@@ -29,7 +29,7 @@ def test_global_options_anywhere() -> None:
         assert (args.store_file, args.ipam_namespace, args.output) == ("a.db", "hn", "table")
     default = parse(["network", "list", "-o", "YAML"], "hybridnet-ctl")
     assert (default.ipam_namespace, default.kubeconfig, default.output) == (
-        "kube-system", None, "yaml"
+        "hybridnet-system", None, "yaml"
     )  # fmt: skip
     created = parse(["network", "create", "u", "--node-selector", "a=b", "--node-selector",
                      "c=d", "--bgp-peer", "address=198.18.0.1,asn=65001"], "x")  # fmt: skip
@@ -104,7 +104,8 @@ def test_unreachable_daemon_says_where_to_run(tmp_path: Path) -> None:
     assert err.count("\n") == 1
     assert f"no daemon socket at {tmp_path / 'node1.sock'}" in err
     assert (
-        "run it on node1 as root, or from inside its daemon pod: kubectl -n kube-system exec" in err
+        "run it on node1 as root, or from inside its daemon pod: kubectl -n hybridnet-system exec"
+        in err
     )
     stale = tmp_path / "stale.sock"
     stale.touch()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from hybridnet.lab.manager import IPAM_NAMESPACE
 from hybridnet.store.sqlite import SQLiteStore
 from tests.ctl_scenarios import CtlScenarios
 
@@ -24,4 +25,4 @@ class TestCtlOnEmbeddedStore(CtlScenarios):
 
     @pytest.fixture
     def where(self, store: SQLiteStore, store_path: Path) -> list[str]:
-        return ["--store", str(store_path)]
+        return ["--store", str(store_path), "--ipam-namespace", IPAM_NAMESPACE]

@@ -104,7 +104,8 @@ def test_stopping_ends_the_wait() -> None:
 
 
 def manager_args(store_path: Path) -> list[str]:
-    return ["--store", str(store_path), "--no-leader-elect", "--metrics-address", ""]
+    return ["--store", str(store_path), "--no-leader-elect", "--metrics-address", "",
+            "--namespace", IPAM_NAMESPACE]  # fmt: skip
 
 
 @pytest.fixture

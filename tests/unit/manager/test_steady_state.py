@@ -44,7 +44,9 @@ def setup(tmp_path: Path) -> Iterator[tuple[CountingStore, Harness, main.Manager
     harness.underlay("u-t")
     harness.subnet("s-t", "u-t", "198.19.40.0/24")
     store = CountingStore(inner)
-    args = main.parse_args(["--store", "unused", "--no-leader-elect"])
+    args = main.parse_args(
+        ["--store", "unused", "--no-leader-elect", "--namespace", IPAM_NAMESPACE]
+    )
     manager = main.Manager(store, args, new_registry(), watch_timeout=WATCH_SECONDS)
     manager.start()
     try:
