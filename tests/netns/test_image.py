@@ -170,6 +170,9 @@ def test_each_console_script_runs_in_the_image(podman: Podman) -> None:
     for script, prog in CONSOLE_SCRIPTS.items():
         done = podman("exec", CONTAINER, script, "--help")
         assert done.stdout.decode().startswith(f"usage: {prog} "), script
+    # The manager's Deployment runs it as 65532, no user of the image: it reads the venv too.
+    unprivileged = podman("exec", "--user", "65532:65532", CONTAINER, "hybridnet-manager", "--help")
+    assert unprivileged.stdout.decode().startswith("usage: hybridnet-manager ")
     version = podman("exec", "--interactive", "--env", "CNI_COMMAND=VERSION", CONTAINER,
                      "hybridnet-cni", stdin=CNI_VERSION_REQUEST)  # fmt: skip
     assert "1.0.0" in json.loads(version.stdout)["supportedVersions"]
