@@ -45,7 +45,11 @@ REPOSITORY = "docker.io/library/hybridnet"
 """The full name of ``hybridnet:<version>``: what a pod's ``image: hybridnet:0.1.0`` means to
 the kubelet and containerd, and a short name podman resolves in its own storage."""
 KEEP = 2
-"""Archives (and Debian layers) kept in the cache: the current one and the one before."""
+"""Archives (and Debian layers) kept in the cache however old: the current one and the one
+before."""
+IN_USE_FOR = 2 * 3600
+"""Seconds since its last use during which an entry is kept too: another checkout's build (a
+worktree, a test run) may be about to load the archive it was handed."""
 SOURCES = ("pyproject.toml", "README.md")
 PACKAGE = "hybridnet"
 
@@ -124,9 +128,14 @@ def _locked(cache: Path) -> Iterator[None]:
         yield
 
 
-def _prune(cache: Path, pattern: str, keep: Path) -> None:
+def prune(cache: Path, pattern: str, keep: Path, now: float | None = None) -> None:
+    """Remove the entries matching ``pattern`` but ``keep``, the newest others up to
+    :data:`KEEP` in all, and those used in the last :data:`IN_USE_FOR` seconds (the mtime,
+    which every use touches)."""
+    now = time.time() if now is None else now
     entries = sorted(cache.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
-    for stale in [entry for entry in entries if entry != keep][KEEP - 1 :]:
+    older = [entry for entry in entries if entry != keep][KEEP - 1 :]
+    for stale in [entry for entry in older if now - entry.stat().st_mtime > IN_USE_FOR]:
         if stale.is_dir():
             shutil.rmtree(stale)
         else:
@@ -160,7 +169,7 @@ def _debian_layer(recipe: Recipe, cache: Path, progress: Progress) -> tuple[Path
     final = dataclasses.replace(layer, path=entry / "layer.tar.gz")
     (partial / "layer.json").write_text(json.dumps(final.to_json(), indent=2) + "\n")
     partial.rename(entry)
-    _prune(cache, "base-*", entry)
+    prune(cache, "base-*", entry)
     return entry / "rootfs", final
 
 
@@ -253,6 +262,6 @@ def build(cache: Path | None = None, repo: Path = REPO, progress: Progress | Non
         frozen_list.write_text(frozen)
         record.write_text(json.dumps({"name": name, "manifest_digest": digest}, indent=2) + "\n")
         for kept in (archive, frozen_list, record):
-            _prune(cache, f"hybridnet-*{kept.name.removeprefix(stem)}", kept)
+            prune(cache, f"hybridnet-*{kept.name.removeprefix(stem)}", kept)
         progress(f"built {name}: {archive} ({archive.stat().st_size >> 20} MiB)")
         return Image(archive, name, digest, from_cache=False)

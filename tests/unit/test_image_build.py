@@ -146,3 +146,18 @@ def test_a_tree_becomes_a_layer_and_an_archive_with_every_digest_right(tmp_path:
 def test_a_layer_member_that_is_not_there_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ImageBuildError, match="opt/missing is not in"):
         oci.write_layer(tmp_path, ["opt/missing"], tmp_path / "layer.tar.gz", "test")
+
+
+def test_the_cache_keeps_the_current_entry_the_one_before_and_those_in_use(
+    tmp_path: Path,
+) -> None:
+    now = 1_000_000.0
+    ages = {"current": 0, "before": 60, "in-use": build.IN_USE_FOR - 60}
+    ages |= {"old": 20_000, "older": 30_000}
+    for name, age in ages.items():
+        entry = tmp_path / f"hybridnet-{name}.oci.tar"
+        entry.write_bytes(b"")
+        os.utime(entry, (now - age, now - age))
+    build.prune(tmp_path, "hybridnet-*.oci.tar", tmp_path / "hybridnet-current.oci.tar", now)
+    kept = sorted(p.name.split("-", 1)[1].split(".")[0] for p in tmp_path.iterdir())
+    assert kept == ["before", "current", "in-use"]
