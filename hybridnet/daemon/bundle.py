@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import marshal
+import os
 import sys
 import zipfile
 from pathlib import Path
@@ -59,9 +60,16 @@ def plugin_sources() -> list[Path]:
     return sorted(chosen)
 
 
+PLUGIN_PYTHON_ENV = "HYBRIDNET_PLUGIN_PYTHON"
+"""Names the node's interpreter where this one is not the node's: in the container image (which
+sets it to /usr/bin/python3), this interpreter is the image's /usr/bin/python3.11, a path a
+node with another Python version does not have."""
+
+
 def default_interpreter() -> str:
-    """This interpreter, outside any virtual environment (the plugin needs no packages)."""
-    return str(Path(sys.executable).resolve())
+    """The interpreter ``$HYBRIDNET_PLUGIN_PYTHON`` names, else this one outside any virtual
+    environment (the plugin needs no packages)."""
+    return os.environ.get(PLUGIN_PYTHON_ENV) or str(Path(sys.executable).resolve())
 
 
 MAX_SHEBANG = 127

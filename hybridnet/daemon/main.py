@@ -52,7 +52,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     install.add_argument(
         "--python",
         default=bundle.default_interpreter(),
-        help="the interpreter the plugin runs under on the node (default: this one, %(default)s)",
+        help="the interpreter the plugin runs under on the node (default: %(default)s, which is"
+        " $HYBRIDNET_PLUGIN_PYTHON if set, else this interpreter)",
     )
     check = commands.add_parser(
         "probe", help="exit 0 if the daemon on --socket serves (for Kubernetes exec probes)"

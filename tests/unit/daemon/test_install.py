@@ -45,3 +45,32 @@ def test_an_interpreter_no_kernel_can_start_is_refused_in_one_line(
     assert done.stderr.startswith("hybridnet-daemon install: --python")
     assert done.stderr.count("\n") == 1
     assert not (tmp_path / "bin").exists() and not (tmp_path / "conf").exists()
+
+
+def test_without_python_the_plugin_gets_the_interpreter_the_environment_names(
+    tmp_path: Path,
+) -> None:
+    """In the image, the default would be the image's own interpreter (/usr/bin/python3.11 there,
+    absent on a node whose python3 is another version): the image names the node's in
+    HYBRIDNET_PLUGIN_PYTHON instead."""
+    done = subprocess.run(
+        [sys.executable, "-m", "hybridnet.daemon.main", "install", "--cni-bin-dir",
+         str(tmp_path / "bin"), "--cni-conf-dir", str(tmp_path / "conf")],
+        capture_output=True, text=True, check=False,
+        env={"HYBRIDNET_PLUGIN_PYTHON": "/usr/bin/python3"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "bin" / "hybridnet").read_bytes().startswith(b"#!/usr/bin/python3 -IS\n")
+
+
+def test_without_python_or_the_environment_the_plugin_gets_this_interpreter(
+    tmp_path: Path,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "hybridnet.daemon.main", "install", "--cni-bin-dir",
+         str(tmp_path / "bin"), "--cni-conf-dir", str(tmp_path / "conf")],
+        capture_output=True, text=True, check=False, env={},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    shebang = f"#!{Path(sys.executable).resolve()} -IS\n".encode()
+    assert (tmp_path / "bin" / "hybridnet").read_bytes().startswith(shebang)
