@@ -16,11 +16,11 @@ DEBIAN_PACKAGES := iproute2 iptables nftables kmod user-mode-linux bird2 \
 	containernetworking-plugins podman runc busybox-static iputils-ping procps tcpdump \
 	iperf3 zsh python3-venv ca-certificates gcc libc6-dev
 
-.PHONY: test demo deps venv controlplane lint typecheck unit netns bench clean-testbed controlplane-up proto \
+.PHONY: test demo deps venv controlplane realcluster-build lint typecheck unit netns bench clean-testbed controlplane-up proto \
 	controlplane-down
 
 ## make test: install everything, then lint, type check and run every test tier.
-test: deps venv controlplane lint typecheck
+test: deps venv controlplane realcluster-build lint typecheck
 	$(BIN)/pytest
 	$(BIN)/python -m hybridnet.lab leftovers
 
@@ -53,6 +53,13 @@ $(STAMP): pyproject.toml
 controlplane:
 	@command -v go >/dev/null || { echo "make: Go is required to build the control plane" >&2; exit 1; }
 	hack/controlplane/build.sh
+
+## make realcluster-build: build kubelet, kube-scheduler, kube-controller-manager (the control
+## plane's kubernetes module), containerd + its runc shim + ctr, and the pause binary into
+## ~/.cache, once (the real-cluster tier, tests/realcluster/; runc is Debian's).
+realcluster-build: controlplane
+	@command -v gcc >/dev/null || { echo "make: gcc is required (the pause binary; make deps)" >&2; exit 1; }
+	hack/realcluster/build.sh
 
 ## make controlplane-up: a kube-apiserver + etcd left running for debugging (prints KUBECONFIG);
 ## make controlplane-down stops it. CONTROLPLANE_DIR holds its kubeconfig, logs and PIDs.
