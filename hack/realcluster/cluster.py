@@ -48,6 +48,7 @@ from hack.controlplane.errors import ControlPlaneError
 from hack.controlplane.state import stop_recorded
 from hack.realcluster.binaries import build_node_binaries
 from hack.realcluster.cni import CniSetup
+from hack.realcluster.workloads import wait_default_service_account
 from hybridnet.lab.cluster_model import OUTSIDE_GATEWAY, OUTSIDE_V4, OUTSIDE_V6
 from hybridnet.lab.fabric import Fabric
 from hybridnet.lab.netns import Namespace, TestbedRun, connect, create_namespace
@@ -274,6 +275,9 @@ class RealCluster:
             self._write_state()
         for name, port in ports.items():
             self._wait_healthy(name, port)
+        with self.api() as api_client:
+            # The controller manager's first visible work; pods are admitted from then on.
+            wait_default_service_account(api_client, "default", self.ready_timeout)
 
     def _wait_healthy(self, name: str, port: int, timeout: float = 60.0) -> None:
         """Until ``/healthz`` of a component answers ok (its own self-signed serving cert)."""
@@ -373,7 +377,8 @@ class RealCluster:
             close_api_client(client)
 
     def wait_nodes(self, *, ready: bool, timeout: float | None = None) -> None:
-        """Until every node's Node object exists (and, with ``ready``, is Ready)."""
+        """Until every node's Node object exists (and, with ``ready``, is Ready and the node
+        lifecycle controller has taken its not-ready taint off: schedulable)."""
         from kubernetes import client  # noqa: PLC0415
 
         timeout = timeout or self.ready_timeout
@@ -388,13 +393,18 @@ class RealCluster:
                 for item in items:
                     conditions = {c.type: c for c in item.status.conditions or []}
                     condition = conditions.get("Ready")
+                    taints = [t.key for t in item.spec.taints or []]
                     state[item.metadata.name] = (
                         f"Ready={condition.status} ({condition.reason}: {condition.message})"
                         if condition is not None
                         else "no Ready condition yet"
-                    )
+                    ) + (f" taints {taints}" if taints else "")
                 ok = wanted <= state.keys() and (
-                    not ready or all(state[n].startswith("Ready=True") for n in wanted)
+                    not ready
+                    or all(
+                        state[n].startswith("Ready=True") and "taints" not in state[n]
+                        for n in wanted
+                    )
                 )
                 if ok:
                     return

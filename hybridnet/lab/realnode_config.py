@@ -28,17 +28,18 @@ CONTAINERD_DISABLED_PLUGINS = (
     "io.containerd.differ.v1.erofs",
     "io.containerd.mount-handler.v1.erofs",
 )
-KUBELET_SYSCTLS = (
-    "vm/overcommit_memory",
-    "vm/panic_on_oom",
-    "kernel/panic",
-    "kernel/panic_on_oops",
-    "kernel/keys/root_maxkeys",
-    "kernel/keys/root_maxbytes",
-)
-"""What kubelet's container manager sets at start when the value differs from what it wants
-(``setupKernelTunables``): in the node's mount namespace each is covered by a file holding the
-host's current value, so kubelet writes into that file and the host's kernel is not changed."""
+KUBELET_SYSCTLS = {
+    "vm/overcommit_memory": "1",
+    "vm/panic_on_oom": "0",
+    "kernel/panic": "10",
+    "kernel/panic_on_oops": "1",
+    "kernel/keys/root_maxkeys": "1000000",
+    "kernel/keys/root_maxbytes": "25000000",
+}
+"""What kubelet's container manager sets at start where the value differs (its
+``setupKernelTunables``: key under /proc/sys -> the value it writes). In the node's mount
+namespace each is covered by a file holding the host's current value, so kubelet writes into
+that file and the host's kernel is not changed."""
 
 
 @dataclasses.dataclass(frozen=True)
