@@ -16,7 +16,7 @@ DEBIAN_PACKAGES := iproute2 iptables nftables kmod user-mode-linux bird2 \
 	containernetworking-plugins podman runc busybox-static iputils-ping procps tcpdump \
 	iperf3 zsh python3-venv ca-certificates gcc libc6-dev
 
-.PHONY: test demo deps venv controlplane realcluster-build lint typecheck unit netns bench clean-testbed controlplane-up proto \
+.PHONY: test demo deps venv controlplane realcluster-build bench-realcluster lint typecheck unit netns bench clean-testbed controlplane-up proto \
 	controlplane-down
 
 ## make test: install everything, then lint, type check and run every test tier.
@@ -90,6 +90,11 @@ bench: deps venv
 	$(BIN)/python -m bench.cni_baseline --runs 50 --json bench/results/cni_baseline.json
 	$(BIN)/python -m bench.datapath_traffic --runs 3 --json bench/results/datapath_traffic.json
 	$(BIN)/python -m bench.node_join --joins 10 --json bench/results/node_join.json
+
+## make bench-realcluster: 100 pods of a Deployment from create to all Running on 3 real nodes
+## (kubelet + containerd), per CNI setup (about 2 minutes per setup on the reference machine).
+bench-realcluster: deps venv realcluster-build
+	$(BIN)/python -m bench.realcluster_pods --pods 100 --runs 3 --json bench/results/realcluster_pods.json
 
 ## make proto: regenerate hybridnet/rpc/daemon_pb2*.py* from proto/ (a unit test checks that
 ## the committed files are what this produces).

@@ -210,8 +210,12 @@ class RealCluster:
             with self.progress.step(f"{self.node_count} nodes: containerd + kubelet"):
                 for _ in range(self.node_count):
                     self.add_node()
-            with self.progress.step("nodes registered" + (" and Ready" if self.cni else "")):
-                self.wait_nodes(ready=self.cni is not None)
+            with self.progress.step("nodes registered"):
+                self.wait_nodes(ready=False)
+            if self.cni is not None:
+                with self.progress.step(f"pod network {self.cni.name}; nodes Ready"):
+                    self.cni.after_nodes(self)
+                    self.wait_nodes(ready=True)
         except BaseException:
             self.stop()
             raise

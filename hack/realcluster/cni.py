@@ -9,17 +9,23 @@ gateway, and no masquerade (no packet filter rules, not even in the node's names
 different nodes are not routed to each other: the stand-in is for scheduling, sandboxes and the
 CNI calls, not for traffic between nodes.
 
-A setup is any object with a ``name`` and ``install(node, index)``, so the benchmark takes the
-CNI setup as a parameter (hybridnet's chart, when installable, is the second).
+A setup (:class:`CniSetup`) is an object with a ``name``, a per-node ``install`` (before the
+node's kubelet starts), a cluster-wide ``after_nodes`` (once every Node is registered: where a
+chart's ``helm install`` goes, its DaemonSet then writing the node configs) and
+``held_addresses``, so the benchmark takes the CNI setup as a parameter (hybridnet's chart,
+when installable, is the second).
 """
 
 from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from hybridnet.lab.realnode import RealNode
+
+if TYPE_CHECKING:
+    from hack.realcluster.cluster import RealCluster
 
 REFERENCE_POD_RANGE = ipaddress.IPv4Network("198.19.128.0/17")
 REFERENCE_NETWORK_NAME = "lab-bridge"
@@ -31,7 +37,17 @@ class CniSetup(Protocol):
 
     name: str
 
-    def install(self, node: RealNode, index: int) -> None: ...
+    def install(self, node: RealNode, index: int) -> None:
+        """Prepare ``node`` (0-based ``index``) before its kubelet starts."""
+        ...
+
+    def after_nodes(self, cluster: RealCluster) -> None:
+        """Once every node is registered, before the cluster waits for them to be Ready."""
+        ...
+
+    def held_addresses(self, node: RealNode) -> dict[str, str]:
+        """The addresses the setup's IPAM holds on ``node`` now, each with what holds it."""
+        ...
 
 
 class ReferenceBridge:
@@ -71,8 +87,10 @@ class ReferenceBridge:
             },
         )
 
-    @staticmethod
-    def reservations(node: RealNode) -> dict[str, str]:
+    def after_nodes(self, cluster: RealCluster) -> None:
+        """Nothing cluster-wide: each node's file is its whole configuration."""
+
+    def held_addresses(self, node: RealNode) -> dict[str, str]:
         """host-local's reservations on ``node``: address -> the container ID it is held for.
 
         host-local writes one file per address at ADD and removes it at DEL, so a reservation

@@ -52,7 +52,7 @@ def _node_index(cluster: RealCluster, name: str) -> int:
 
 
 def _reserved_on(cluster: RealCluster, name: str) -> dict[str, str]:
-    return ReferenceBridge.reservations(cluster.node(name))
+    return ReferenceBridge().held_addresses(cluster.node(name))
 
 
 def _wait_released(cluster: RealCluster, placed: dict[str, str]) -> None:
