@@ -6,8 +6,8 @@ Layout (the lab cluster's, :mod:`hybridnet.lab.cluster`, with real nodes)::
     root ns     etcd, kube-apiserver (Node,RBAC; NodeRestriction and ServiceAccount admission),
                 kube-scheduler, kube-controller-manager: all on 127.0.0.1
     outside ns  eth0 198.18.100.10/24, 2001:db8:100::10/64: a host beyond the fabric
-    gateway ns  eth1 198.18.100.1 / eth0 198.18.0.1; the API server is served at 198.18.0.1
-                by a relay (:meth:`ControlPlane.expose_in_namespace`)
+    gateway ns  eth1 198.18.100.1 / eth0 198.18.0.1; the API server is served at
+                198.18.0.1:6443 by a relay (:meth:`ControlPlane.expose_in_namespace`)
     fabric ns   br0
     node i ns   eth0 198.18.0.(9+i): containerd + kubelet (:mod:`hybridnet.lab.realnode`),
                 kubelet as ``system:node:nodeI`` with a client certificate of the test CA
@@ -83,6 +83,10 @@ APISERVER_FLAGS: Mapping[str, str | None] = {
     "disable-admission-plugins": None,
 }
 STOP_TIMEOUT = 15.0
+API_PORT_FOR_NODES = 6443
+"""The API server's port at the gateway address (198.18.0.1): fixed, so host-network pods can
+be pointed at ``https://198.18.0.1:6443`` (there is no kube-proxy for the ``kubernetes``
+Service's ClusterIP). The gateway namespace is the run's own, so the port is always free."""
 
 
 def _lock_is_free(path: Path) -> bool:
@@ -201,7 +205,7 @@ class RealCluster:
                 self.fabric = Fabric(self.run)
                 self.outside = self._build_outside(self.fabric)
                 self.api_url_for_nodes = self.plane.expose_in_namespace(
-                    self.fabric.gateway.name, self.fabric.gateway_ipv4
+                    self.fabric.gateway.name, self.fabric.gateway_ipv4, API_PORT_FOR_NODES
                 )
             with self.progress.step("scheduler and controller manager"):
                 self._start_components()

@@ -103,7 +103,7 @@ def cgroup_hierarchies() -> list[Path]:
     return sorted(set(found))
 
 
-def _make_cgroup(path: Path) -> None:
+def make_cgroup(path: Path) -> None:
     """mkdir a cgroup; in cpuset, copy the parent's cpus and mems (a new cpuset is empty)."""
     path.mkdir(exist_ok=True)
     for name in ("cpuset.cpus", "cpuset.mems"):
@@ -333,10 +333,10 @@ class RealNode:
 
     def _make_cgroups(self) -> None:
         for directory in self._cgroup_dirs():
-            _make_cgroup(directory)
+            make_cgroup(directory)
         for child in ("containerd", "kubelet"):
             for directory in self._cgroup_dirs(child):
-                _make_cgroup(directory)
+                make_cgroup(directory)
 
     def _launch(self, child: str, argv: Sequence[str]) -> Process:
         launcher = [sys.executable, "-m", "hybridnet.lab.realnode_launch"]
