@@ -13,18 +13,19 @@ Layout (the lab cluster's, :mod:`hybridnet.lab.cluster`, with real nodes)::
                 kubelet as ``system:node:nodeI`` with a client certificate of the test CA
 
 Nothing changes in the root namespace. Stand-ins, each explained where it is made: the relay
-through the gateway namespace (the API server listens on our loopback), the images written
-from files on this machine (:mod:`hybridnet.lab.realnode_images`), and, until hybridnet's chart
-is installed, the reference bridge chain (:mod:`hack.realcluster.cni`). What does not work:
-the API server cannot reach kubelet's port 10250 inside the node namespaces, so ``kubectl
-logs/exec`` fail; a pod's logs are read from its node's ``/var/log/pods`` instead
-(:meth:`RealCluster.pod_log`).
+into the gateway namespace (the API server listens on our loopback), the egress proxy out of
+it (:mod:`hack.realcluster.egress`: the API server's ``cluster`` traffic, i.e. kubelet's 10250
+for ``kubectl logs/exec`` and webhooks at their endpoints, dialled from the gateway namespace,
+as konnectivity would), the images written from files on this machine
+(:mod:`hybridnet.lab.realnode_images`), and, until hybridnet's chart is installed, the
+reference bridge chain (:mod:`hack.realcluster.cni`). Pod addresses of that chain are not
+routed on the fabric, so only host-network pods are reachable from the API server.
 
 A crashed run leaves: namespaces (removed by the lab's stale-run cleanup, which kills what runs
 in them), node cgroup trees with the containers
-(:func:`~hybridnet.lab.realnode.remove_stale_cgroups`), the control plane (its own cleanup),
-and the scheduler and controller manager, recorded in this cluster's work directory and
-stopped by :func:`remove_stale_clusters`.
+(:func:`~hybridnet.lab.realnode.remove_stale_cgroups`), and this cluster's work directory with
+the PIDs of etcd, kube-apiserver, the scheduler and the controller manager, which
+:func:`remove_stale_clusters` stops.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from hack.controlplane.errors import ControlPlaneError
 from hack.controlplane.state import stop_recorded
 from hack.realcluster.binaries import build_node_binaries
 from hack.realcluster.cni import CniSetup
+from hack.realcluster.egress import ClusterEgress
 from hack.realcluster.workloads import wait_default_service_account
 from hybridnet.lab.cluster_model import OUTSIDE_GATEWAY, OUTSIDE_V4, OUTSIDE_V6
 from hybridnet.lab.fabric import Fabric
@@ -81,7 +83,13 @@ APISERVER_FLAGS: Mapping[str, str | None] = {
     # The controller manager creates every namespace's default ServiceAccount here, so the
     # ServiceAccount admission plugin the bare control plane turns off is on again.
     "disable-admission-plugins": None,
+    # Webhooks are dialled at their Service's endpoints (a host-network manager's node address),
+    # not at a ClusterIP no kube-proxy serves; kubelets at their InternalIP, not their name.
+    "enable-aggregator-routing": "true",
+    "kubelet-preferred-address-types": "InternalIP",
 }
+CONTROL_PLANE_DIR = "controlplane"
+"""The control plane's work directory inside the cluster's (known before it starts)."""
 STOP_TIMEOUT = 15.0
 API_PORT_FOR_NODES = 6443
 """The API server's port at the gateway address (198.18.0.1): fixed, so host-network pods can
@@ -109,6 +117,7 @@ def remove_stale_clusters() -> list[Path]:
             if lock.exists() and not _lock_is_free(lock):
                 continue
             stop_recorded(work_dir)
+            stop_recorded(work_dir / CONTROL_PLANE_DIR)
             shutil.rmtree(work_dir, ignore_errors=True)
             removed.append(work_dir)
     return removed
@@ -140,6 +149,7 @@ class RealCluster:
         self.progress = progress or Progress()
         self.ready_timeout = ready_timeout
         self.control_plane: ControlPlane | None = None
+        self.egress: ClusterEgress | None = None
         self.fabric: Fabric | None = None
         self.outside: Namespace | None = None
         self.nodes: list[RealNode] = []
@@ -194,16 +204,19 @@ class RealCluster:
             self.work_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
             self._lock = (self.work_dir / LOCK_FILE).open("w")
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with self.progress.step("fabric: switch, gateway, outside host"):
+                self.fabric = Fabric(self.run)
+                self.outside = self._build_outside(self.fabric)
+                self.egress = ClusterEgress(self.work_dir / "egress.sock", self.fabric.gateway.path)
             with self.progress.step("control plane"):
                 self.control_plane = ControlPlane(
-                    bin_dir=control_plane_bin, apiserver_flags=APISERVER_FLAGS
+                    bin_dir=control_plane_bin,
+                    work_dir=self.work_dir / CONTROL_PLANE_DIR,
+                    apiserver_flags=self._apiserver_flags(),
                 )
                 self.control_plane.start()
                 if self.install_crds:
                     self.control_plane.install_crds()
-            with self.progress.step("fabric: switch, gateway, outside host"):
-                self.fabric = Fabric(self.run)
-                self.outside = self._build_outside(self.fabric)
                 self.api_url_for_nodes = self.plane.expose_in_namespace(
                     self.fabric.gateway.name, self.fabric.gateway_ipv4, API_PORT_FOR_NODES
                 )
@@ -223,6 +236,22 @@ class RealCluster:
         except BaseException:
             self.stop()
             raise
+
+    def _apiserver_flags(self) -> dict[str, str | None]:
+        """:data:`APISERVER_FLAGS`, the egress into the cluster network, and kubelet access."""
+        if self.egress is None:
+            raise ControlPlaneError("the egress proxy is not running")
+        egress_config = self.directory / "egress-selector.json"
+        egress_config.write_text(self.egress.config_document() + "\n")
+        # The control plane's admin certificate (system:masters), written by its start before
+        # kube-apiserver runs: kubelet's webhook authorizer lets it read logs and exec.
+        pki = self.directory / CONTROL_PLANE_DIR / "pki"
+        return {
+            **APISERVER_FLAGS,
+            "egress-selector-config-file": str(egress_config),
+            "kubelet-client-certificate": str(pki / "admin.crt"),
+            "kubelet-client-key": str(pki / "admin.key"),
+        }
 
     def _build_outside(self, fabric: Fabric) -> Namespace:
         """The host beyond the gateway, as in the lab's virtual cluster."""
@@ -434,16 +463,6 @@ class RealCluster:
                         f"{node.spec.name}: {name} exited ({process.poll()}):\n{node.tail(name)}"
                     )
 
-    def pod_log(self, namespace: str, pod: str, container: str) -> str:
-        """A container's log from its node's /var/log/pods (the API server cannot reach
-        kubelet here). Empty when the container has not written anything yet."""
-        texts = []
-        for node in self.nodes:
-            root = node.host_path("/var/log/pods")
-            for directory in root.glob(f"{namespace}_{pod}_*/{container}"):
-                texts += [f.read_text(errors="replace") for f in sorted(directory.glob("*.log"))]
-        return "".join(texts)
-
     # ----------------------------------------------------------------- teardown
 
     def stop(self) -> None:
@@ -461,6 +480,9 @@ class RealCluster:
         if self.control_plane is not None and self.api_url_for_nodes:
             self.control_plane.unexpose(self.api_url_for_nodes)
         self.api_url_for_nodes = ""
+        if self.egress is not None:
+            self.egress.close()
+            self.egress = None
         if self.outside is not None:
             self.outside.delete()
             self.outside = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -123,13 +124,12 @@ def test_a_pod_runs_through_kubelet_and_containerd_and_its_deletion_reaches_cni_
         assert ipaddress.ip_address(pod.status.pod_ip) in subnet
         # host-local holds the address on the pod's node: the CNI ADD of the real runtime.
         assert pod.status.pod_ip in _reserved_on(real_cluster, node_name)
-        # The container itself ran (its log, read from the node: kubectl logs cannot reach
-        # kubelet inside the node namespace).
+        # The container itself ran: its log, which the API server reads from kubelet.
         wait_for(
             "the container's first line",
-            lambda: True if "started" in real_cluster.pod_log("default", "solo", "main") else None,
+            lambda: True if "started" in _log(kube, "solo") else None,
             TIMEOUT,
-            lambda: repr(real_cluster.pod_log("default", "solo", "main")),
+            lambda: repr(_log(kube, "solo")),
         )
     finally:
         delete(kube, "Pod", "solo")
@@ -158,6 +158,56 @@ def test_a_deployment_spreads_over_every_node_and_its_deletion_releases_every_ad
         delete(kube, "Deployment", "spread")
     wait_gone(kube, "default", "app=spread", TIMEOUT)
     _wait_released(real_cluster, placed)
+
+
+def _log(kube: client.ApiClient, pod: str) -> str:
+    core: Any = client.CoreV1Api(kube)
+    text: str = core.read_namespaced_pod_log(pod, "default")
+    return text
+
+
+def test_the_api_server_reaches_kubelets_and_host_network_pods_on_the_fabric(
+    real_cluster: RealCluster, kube: client.ApiClient
+) -> None:
+    """Through the egress proxy: kubectl exec (kubelet's 10250 in a node namespace) and the
+    pod proxy (a host-network pod's port, the path a webhook on a node is called by)."""
+    script = (
+        "mkdir -p /www && echo served-by-$(hostname) > /www/index.html && echo started"
+        " && exec httpd -f -p 18080 -h /www"
+    )
+    manifest = pod_manifest("web", script=script, node="node2", labels={"test": "web"})
+    manifest["spec"]["hostNetwork"] = True
+    create(kube, manifest)
+    try:
+        (pod,) = wait_running(kube, "default", "test=web", 1, TIMEOUT)
+        assert pod.status.pod_ip == real_cluster.node("node2").spec.host.ipv4
+        exec_done = subprocess.run(
+            [str(real_cluster.plane.kubectl), "exec", "web", "--", "cat", "/www/index.html"],
+            env={"KUBECONFIG": str(real_cluster.plane.kubeconfig_path), "PATH": os.defpath},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert exec_done.returncode == 0, exec_done.stderr
+        served = exec_done.stdout.strip()
+        assert served.startswith("served-by-")
+        core: Any = client.CoreV1Api(kube)
+
+        def proxied() -> str | None:
+            try:
+                text: str = core.connect_get_namespaced_pod_proxy_with_path(
+                    "web:18080", "default", "index.html"
+                )
+            except client.ApiException:
+                return None  # httpd not listening yet ("started" is printed just before)
+            return text
+
+        assert wait_for("the pod proxy", proxied, TIMEOUT, lambda: "no answer").strip() == served
+        assert real_cluster.egress is not None and real_cluster.egress.connections >= 2
+    finally:
+        delete(kube, "Pod", "web")
+    wait_gone(kube, "default", "test=web", TIMEOUT)
 
 
 def _alive(pid: int) -> bool:
