@@ -227,8 +227,11 @@ class RealCluster:
             with self.progress.step(f"{self.node_count} nodes: containerd + kubelet"):
                 for _ in range(self.node_count):
                     self.add_node()
-            with self.progress.step("nodes registered"):
+            with self.progress.step("nodes registered, default ServiceAccount"):
                 self.wait_nodes(ready=False)
+                with self.api() as api_client:
+                    # The controller manager's first visible work: pods are admitted from now.
+                    wait_default_service_account(api_client, "default", self.ready_timeout)
             if self.cni is not None:
                 with self.progress.step(f"pod network {self.cni.name}; nodes Ready"):
                     self.cni.after_nodes(self)
@@ -312,9 +315,6 @@ class RealCluster:
             self._write_state()
         for name, port in ports.items():
             self._wait_healthy(name, port)
-        with self.api() as api_client:
-            # The controller manager's first visible work; pods are admitted from then on.
-            wait_default_service_account(api_client, "default", self.ready_timeout)
 
     def _wait_healthy(self, name: str, port: int, timeout: float = 60.0) -> None:
         """Until ``/healthz`` of a component answers ok (its own self-signed serving cert)."""
