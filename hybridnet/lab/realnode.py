@@ -405,10 +405,12 @@ class RealNode:
             if child is not None:
                 child.stop(STOP_TIMEOUT)
         self.kubelet = self.containerd = None
-        kill_cgroup_trees(self.cgroup_name)
-        if self.holder is not None:
-            self.holder.stop(STOP_TIMEOUT)
-            self.holder = None
+        try:
+            kill_cgroup_trees(self.cgroup_name)
+        finally:
+            if self.holder is not None:
+                self.holder.stop(STOP_TIMEOUT)
+                self.holder = None
 
     def remove_files(self) -> None:
         """Remove the node's directory (after :meth:`stop`)."""
