@@ -167,7 +167,7 @@ def _log(kube: client.ApiClient, pod: str) -> str:
 
 
 def test_the_api_server_reaches_kubelets_and_host_network_pods_on_the_fabric(
-    real_cluster: RealCluster, kube: client.ApiClient
+    real_cluster: RealCluster, kube: client.ApiClient, tmp_path: Path
 ) -> None:
     """Through the egress proxy: kubectl exec (kubelet's 10250 in a node namespace) and the
     pod proxy (a host-network pod's port, the path a webhook on a node is called by)."""
@@ -183,7 +183,11 @@ def test_the_api_server_reaches_kubelets_and_host_network_pods_on_the_fabric(
         assert pod.status.pod_ip == real_cluster.node("node2").spec.host.ipv4
         exec_done = subprocess.run(
             [str(real_cluster.plane.kubectl), "exec", "web", "--", "cat", "/www/index.html"],
-            env={"KUBECONFIG": str(real_cluster.plane.kubeconfig_path), "PATH": os.defpath},
+            env={
+                "KUBECONFIG": str(real_cluster.plane.kubeconfig_path),
+                "PATH": os.defpath,
+                "HOME": str(tmp_path),  # kubectl's discovery cache, not the checkout's
+            },
             capture_output=True,
             text=True,
             timeout=60,
