@@ -17,13 +17,14 @@ DEBIAN_PACKAGES := iproute2 iptables nftables kmod user-mode-linux bird2 \
 	containernetworking-plugins podman runc busybox-static iputils-ping procps tcpdump \
 	iperf3 zsh python3-venv ca-certificates gcc libc6-dev mmdebstrap
 
-.PHONY: test demo deps venv controlplane helm manifests image lint typecheck unit netns bench \
-	clean-testbed controlplane-up proto controlplane-down
+.PHONY: test demo deps venv controlplane helm manifests image realcluster-build bench-realcluster \
+	lint typecheck unit netns bench clean-testbed controlplane-up proto controlplane-down
 
 ## make test: install everything, then lint, type check and run every test tier. The builds come
-## first, each cached outside the clone and done once: the control plane, helm, and the image
-## (a cold build takes 1-2.5 minutes; a code change remakes only its application layer).
-test: deps venv controlplane helm image lint typecheck
+## first, each cached outside the clone and done once: the control plane, helm, the image (a
+## cold build takes 1-2.5 minutes; a code change remakes only its application layer) and the
+## real-cluster binaries (kubelet, scheduler, controller manager, containerd).
+test: deps venv controlplane helm image realcluster-build lint typecheck
 	$(BIN)/pytest
 	$(BIN)/python -m hybridnet.lab leftovers
 
@@ -73,6 +74,13 @@ manifests: venv helm
 image: deps venv
 	$(BIN)/python -m hack.image
 
+## make realcluster-build: build kubelet, kube-scheduler, kube-controller-manager (the control
+## plane's kubernetes module), containerd + its runc shim + ctr, and the pause binary into
+## ~/.cache, once (the real-cluster tier, tests/realcluster/; runc is Debian's).
+realcluster-build: controlplane
+	@command -v gcc >/dev/null || { echo "make: gcc is required (the pause binary; make deps)" >&2; exit 1; }
+	hack/realcluster/build.sh
+
 ## make controlplane-up: a kube-apiserver + etcd left running for debugging (prints KUBECONFIG);
 ## make controlplane-down stops it. CONTROLPLANE_DIR holds its kubeconfig, logs and PIDs.
 CONTROLPLANE_DIR ?= /tmp/hybridnet-controlplane
@@ -102,6 +110,11 @@ bench: deps venv
 	$(BIN)/python -m bench.cni_baseline --runs 50 --json bench/results/cni_baseline.json
 	$(BIN)/python -m bench.datapath_traffic --runs 3 --json bench/results/datapath_traffic.json
 	$(BIN)/python -m bench.node_join --joins 10 --json bench/results/node_join.json
+
+## make bench-realcluster: 100 pods of a Deployment from create to all Running on 3 real nodes
+## (kubelet + containerd), per CNI setup (about 2 minutes per setup on the reference machine).
+bench-realcluster: deps venv realcluster-build
+	$(BIN)/python -m bench.realcluster_pods --pods 100 --runs 3 --json bench/results/realcluster_pods.json
 
 ## make proto: regenerate hybridnet/rpc/daemon_pb2*.py* from proto/ (a unit test checks that
 ## the committed files are what this produces).
