@@ -7,7 +7,10 @@ real API server and runs the manager under it.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
+import yaml
 
 from hybridnet.manager import main
 from hybridnet.manager.webhook import registration
@@ -232,3 +235,21 @@ def test_the_disruption_budget_keeps_a_replica() -> None:
     assert selector.items() <= labels.items()
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert 1 <= budget["spec"]["minAvailable"] < deployment["spec"]["replicas"]
+
+
+def test_the_shipped_webhook_configurations_are_the_ones_the_manager_expects() -> None:
+    """The chart renders the configurations the manager patches but never creates: their
+    webhooks must be exactly registration.service_configurations' (the rules, scope, selectors,
+    failure policy), or admission would differ from what the manager's code and tests assume.
+    The caBundle is the manager's to write, so it is absent here."""
+    validating, mutating = registration.service_configurations(NAMESPACE, "hybridnet-webhook")
+    for shipped_file, expected in (
+        ("webhook/validating.yaml", validating),
+        ("webhook/mutating.yaml", mutating),
+    ):
+        (shipped,) = [d for d in yaml.safe_load_all((DEPLOY_DIR / shipped_file).read_text()) if d]
+        assert shipped["metadata"]["name"] == expected.metadata.name
+        wanted = copy.deepcopy(expected.to_json()["webhooks"])
+        for webhook in wanted:
+            webhook["clientConfig"].pop("caBundle", None)
+        assert shipped["webhooks"] == wanted
