@@ -235,10 +235,16 @@ def _host_network(address: IPAddress) -> IPNetwork:
 
 
 def _merged(networks: Iterable[IPNetwork]) -> tuple[IPNetwork, ...]:
-    items = set(networks)
-    v4 = [n for n in items if n.version == 4]
-    v6 = [n for n in items if n.version == 6]
-    return (*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6))
+    """Without the networks another one covers, sorted: disjoint, as an interval set needs.
+    Neighbours are not joined, so one pod coming or going is one element, not a reshuffle
+    of merged prefixes."""
+    ordered = sorted(set(networks), key=lambda n: (n.version, int(n.network_address), n.prefixlen))
+    kept: list[IPNetwork] = []
+    for network in ordered:
+        if kept and kept[-1].version == network.version and network.subnet_of(kept[-1]):  # type: ignore[arg-type]
+            continue
+        kept.append(network)
+    return tuple(kept)
 
 
 def _fixed_range(spec: PortSpec) -> PortRange | None:
