@@ -381,13 +381,12 @@ class _Compiler:
         )
 
     def unresolved(self, ref: RuleRef, position: int, spec: PortSpec, who: str) -> None:
-        field = "from" if ref.direction is Direction.INGRESS else "to"
         self.problems.add(
             Problem(
                 ref.policy,
                 "NamedPortUnresolved",
-                f"spec.{ref.direction.lower()}[{ref.index}].ports[{position}]: {who} "
-                f"({field}) has a {spec.protocol} port named {spec.port!r}: it matches nothing",
+                f"spec.{ref.direction.lower()}[{ref.index}].ports[{position}]: {who} has a "
+                f"{spec.protocol} port named {spec.port!r}: it matches nothing",
             )
         )
 
