@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from hack.controlplane import ControlPlane
+from hybridnet.lab.manager import IPAM_NAMESPACE
 from hybridnet.store.kube import KubeStore
 from tests.ctl_policy_scenarios import PolicyExplainScenarios
 
@@ -22,4 +23,9 @@ class TestPolicyExplainOnKubernetes(PolicyExplainScenarios):
 
     @pytest.fixture
     def where(self, control_plane: ControlPlane) -> list[str]:
-        return ["--kubeconfig", str(control_plane.kubeconfig_path)]
+        return [
+            "--kubeconfig",
+            str(control_plane.kubeconfig_path),
+            "--ipam-namespace",
+            IPAM_NAMESPACE,
+        ]

@@ -10,6 +10,7 @@ import pytest
 from hybridnet.ctl.arguments import parse
 from hybridnet.ctl.errors import CtlError
 from hybridnet.ctl.policy import parse_pod, parse_port
+from hybridnet.lab.manager import IPAM_NAMESPACE
 from hybridnet.policy.model import Protocol
 from hybridnet.store.sqlite import SQLiteStore
 from tests.ctl_policy_scenarios import PolicyExplainScenarios
@@ -56,4 +57,4 @@ class TestPolicyExplainOnEmbeddedStore(PolicyExplainScenarios):
 
     @pytest.fixture
     def where(self, store: SQLiteStore, store_path: Path) -> list[str]:
-        return ["--store", str(store_path)]
+        return ["--store", str(store_path), "--ipam-namespace", IPAM_NAMESPACE]
