@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hybridnet.lab.cluster_model import ClusterConfig, ClusterNode
 from hybridnet.lab.errors import TestbedError
+from hybridnet.lab.manager import IPAM_NAMESPACE
 from hybridnet.lab.processes import Process
 from hybridnet.lab.progress import Progress
 from hybridnet.rpc.client import DaemonClient, DaemonError
@@ -27,6 +28,7 @@ def argv(node: ClusterNode, store: Path, config: ClusterConfig) -> list[str]:
         sys.executable, "-m", DAEMON_MODULE,
         "--socket", str(node.socket), "--log-level", config.daemon_log_level,
         "--node-name", node.name, "--store", str(store), "--ip-family", config.ip_family,
+        "--ipam-namespace", IPAM_NAMESPACE,
         "--vtep-interface", "eth0", "--underlay-interface", "eth0",
     ]  # fmt: skip
     if config.resync_period is not None:

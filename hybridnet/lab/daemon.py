@@ -12,6 +12,7 @@ from hybridnet.api.resources import AddressRange, Network, NetworkSpec, Subnet, 
 from hybridnet.daemon import bundle
 from hybridnet.daemon.install import install_plugin
 from hybridnet.lab.errors import TestbedError
+from hybridnet.lab.manager import IPAM_NAMESPACE
 from hybridnet.lab.netns import Namespace
 from hybridnet.lab.processes import Process
 from hybridnet.rpc.client import DaemonClient, DaemonError
@@ -68,7 +69,8 @@ def start_embedded_daemon(
     ``args`` are more daemon flags. Returns it and its socket."""
     store = embedded_store(directory / "store.db", cidr_v4, cidr_v6)
     socket = directory / "run" / "daemon.sock"
-    argv = ["--node-name", "node1", "--store", str(store), "--network", POD_NETWORK]
+    argv = ["--node-name", "node1", "--store", str(store), "--network", POD_NETWORK,
+            "--ipam-namespace", IPAM_NAMESPACE]  # fmt: skip
     argv += ["--vtep-interface", "eth0", *args]
     return start_daemon(node, socket, *argv), socket
 
@@ -87,5 +89,6 @@ def start_node_daemon(
     nodes' daemons share (network ``pods``), its VTEP on the node's ``eth0``; ``args`` are more
     daemon flags (a later ``--vtep-interface`` wins). Its socket lives in ``directory``."""
     socket = directory / "run" / "daemon.sock"
-    argv = ["--node-name", node_name, "--store", str(store), "--network", POD_NETWORK]
+    argv = ["--node-name", node_name, "--store", str(store), "--network", POD_NETWORK,
+            "--ipam-namespace", IPAM_NAMESPACE]  # fmt: skip
     return start_daemon(node, socket, *argv, "--vtep-interface", "eth0", *args), socket

@@ -144,6 +144,7 @@ class NodeDaemon:
         self.process = harness.start_daemon(
             self.node, self.socket,
             "--node-name", self.name, "--store", str(self.store),
+            "--ipam-namespace", IPAM_NAMESPACE,
             "--ip-family", "IPv4", "--underlay-interface", "eth0",
         )  # fmt: skip
 

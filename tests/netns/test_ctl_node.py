@@ -24,6 +24,7 @@ from hybridnet.api.naming import pod_selector
 from hybridnet.api.resources import IPInstance
 from hybridnet.ctl.main import run as ctl_run
 from hybridnet.lab.cluster import Cluster, ClusterConfig, ClusterNode
+from hybridnet.lab.manager import IPAM_NAMESPACE
 
 pytestmark = pytest.mark.root
 
@@ -45,7 +46,7 @@ def cluster(
 
 def ctl(cluster: Cluster, *argv: str) -> tuple[int, Any, str]:
     out, err = io.StringIO(), io.StringIO()
-    where = ["--store", str(cluster.store_path)]
+    where = ["--store", str(cluster.store_path), "--ipam-namespace", IPAM_NAMESPACE]
     code = ctl_run([*where, *argv, "-o", "json"], out, err)
     return code, json.loads(out.getvalue()) if out.getvalue() else None, err.getvalue()
 
