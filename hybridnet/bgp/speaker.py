@@ -42,7 +42,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -53,7 +53,15 @@ from hybridnet.bgp.channel import ApiConnection, ApiListener
 from hybridnet.bgp.child import ExaBGPChild
 from hybridnet.bgp.errors import RouteError, SpeakerError
 from hybridnet.bgp.metrics import SpeakerMetrics
-from hybridnet.bgp.model import Family, IPAddress, Peer, PeerStatus, Route, SessionState
+from hybridnet.bgp.model import (
+    Family,
+    IPAddress,
+    IPNetwork,
+    Peer,
+    PeerStatus,
+    Route,
+    SessionState,
+)
 from hybridnet.bgp.peerstate import PeerStates
 from hybridnet.bgp.render import (
     EnvironmentSettings,
@@ -290,12 +298,7 @@ class Speaker:
             peer = self.peers[name]
             chosen = [route for route in wanted if route.family in peer.families]
             for route in chosen:
-                if route.next_hop is None and route.prefix.version != peer.address.version:
-                    raise RouteError(
-                        f"route {route.prefix} for peer {name}: next-hop self over an "
-                        f"IPv{peer.address.version} session needs an explicit IPv"
-                        f"{route.prefix.version} next hop"
-                    )
+                self._check_next_hop(route, peer)
             seen: dict[object, Route] = {}
             for route in chosen:
                 if seen.setdefault(route.prefix, route) != route:
@@ -309,6 +312,38 @@ class Speaker:
             for name, chosen in per_peer.items():
                 self._book.set_desired(name, chosen)
         self._events.put(_Desired())
+
+    def change_routes(
+        self, changes: Mapping[IPNetwork, Route | None], peer: str | IPAddress
+    ) -> None:
+        """Change only these prefixes of ``peer``'s set: a route announces (or replaces) the
+        route of its prefix, None withdraws it; the others stay as they are. For a caller
+        that knows what changed: it costs the changes, where set_routes compares the whole
+        set (thousands of routes, each time one pod comes or goes). A route of a family the
+        peer does not carry is left out, as by set_routes. Returns at once.
+
+        RouteError for a peer that is not configured, a route under another prefix than its
+        own, or a route with ``next-hop self`` of another family than the peer's session."""
+        (name,) = self._targets([peer])
+        session = self.peers[name]
+        chosen: dict[IPNetwork, Route | None] = {}
+        for prefix, given in changes.items():
+            route = given if given is not None and given.family in session.families else None
+            if route is not None:
+                self._check_next_hop(route, session)
+            chosen[prefix] = route
+        with self._lock:
+            self._book.change_desired(name, chosen)
+        self._events.put(_Desired())
+
+    @staticmethod
+    def _check_next_hop(route: Route, peer: Peer) -> None:
+        if route.next_hop is None and route.prefix.version != peer.address.version:
+            raise RouteError(
+                f"route {route.prefix} for peer {peer.name}: next-hop self over an "
+                f"IPv{peer.address.version} session needs an explicit IPv"
+                f"{route.prefix.version} next hop"
+            )
 
     def peer_states(self) -> dict[str, PeerStatus]:
         """Each peer's session state, last error and acknowledged route count."""

@@ -37,7 +37,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -47,7 +47,7 @@ from prometheus_client.metrics_core import Metric
 from hybridnet.api.builtin import Node
 from hybridnet.api.resources import BGPPeerStatus, IPInstance, Network, Subnet
 from hybridnet.bgp.errors import BGPError
-from hybridnet.bgp.model import IPAddress, Peer, PeerStatus, Route, SessionState
+from hybridnet.bgp.model import IPAddress, IPNetwork, Peer, PeerStatus, Route, SessionState
 from hybridnet.bgp.speaker import Speaker
 from hybridnet.ipamstore import ipinstances
 from hybridnet.logs import fields
@@ -81,6 +81,10 @@ class SpeakerHandle(Protocol):
 
     def set_routes(
         self, routes: Iterable[Route], peers: Iterable[str | IPAddress] | None = None
+    ) -> None: ...
+
+    def change_routes(
+        self, changes: Mapping[IPNetwork, Route | None], peer: str | IPAddress
     ) -> None: ...
 
     def peer_states(self) -> dict[str, PeerStatus]: ...
@@ -224,7 +228,8 @@ class BGPAdvertiser:
         self._speaker: SpeakerHandle | None = None
         self._speaker_peers: tuple[Peer, ...] = ()
         self._speaker_problem: str | None = None
-        self._applied: dict[str, frozenset[Route]] = {}
+        self._applied: dict[str, frozenset[Route] | None] = {}
+        """Peer -> the whole set last given to the speaker (None: changed since, by parts)."""
         self._pending: set[str] = set()
         """IPInstances whose route is planned and whose mark does not say so yet."""
         self._seen_at: dict[str, float] = {}
@@ -450,10 +455,10 @@ class BGPAdvertiser:
         elif instances or nodes:
             for node in nodes:
                 instances |= self._on_node.get(node, set())
-            changed: set[str] = set()
+            changed: set[tuple[str, IPNetwork]] = set()
             for name in sorted(instances):
                 changed |= self._replan(name)
-            self._push(changed)
+            self._push_changes(changed)
         self._check_announced()
         self._tell_speaking()
         self._report()
@@ -497,16 +502,16 @@ class BGPAdvertiser:
             self._node_of[name] = binding.node_name
             self._on_node.setdefault(binding.node_name, set()).add(name)
 
-    def _replan(self, name: str) -> set[str]:
-        """Plan one IPInstance again; the peers whose routes changed."""
+    def _replan(self, name: str) -> set[tuple[str, IPNetwork]]:
+        """Plan one IPInstance again; the (peer, prefix) pairs it may have changed."""
         instance = self.cache.instances.get(name, self.ipam_namespace)
         self._index(name, instance)
-        changed: set[str] = set()
+        changed: set[tuple[str, IPNetwork]] = set()
         with self._lock:
             old = self._pods.pop(name, None)
             if old is not None:
                 self._table.remove(old.peers, old.route)
-                changed |= old.peers
+                changed |= {(peer, old.route.prefix) for peer in old.peers}
         planned = (
             bgp_plan.pod_plan(instance, self._net, self.cache.nodes.get)
             if instance is not None
@@ -523,7 +528,7 @@ class BGPAdvertiser:
                 clash = self._table.add(planned.peers, planned.route)
                 if clash is None:
                     self._pods[name] = planned
-                    changed |= planned.peers
+                    changed |= {(peer, planned.route.prefix) for peer in planned.peers}
                 else:
                     log.warning("BGP route left out", extra=fields(ipinstance=name, problem=clash))
             if instance is not None:
@@ -544,6 +549,26 @@ class BGPAdvertiser:
             self.routes_desired.labels(peer=name).set(len(routes))
             if speaker is not None:
                 self._set_routes(speaker, name, routes)
+
+    def _push_changes(self, changed: set[tuple[str, IPNetwork]]) -> None:
+        """Tell the speaker only the prefixes that changed (the pods of this round): a
+        round costs its own pods, not every route (a whole set of 5,000 per round kept the
+        planner busy through a burst of pods)."""
+        speaker = self._speaker
+        by_peer: dict[str, dict[IPNetwork, Route | None]] = {}
+        with self._lock:
+            for peer, prefix in changed:
+                by_peer.setdefault(peer, {})[prefix] = self._table.get(peer, prefix)
+            counts = {peer: self._table.count(peer) for peer in by_peer}
+        for peer, changes in sorted(by_peer.items()):
+            self._applied[peer] = None  # the whole set was not compared: _push sends it next
+            self.routes_desired.labels(peer=peer).set(counts[peer])
+            if speaker is None:
+                continue
+            try:
+                speaker.change_routes(changes, peer)
+            except BGPError as exc:
+                log.error("routes refused by the speaker", extra=fields(peer=peer, error=str(exc)))
 
     def _set_routes(self, speaker: SpeakerHandle, peer: str, routes: frozenset[Route]) -> None:
         try:

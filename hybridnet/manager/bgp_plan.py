@@ -37,6 +37,7 @@ from hybridnet.bgp.model import (
     DEFAULT_GRACEFUL_RESTART_SECONDS,
     Family,
     IPAddress,
+    IPNetwork,
     Peer,
     Route,
     SessionState,
@@ -311,6 +312,13 @@ class RouteTable:
 
     def routes(self, peer: str) -> frozenset[Route]:
         return frozenset(self._by_peer.get(peer, {}).values())
+
+    def get(self, peer: str, prefix: IPNetwork) -> Route | None:
+        """The route ``peer`` has for ``prefix``, if any."""
+        return self._by_peer.get(peer, {}).get(prefix)
+
+    def count(self, peer: str) -> int:
+        return len(self._by_peer.get(peer, {}))
 
     def snapshot(self) -> dict[str, frozenset[Route]]:
         return {peer: frozenset(held.values()) for peer, held in self._by_peer.items()}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from hybridnet.api.resources import (
 from hybridnet.bgp.model import (
     NO_EXPORT,
     IPAddress,
+    IPNetwork,
     Peer,
     PeerStatus,
     Route,
@@ -68,6 +69,8 @@ class FakeSpeaker:
         self.acks = True
         self.started = self.closed = False
         self.withdrawn_before_close: dict[str, frozenset[Route]] = {}
+        self.changes: list[tuple[str, dict[IPNetwork, Route | None]]] = []
+        """Every change_routes call: the peer and the prefixes it was given."""
         self.lock = threading.Lock()
 
     def start(self) -> None:
@@ -84,6 +87,20 @@ class FakeSpeaker:
         with self.lock:
             for name in [str(p) for p in peers] if peers is not None else list(self.desired):
                 self.desired[name] = wanted
+        self.on_change()
+
+    def change_routes(
+        self, changes: Mapping[IPNetwork, Route | None], peer: str | IPAddress
+    ) -> None:
+        with self.lock:
+            self.changes.append((str(peer), dict(changes)))
+            held = {route.prefix: route for route in self.desired[str(peer)]}
+            for prefix, route in changes.items():
+                if route is None:
+                    held.pop(prefix, None)
+                else:
+                    held[prefix] = route
+            self.desired[str(peer)] = frozenset(held.values())
         self.on_change()
 
     def peer_states(self) -> dict[str, PeerStatus]:
@@ -504,3 +521,24 @@ def test_status_writes_of_networks_and_subnets_do_not_plan_every_pod_again(
     stored.spec.node_selector = {**RACK, "extra": "x"}
     bed.store.update(stored)
     wait_until(lambda: len(full_plans) > before, "a spec change plans everything again")
+
+
+def test_a_pod_reaches_the_speaker_as_a_change_of_its_own_prefix(bed: Bed) -> None:
+    """A round hands the speaker the prefixes its pods changed, not every route again (the
+    whole set of every peer is compared only at the start and when networks change)."""
+    bed.network(BGPPeer(address=TOR, asn=65000))
+    bed.node("n1", "198.18.0.11")
+    for host in (5, 6, 7):
+        bed.address(f"198.19.0.{host}")
+    bed.start()
+    assert len(bed.speaker.desired[TOR]) == 4, "the subnet and three pods, from the start"
+    bed.address("198.19.0.8")
+    added = pod("198.19.0.8", "198.18.0.11")
+    wait_until(lambda: added in bed.speaker.desired[TOR], "the new pod's route")
+    assert bed.speaker.changes == [(TOR, {added.prefix: added})]
+    bed.store.delete(IPInstance, ipinstances.instance_name("198.19.0.5"), IPAM_NAMESPACE)
+    gone = pod("198.19.0.5", "198.18.0.11")
+    wait_until(lambda: gone not in bed.speaker.desired[TOR], "the released pod's route gone")
+    assert bed.speaker.changes[-1] == (TOR, {gone.prefix: None})
+    labels = {"peer": TOR}
+    assert bed.registry.get_sample_value("hybridnet_manager_bgp_routes_desired", labels) == 4
