@@ -443,7 +443,7 @@ class Bench:
         cleanup.callback(self.plane.unexpose, url)
         argv = manager_argv(
             self.plane.kubeconfig_for(url), IPAM_NAMESPACE, "bench-manager",
-            "--metrics-address", "", "--log-level", "warning",
+            "--metrics-address", "", "--log-level", "info",
             "--bgp-workdir", str(work / "exabgp"),
         )  # fmt: skip
         manager = lab.Process(argv, netns=self.manager_node.name, log_path=work / "manager.log")
@@ -588,13 +588,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--processes", type=int, default=4, help="creator processes")
     parser.add_argument("--threads", type=int, default=8, help="client threads per creator")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the logs (manager, ExaBGP, BIRD) here")  # fmt: skip
     args = parser.parse_args(argv)
     args.counts = [int(word) for word in args.counts.split(",") if word]
     if os.geteuid() != 0:
         parser.exit(1, "bgp_manager: needs root (network namespaces)\n")
     started, load = time.time(), os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="hnbgpm-") as work:
-        out = measure(args, Path(work))
+    with contextlib.ExitStack() as scratch:
+        work = args.workdir or Path(
+            scratch.enter_context(tempfile.TemporaryDirectory(prefix="hnbgpm-"))
+        )
+        out = measure(args, work)
     print_table("IPInstance created -> its /32 at BIRD (wall clock; see the module docstring)",
                 out.rows)  # fmt: skip
     print("\n  rates and ratios")
