@@ -109,6 +109,11 @@ class RouteBook:
         """The routes ExaBGP has acknowledged for ``peer``."""
         return frozenset(self._book(peer).acked.values())
 
+    def holds(self, peer: str, route: Route) -> bool:
+        """Whether ExaBGP has acknowledged ``route`` for ``peer`` (one lookup, where acked()
+        copies the whole set)."""
+        return self._book(peer).acked.get(route.prefix) == route
+
     def converged(self, peer: str) -> bool:
         """Everything desired is acknowledged, nothing else is, nothing is in flight."""
         book = self._book(peer)

@@ -42,7 +42,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -136,6 +136,18 @@ _EVENTS_PER_ROUND = 1000
 class _InFlight:
     sent: Sent
     at: float
+
+
+class _Acknowledged(Container[Route]):
+    def __init__(self, speaker: Speaker, peer: str):
+        self._speaker = speaker
+        self._peer = peer
+
+    def __contains__(self, route: object) -> bool:
+        if not isinstance(route, Route):
+            return False
+        with self._speaker._lock:
+            return self._speaker._book.holds(self._peer, route)
 
 
 class Speaker:
@@ -355,6 +367,13 @@ class Speaker:
         (name,) = self._targets([peer])
         with self._lock:
             return self._book.acked(name)
+
+    def acknowledged(self, peer: str | IPAddress) -> Container[Route]:
+        """What ExaBGP has acknowledged for ``peer``, for ``route in ...`` questions: a live
+        view (each question is answered from the book as it is then), where announced()
+        copies the whole set; asking about a few routes of thousands costs a few lookups."""
+        (name,) = self._targets([peer])
+        return _Acknowledged(self, name)
 
     def converged(self) -> bool:
         """Every peer's desired routes are acknowledged and nothing is on its way."""

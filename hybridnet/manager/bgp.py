@@ -37,7 +37,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -90,6 +90,8 @@ class SpeakerHandle(Protocol):
     def peer_states(self) -> dict[str, PeerStatus]: ...
 
     def announced(self, peer: str | IPAddress) -> frozenset[Route]: ...
+
+    def acknowledged(self, peer: str | IPAddress) -> Container[Route]: ...
 
     def converged(self) -> bool: ...
 
@@ -652,7 +654,7 @@ class BGPAdvertiser:
         if speaker is None:
             return
         states = {name: status.state for name, status in speaker.peer_states().items()}
-        acked = {peer.name: speaker.announced(peer.name) for peer in self._speaker_peers}
+        acked = {peer.name: speaker.acknowledged(peer.name) for peer in self._speaker_peers}
         now = time.monotonic()
         ready = []
         with self._lock:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 
 from hybridnet.api import constants as c
 from hybridnet.api.builtin import Node
@@ -360,7 +360,7 @@ def plan(
 def announced(
     pod: PodRoute,
     states: Mapping[str, SessionState],
-    acked: Mapping[str, frozenset[Route]],
+    acked: Mapping[str, Container[Route]],
 ) -> bool:
     """Whether ``pod``'s route is announced: every peer it goes to holds it (ExaBGP
     acknowledged it), and every one of them its ADD waits for is Established."""

@@ -40,6 +40,8 @@ def test_desired_routes_are_announced_once_and_acknowledged() -> None:
     assert not book.converged(A)
     answer_all(book, sent)
     assert book.acked(A) == {pod(1), pod(2)} and book.count(A) == 2
+    assert book.holds(A, pod(1)) and not book.holds(A, pod(1, hop="198.18.0.12"))
+    assert not book.holds(A, pod(3))
     assert book.converged(A)
     assert book.plan() == []
 

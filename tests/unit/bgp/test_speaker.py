@@ -316,6 +316,12 @@ def test_changing_some_prefixes_leaves_the_others_as_they_are(harness: Harness) 
     wait(speaker, speaker.converged, "the changes acknowledged")
     assert speaker.announced(A) == {pod(2), moved, pod(4)}, "IPv6 is not A's family"
     assert speaker.announced(B) == {pod(2), moved, pod(4), v6}
+    held = speaker.acknowledged(A)
+    assert moved in held and pod(2) in held
+    assert pod(1) not in held and pod(3) not in held and v6 not in held, "only what A holds"
+    speaker.change_routes({pod(2).prefix: None}, A)
+    wait(speaker, speaker.converged, "the withdrawal acknowledged")
+    assert pod(2) not in held, "a view of the book as it is now, not a copy"
     with pytest.raises(RouteError, match="needs an explicit IPv6 next hop"):
         speaker.change_routes(
             {ipaddress.ip_network("2001:db8:50::/64"): Route.of("2001:db8:50::/64")}, B

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,9 @@ class FakeSpeaker:
 
     def announced(self, peer: str | IPAddress) -> frozenset[Route]:
         return self.desired[str(peer)] if self.acks else frozenset()
+
+    def acknowledged(self, peer: str | IPAddress) -> Container[Route]:
+        return self.announced(peer)
 
     def converged(self) -> bool:
         return self.acks
