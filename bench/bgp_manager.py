@@ -36,7 +36,11 @@ is the best a speaker could do behind this API server. The ratios compare hybrid
 those.
 
     python -m bench.bgp_manager [--singles 30] [--runs 3] [--processes 4] [--threads 8]
-        [--counts 500,5000] [--json FILE]
+        [--counts 500,5000] [--json FILE] [--workdir DIR]
+
+``--workdir`` keeps the manager's log (level info), ExaBGP's and BIRD's files; each line on
+stderr is stamped on the wall clock, to line up a profile taken beside the run (py-spy on the
+manager's PID, which the run prints) with the burst it covers.
 """
 
 from __future__ import annotations
