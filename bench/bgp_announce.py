@@ -3,9 +3,11 @@ ExaBGP driven directly, in the same run.
 
 The lab: BIRD 2 in the gateway namespace peers with hybridnet's speaker (ExaBGP under
 hybridnet.bgp, in node 1) and with a plain ExaBGP (node 2); every route points at node 3.
-BIRD exports what it learns into a kernel table of its namespace, and ``ip monitor route``
-there says when each prefix arrived, so nothing polls. The clock starts just before
-``Speaker.set_routes`` (hybridnet) or before the command is written to ExaBGP's API (direct).
+BIRD exports what it learns into a kernel table of its namespace, and ``ip -ts monitor
+route`` there stamps each prefix's arrival (ip's own wall-clock stamp, so a busy bench reading
+the pipe late does not make routes look late), so nothing polls. The clock (time.time()) starts
+just before ``Speaker.set_routes`` (hybridnet) or before the command is written to ExaBGP's
+API (direct).
 
 The direct ExaBGP runs with its defaults except what running it needs here (no privilege
 drop, no CLI pipes, no acknowledgements: its API process is ``cat`` of a FIFO the benchmark
@@ -23,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import datetime
 import ipaddress
 import os
 import subprocess
@@ -51,52 +55,69 @@ TARGETS = {"single": "<= 50 ms median", "500": "<= 1 s", "5000": "<= 5 s"}
 # --------------------------------------------------------------------------- arrivals
 
 
+@dataclasses.dataclass(frozen=True)
+class RouteChange:
+    """One line of ``ip -ts -o monitor route`` about a route of the watched table."""
+
+    prefix: str
+    deleted: bool
+    at: float
+    """When ``ip`` read the kernel's message, as wall-clock seconds (time.time())."""
+
+
+def parse_monitor_line(line: str, table: int) -> RouteChange | None:
+    """A route change of ``table`` from one ``ip -ts -o monitor route`` line (``[stamp]
+    [Deleted ]PREFIX ... table N ...``); None for other tables and other lines. The stamp is
+    ip's local time with microseconds, so it does not depend on when this process read the
+    line (a busy bench reads its pipe late; the stamp is not late with it)."""
+    stamp, closing, rest = line.strip().partition("] ")
+    if not closing or not stamp.startswith("[") or f" table {table} " not in f" {rest} ":
+        return None
+    words = rest.split()
+    deleted = words[0] == "Deleted"
+    word = words[1] if deleted else words[0]
+    prefix = ipaddress.ip_network(word if "/" in word else f"{word}/{32 if '.' in word else 128}")
+    at = datetime.datetime.fromisoformat(stamp[1:]).timestamp()
+    return RouteChange(str(prefix), deleted, at)
+
+
 class Arrivals:
-    """When each prefix entered and left a kernel table of a namespace, from ``ip -o
-    monitor route`` (every table; the lines of ours are picked), timestamped as each line is
-    read."""
+    """When each prefix entered and left a kernel table of a namespace, from ``ip -ts -o
+    monitor route`` (every table; the lines of ours are picked), stamped by ``ip`` itself on
+    the wall clock: compare them with time.time() of this host."""
 
     def __init__(self, netns: str, table: int):
         self._process = subprocess.Popen(
-            ["ip", "netns", "exec", netns, "ip", "-o", "monitor", "route"],
+            ["ip", "netns", "exec", netns, "ip", "-ts", "-o", "monitor", "route"],
             stdout=subprocess.PIPE,
             text=True,
         )
-        self._table = f" table {table} "
+        self._table = table
         self._present: dict[str, float] = {}
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-
-    @staticmethod
-    def _prefix(word: str) -> str:
-        return str(
-            ipaddress.ip_network(word if "/" in word else f"{word}/{32 if '.' in word else 128}")
-        )
 
     def _read(self) -> None:
         stdout: IO[str] | None = self._process.stdout
         if stdout is None:
             return
         for line in stdout:
-            now = time.monotonic()
-            words = line.split()
-            if not words or self._table not in f"{line.rstrip()} ":
+            change = parse_monitor_line(line, self._table)
+            if change is None:
                 continue
-            deleted = words[0] == "Deleted"
-            prefix = self._prefix(words[1] if deleted else words[0])
             with self._changed:
-                if deleted:
-                    self._present.pop(prefix, None)
+                if change.deleted:
+                    self._present.pop(change.prefix, None)
                 else:
-                    self._present.setdefault(prefix, now)
+                    self._present.setdefault(change.prefix, change.at)
                 self._changed.notify_all()
 
-    def wait_present(self, prefixes: Iterable[str]) -> float:
+    def wait_present(self, prefixes: Iterable[str], bound: float = BOUND) -> float:
         """The time the last of ``prefixes`` arrived."""
         wanted = set(prefixes)
         with self._changed:
-            if not self._changed.wait_for(lambda: wanted <= self._present.keys(), BOUND):
+            if not self._changed.wait_for(lambda: wanted <= self._present.keys(), bound):
                 missing = len(wanted - self._present.keys())
                 raise RuntimeError(f"{missing} of {len(wanted)} routes never reached BIRD")
             return max(self._present[p] for p in wanted)
@@ -106,10 +127,10 @@ class Arrivals:
         with self._changed:
             return {prefix: self._present[prefix] for prefix in prefixes}
 
-    def wait_absent(self, prefixes: Iterable[str]) -> None:
+    def wait_absent(self, prefixes: Iterable[str], bound: float = BOUND) -> None:
         wanted = set(prefixes)
         with self._changed:
-            if not self._changed.wait_for(lambda: not wanted & self._present.keys(), BOUND):
+            if not self._changed.wait_for(lambda: not wanted & self._present.keys(), bound):
                 raise RuntimeError("routes were not withdrawn from BIRD")
 
     def close(self) -> None:
@@ -237,7 +258,7 @@ def singles(driver: Any, arrivals: Arrivals, routes: list[Route]) -> list[float]
     """One route at a time, each after the previous has arrived."""
     samples = []
     for route in routes:
-        started = time.monotonic()
+        started = time.time()
         driver.announce([route])
         samples.append(arrivals.wait_present([str(route.prefix)]) - started)
     driver.withdraw(routes)
@@ -251,7 +272,7 @@ def trickle(driver: Any, arrivals: Arrivals, routes: list[Route]) -> list[float]
     acknowledged, and the router delays its ACKs."""
     started = {}
     for route in routes:
-        started[route] = time.monotonic()
+        started[route] = time.time()
         driver.announce([route])
     samples = [arrivals.wait_present([str(r.prefix)]) - started[r] for r in routes]
     driver.withdraw(routes)
@@ -264,7 +285,7 @@ def dual_stack(driver: Any, arrivals: Arrivals, pairs: list[tuple[Route, Route]]
     each pair after the previous arrived: the time until both are there."""
     samples = []
     for pair in pairs:
-        started = time.monotonic()
+        started = time.time()
         driver.announce(list(pair))
         samples.append(arrivals.wait_present(str(r.prefix) for r in pair) - started)
     every = [route for pair in pairs for route in pair]
@@ -278,7 +299,7 @@ def bursts(driver: Any, arrivals: Arrivals, routes: list[Route], runs: int) -> l
     samples = []
     prefixes = [str(r.prefix) for r in routes]
     for _ in range(runs):
-        started = time.monotonic()
+        started = time.time()
         driver.announce(routes)
         samples.append(arrivals.wait_present(prefixes) - started)
         driver.withdraw(routes)

@@ -23,7 +23,7 @@ not resent in a tight loop.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from hybridnet.bgp import commands
 from hybridnet.bgp.commands import Command
@@ -85,12 +85,34 @@ class RouteBook:
         book.desired = desired
         book.resend &= desired.keys()
 
+    def change_desired(self, peer: str, changes: Mapping[IPNetwork, Route | None]) -> None:
+        """Change only these prefixes of what ``peer`` should have (None: nothing); the rest
+        stays. Costs the changes, where set_desired compares the whole set."""
+        book = self._book(peer)
+        for prefix, route in changes.items():
+            if route is not None and route.prefix != prefix:
+                raise RouteError(f"peer {peer}: route {route} given for prefix {prefix}")
+        for prefix, route in changes.items():
+            if book.desired.get(prefix) == route:
+                continue
+            book.dirty.add(prefix)
+            if route is None:
+                del book.desired[prefix]
+                book.resend.discard(prefix)
+            else:
+                book.desired[prefix] = route
+
     def desired(self, peer: str) -> frozenset[Route]:
         return frozenset(self._book(peer).desired.values())
 
     def acked(self, peer: str) -> frozenset[Route]:
         """The routes ExaBGP has acknowledged for ``peer``."""
         return frozenset(self._book(peer).acked.values())
+
+    def holds(self, peer: str, route: Route) -> bool:
+        """Whether ExaBGP has acknowledged ``route`` for ``peer`` (one lookup, where acked()
+        copies the whole set)."""
+        return self._book(peer).acked.get(route.prefix) == route
 
     def converged(self, peer: str) -> bool:
         """Everything desired is acknowledged, nothing else is, nothing is in flight."""

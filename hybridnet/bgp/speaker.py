@@ -42,7 +42,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -53,7 +53,15 @@ from hybridnet.bgp.channel import ApiConnection, ApiListener
 from hybridnet.bgp.child import ExaBGPChild
 from hybridnet.bgp.errors import RouteError, SpeakerError
 from hybridnet.bgp.metrics import SpeakerMetrics
-from hybridnet.bgp.model import Family, IPAddress, Peer, PeerStatus, Route, SessionState
+from hybridnet.bgp.model import (
+    Family,
+    IPAddress,
+    IPNetwork,
+    Peer,
+    PeerStatus,
+    Route,
+    SessionState,
+)
 from hybridnet.bgp.peerstate import PeerStates
 from hybridnet.bgp.render import (
     EnvironmentSettings,
@@ -128,6 +136,18 @@ _EVENTS_PER_ROUND = 1000
 class _InFlight:
     sent: Sent
     at: float
+
+
+class _Acknowledged(Container[Route]):
+    def __init__(self, speaker: Speaker, peer: str):
+        self._speaker = speaker
+        self._peer = peer
+
+    def __contains__(self, route: object) -> bool:
+        if not isinstance(route, Route):
+            return False
+        with self._speaker._lock:
+            return self._speaker._book.holds(self._peer, route)
 
 
 class Speaker:
@@ -290,12 +310,7 @@ class Speaker:
             peer = self.peers[name]
             chosen = [route for route in wanted if route.family in peer.families]
             for route in chosen:
-                if route.next_hop is None and route.prefix.version != peer.address.version:
-                    raise RouteError(
-                        f"route {route.prefix} for peer {name}: next-hop self over an "
-                        f"IPv{peer.address.version} session needs an explicit IPv"
-                        f"{route.prefix.version} next hop"
-                    )
+                self._check_next_hop(route, peer)
             seen: dict[object, Route] = {}
             for route in chosen:
                 if seen.setdefault(route.prefix, route) != route:
@@ -310,6 +325,38 @@ class Speaker:
                 self._book.set_desired(name, chosen)
         self._events.put(_Desired())
 
+    def change_routes(
+        self, changes: Mapping[IPNetwork, Route | None], peer: str | IPAddress
+    ) -> None:
+        """Change only these prefixes of ``peer``'s set: a route announces (or replaces) the
+        route of its prefix, None withdraws it; the others stay as they are. For a caller
+        that knows what changed: it costs the changes, where set_routes compares the whole
+        set (thousands of routes, each time one pod comes or goes). A route of a family the
+        peer does not carry is left out, as by set_routes. Returns at once.
+
+        RouteError for a peer that is not configured, a route under another prefix than its
+        own, or a route with ``next-hop self`` of another family than the peer's session."""
+        (name,) = self._targets([peer])
+        session = self.peers[name]
+        chosen: dict[IPNetwork, Route | None] = {}
+        for prefix, given in changes.items():
+            route = given if given is not None and given.family in session.families else None
+            if route is not None:
+                self._check_next_hop(route, session)
+            chosen[prefix] = route
+        with self._lock:
+            self._book.change_desired(name, chosen)
+        self._events.put(_Desired())
+
+    @staticmethod
+    def _check_next_hop(route: Route, peer: Peer) -> None:
+        if route.next_hop is None and route.prefix.version != peer.address.version:
+            raise RouteError(
+                f"route {route.prefix} for peer {peer.name}: next-hop self over an "
+                f"IPv{peer.address.version} session needs an explicit IPv"
+                f"{route.prefix.version} next hop"
+            )
+
     def peer_states(self) -> dict[str, PeerStatus]:
         """Each peer's session state, last error and acknowledged route count."""
         with self._lock:
@@ -320,6 +367,13 @@ class Speaker:
         (name,) = self._targets([peer])
         with self._lock:
             return self._book.acked(name)
+
+    def acknowledged(self, peer: str | IPAddress) -> Container[Route]:
+        """What ExaBGP has acknowledged for ``peer``, for ``route in ...`` questions: a live
+        view (each question is answered from the book as it is then), where announced()
+        copies the whole set; asking about a few routes of thousands costs a few lookups."""
+        (name,) = self._targets([peer])
+        return _Acknowledged(self, name)
 
     def converged(self) -> bool:
         """Every peer's desired routes are acknowledged and nothing is on its way."""

@@ -37,7 +37,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -47,7 +47,7 @@ from prometheus_client.metrics_core import Metric
 from hybridnet.api.builtin import Node
 from hybridnet.api.resources import BGPPeerStatus, IPInstance, Network, Subnet
 from hybridnet.bgp.errors import BGPError
-from hybridnet.bgp.model import IPAddress, Peer, PeerStatus, Route, SessionState
+from hybridnet.bgp.model import IPAddress, IPNetwork, Peer, PeerStatus, Route, SessionState
 from hybridnet.bgp.speaker import Speaker
 from hybridnet.ipamstore import ipinstances
 from hybridnet.logs import fields
@@ -83,9 +83,15 @@ class SpeakerHandle(Protocol):
         self, routes: Iterable[Route], peers: Iterable[str | IPAddress] | None = None
     ) -> None: ...
 
+    def change_routes(
+        self, changes: Mapping[IPNetwork, Route | None], peer: str | IPAddress
+    ) -> None: ...
+
     def peer_states(self) -> dict[str, PeerStatus]: ...
 
     def announced(self, peer: str | IPAddress) -> frozenset[Route]: ...
+
+    def acknowledged(self, peer: str | IPAddress) -> Container[Route]: ...
 
     def converged(self) -> bool: ...
 
@@ -169,6 +175,14 @@ def _instance_signature(instance: IPInstance) -> tuple[object, ...]:
     )
 
 
+def _spec_signature(resource: Network | Subnet) -> tuple[object, ...]:
+    """What of a Network or Subnet the plan reads: its spec and age, not its status, which
+    changes with every allocation and every peer entry we report (each status write would
+    otherwise plan every pod again: a burst of 5,000 pods spent a quarter of the manager's
+    CPU on that)."""
+    return (dataclasses.astuple(resource.spec), resource.metadata.creation_timestamp)
+
+
 def _node_signature(node: Node) -> tuple[object, ...]:
     addresses = tuple(str(a) for v in (4, 6) if (a := bgp_plan.internal_ip(node, v)) is not None)
     return (bgp_plan.node_ready(node), addresses, tuple(sorted(node.metadata.labels.items())))
@@ -216,7 +230,8 @@ class BGPAdvertiser:
         self._speaker: SpeakerHandle | None = None
         self._speaker_peers: tuple[Peer, ...] = ()
         self._speaker_problem: str | None = None
-        self._applied: dict[str, frozenset[Route]] = {}
+        self._applied: dict[str, frozenset[Route] | None] = {}
+        """Peer -> the whole set last given to the speaker (None: changed since, by parts)."""
         self._pending: set[str] = set()
         """IPInstances whose route is planned and whose mark does not say so yet."""
         self._seen_at: dict[str, float] = {}
@@ -353,7 +368,16 @@ class BGPAdvertiser:
     # ----------------------------------------------------------------- events
 
     def _changed(self, event: WatchEvent[Network] | WatchEvent[Subnet]) -> None:
+        resource = event.object
+        key = f"{resource.KIND.plural}/{resource.name}"
+        signature = None if event.type == "DELETED" else _spec_signature(resource)
         with self._lock:
+            if signature is not None and self._signatures.get(key) == signature:
+                return  # its status only (usage counts, our peer entries): the plan reads none
+            if signature is None:
+                self._signatures.pop(key, None)
+            else:
+                self._signatures[key] = signature
             self._replan_all = True
         self._wake.set()
 
@@ -433,10 +457,10 @@ class BGPAdvertiser:
         elif instances or nodes:
             for node in nodes:
                 instances |= self._on_node.get(node, set())
-            changed: set[str] = set()
+            changed: set[tuple[str, IPNetwork]] = set()
             for name in sorted(instances):
                 changed |= self._replan(name)
-            self._push(changed)
+            self._push_changes(changed)
         self._check_announced()
         self._tell_speaking()
         self._report()
@@ -480,16 +504,16 @@ class BGPAdvertiser:
             self._node_of[name] = binding.node_name
             self._on_node.setdefault(binding.node_name, set()).add(name)
 
-    def _replan(self, name: str) -> set[str]:
-        """Plan one IPInstance again; the peers whose routes changed."""
+    def _replan(self, name: str) -> set[tuple[str, IPNetwork]]:
+        """Plan one IPInstance again; the (peer, prefix) pairs it may have changed."""
         instance = self.cache.instances.get(name, self.ipam_namespace)
         self._index(name, instance)
-        changed: set[str] = set()
+        changed: set[tuple[str, IPNetwork]] = set()
         with self._lock:
             old = self._pods.pop(name, None)
             if old is not None:
                 self._table.remove(old.peers, old.route)
-                changed |= old.peers
+                changed |= {(peer, old.route.prefix) for peer in old.peers}
         planned = (
             bgp_plan.pod_plan(instance, self._net, self.cache.nodes.get)
             if instance is not None
@@ -506,7 +530,7 @@ class BGPAdvertiser:
                 clash = self._table.add(planned.peers, planned.route)
                 if clash is None:
                     self._pods[name] = planned
-                    changed |= planned.peers
+                    changed |= {(peer, planned.route.prefix) for peer in planned.peers}
                 else:
                     log.warning("BGP route left out", extra=fields(ipinstance=name, problem=clash))
             if instance is not None:
@@ -527,6 +551,26 @@ class BGPAdvertiser:
             self.routes_desired.labels(peer=name).set(len(routes))
             if speaker is not None:
                 self._set_routes(speaker, name, routes)
+
+    def _push_changes(self, changed: set[tuple[str, IPNetwork]]) -> None:
+        """Tell the speaker only the prefixes that changed (the pods of this round): a
+        round costs its own pods, not every route (a whole set of 5,000 per round kept the
+        planner busy through a burst of pods)."""
+        speaker = self._speaker
+        by_peer: dict[str, dict[IPNetwork, Route | None]] = {}
+        with self._lock:
+            for peer, prefix in changed:
+                by_peer.setdefault(peer, {})[prefix] = self._table.get(peer, prefix)
+            counts = {peer: self._table.count(peer) for peer in by_peer}
+        for peer, changes in sorted(by_peer.items()):
+            self._applied[peer] = None  # the whole set was not compared: _push sends it next
+            self.routes_desired.labels(peer=peer).set(counts[peer])
+            if speaker is None:
+                continue
+            try:
+                speaker.change_routes(changes, peer)
+            except BGPError as exc:
+                log.error("routes refused by the speaker", extra=fields(peer=peer, error=str(exc)))
 
     def _set_routes(self, speaker: SpeakerHandle, peer: str, routes: frozenset[Route]) -> None:
         try:
@@ -610,7 +654,7 @@ class BGPAdvertiser:
         if speaker is None:
             return
         states = {name: status.state for name, status in speaker.peer_states().items()}
-        acked = {peer.name: speaker.announced(peer.name) for peer in self._speaker_peers}
+        acked = {peer.name: speaker.acknowledged(peer.name) for peer in self._speaker_peers}
         now = time.monotonic()
         ready = []
         with self._lock:

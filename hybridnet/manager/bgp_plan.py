@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 
 from hybridnet.api import constants as c
 from hybridnet.api.builtin import Node
@@ -38,6 +38,7 @@ from hybridnet.bgp.model import (
     DEFAULT_GRACEFUL_RESTART_SECONDS,
     Family,
     IPAddress,
+    IPNetwork,
     Peer,
     Route,
     SessionState,
@@ -309,6 +310,13 @@ class RouteTable:
     def routes(self, peer: str) -> frozenset[Route]:
         return frozenset(self._by_peer.get(peer, {}).values())
 
+    def get(self, peer: str, prefix: IPNetwork) -> Route | None:
+        """The route ``peer`` has for ``prefix``, if any."""
+        return self._by_peer.get(peer, {}).get(prefix)
+
+    def count(self, peer: str) -> int:
+        return len(self._by_peer.get(peer, {}))
+
     def snapshot(self) -> dict[str, frozenset[Route]]:
         return {peer: frozenset(held.values()) for peer, held in self._by_peer.items()}
 
@@ -349,7 +357,7 @@ def plan(
 def announced(
     pod: PodRoute,
     states: Mapping[str, SessionState],
-    acked: Mapping[str, frozenset[Route]],
+    acked: Mapping[str, Container[Route]],
 ) -> bool:
     """Whether ``pod``'s route is announced: every peer it goes to holds it (ExaBGP
     acknowledged it), and every one of them its ADD waits for is Established."""

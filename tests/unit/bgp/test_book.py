@@ -40,6 +40,8 @@ def test_desired_routes_are_announced_once_and_acknowledged() -> None:
     assert not book.converged(A)
     answer_all(book, sent)
     assert book.acked(A) == {pod(1), pod(2)} and book.count(A) == 2
+    assert book.holds(A, pod(1)) and not book.holds(A, pod(1, hop="198.18.0.12"))
+    assert not book.holds(A, pod(3))
     assert book.converged(A)
     assert book.plan() == []
 
@@ -202,3 +204,47 @@ def test_whatever_happens_answering_everything_done_converges_on_the_last_desire
     assert book.acked(A) == set(last)
     assert book.converged(A)
     assert book.plan() == []
+
+
+@given(
+    st.dictionaries(st.integers(1, 30), hops, max_size=12),
+    st.dictionaries(st.integers(1, 30), st.one_of(st.none(), hops), max_size=12),
+    st.booleans(),
+)
+def test_changing_some_prefixes_plans_what_setting_the_resulting_set_would(
+    before: dict[int, str], changes: dict[int, str | None], acknowledged: bool
+) -> None:
+    """change_desired (only the prefixes given) and set_desired (the whole resulting set)
+    leave the same desired set and plan the same commands, acknowledged or still in flight."""
+    by_parts, whole = RouteBook([A]), RouteBook([A])
+    for book in (by_parts, whole):
+        book.set_desired(A, [pod(host, hop) for host, hop in before.items()])
+        sent = book.plan()
+        if acknowledged:
+            answer_all(book, sent)
+    resulting = dict(before)
+    for host, hop in changes.items():
+        if hop is None:
+            resulting.pop(host, None)
+        else:
+            resulting[host] = hop
+    by_parts.change_desired(
+        A,
+        {
+            pod(host).prefix: None if hop is None else pod(host, hop)
+            for host, hop in changes.items()
+        },
+    )
+    whole.set_desired(A, [pod(host, hop) for host, hop in resulting.items()])
+    assert by_parts.desired(A) == whole.desired(A)
+    assert sorted(s.command.line for s in by_parts.plan()) == sorted(
+        s.command.line for s in whole.plan()
+    ), "the same commands (their order follows the order prefixes changed in)"
+
+
+def test_a_change_under_another_prefix_is_refused_and_changes_nothing() -> None:
+    book = RouteBook([A])
+    book.set_desired(A, [pod(1)])
+    with pytest.raises(RouteError, match=r"given for prefix 198\.19\.0\.2/32"):
+        book.change_desired(A, {pod(3).prefix: pod(3), pod(2).prefix: pod(1)})
+    assert book.desired(A) == {pod(1)}

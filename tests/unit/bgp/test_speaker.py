@@ -299,3 +299,32 @@ def test_close_stops_exabgp_and_reports_every_peer_stopped(harness: Harness) -> 
     assert harness.metric("hybridnet_bgp_session_state", peer=A, state="Stopped") == 1
     with pytest.raises(SpeakerError):
         speaker.start()
+
+
+def test_changing_some_prefixes_leaves_the_others_as_they_are(harness: Harness) -> None:
+    speaker = harness.speaker([peer(A, families=frozenset({Family.IPV4})), peer(B)])
+    wait(speaker, lambda: established(speaker), "the session is up")
+    speaker.set_routes({pod(1), pod(2), pod(3)})
+    wait(speaker, speaker.converged, "the first set acknowledged")
+    v6 = Route.of("2001:db8:50::5/128", "2001:db8::b")
+    moved = pod(3, hop="198.18.0.12")
+    for name in (A, B):
+        speaker.change_routes(
+            {pod(1).prefix: None, moved.prefix: moved, pod(4).prefix: pod(4), v6.prefix: v6},
+            name,
+        )
+    wait(speaker, speaker.converged, "the changes acknowledged")
+    assert speaker.announced(A) == {pod(2), moved, pod(4)}, "IPv6 is not A's family"
+    assert speaker.announced(B) == {pod(2), moved, pod(4), v6}
+    held = speaker.acknowledged(A)
+    assert moved in held and pod(2) in held
+    assert pod(1) not in held and pod(3) not in held and v6 not in held, "only what A holds"
+    speaker.change_routes({pod(2).prefix: None}, A)
+    wait(speaker, speaker.converged, "the withdrawal acknowledged")
+    assert pod(2) not in held, "a view of the book as it is now, not a copy"
+    with pytest.raises(RouteError, match="needs an explicit IPv6 next hop"):
+        speaker.change_routes(
+            {ipaddress.ip_network("2001:db8:50::/64"): Route.of("2001:db8:50::/64")}, B
+        )
+    with pytest.raises(RouteError, match=r"198\.18\.0\.9 is not a configured BGP peer"):
+        speaker.change_routes({pod(5).prefix: pod(5)}, "198.18.0.9")

@@ -7,8 +7,9 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -18,6 +19,7 @@ from hybridnet.api.builtin import Node
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import (
     BGPPeer,
+    BGPPeerStatus,
     Binding,
     IPInstance,
     Network,
@@ -28,6 +30,7 @@ from hybridnet.api.resources import (
 from hybridnet.bgp.model import (
     NO_EXPORT,
     IPAddress,
+    IPNetwork,
     Peer,
     PeerStatus,
     Route,
@@ -35,6 +38,7 @@ from hybridnet.bgp.model import (
 )
 from hybridnet.ipamstore import ipinstances
 from hybridnet.lab.manager import IPAM_NAMESPACE, Harness
+from hybridnet.manager import bgp_plan
 from hybridnet.manager.bgp import BGPAdvertiser, BGPSettings
 from hybridnet.manager.bgp_handover import Successor
 from hybridnet.manager.caches import ClusterCache
@@ -65,6 +69,8 @@ class FakeSpeaker:
         self.acks = True
         self.started = self.closed = False
         self.withdrawn_before_close: dict[str, frozenset[Route]] = {}
+        self.changes: list[tuple[str, dict[IPNetwork, Route | None]]] = []
+        """Every change_routes call: the peer and the prefixes it was given."""
         self.lock = threading.Lock()
 
     def start(self) -> None:
@@ -83,6 +89,20 @@ class FakeSpeaker:
                 self.desired[name] = wanted
         self.on_change()
 
+    def change_routes(
+        self, changes: Mapping[IPNetwork, Route | None], peer: str | IPAddress
+    ) -> None:
+        with self.lock:
+            self.changes.append((str(peer), dict(changes)))
+            held = {route.prefix: route for route in self.desired[str(peer)]}
+            for prefix, route in changes.items():
+                if route is None:
+                    held.pop(prefix, None)
+                else:
+                    held[prefix] = route
+            self.desired[str(peer)] = frozenset(held.values())
+        self.on_change()
+
     def peer_states(self) -> dict[str, PeerStatus]:
         with self.lock:
             return {
@@ -92,6 +112,9 @@ class FakeSpeaker:
 
     def announced(self, peer: str | IPAddress) -> frozenset[Route]:
         return self.desired[str(peer)] if self.acks else frozenset()
+
+    def acknowledged(self, peer: str | IPAddress) -> Container[Route]:
+        return self.announced(peer)
 
     def converged(self) -> bool:
         return self.acks
@@ -457,3 +480,68 @@ def test_a_standby_has_nothing_to_hand_over(tmp_path: Path) -> None:
         bed.stop()
     assert successor.calls == 0
     assert bed.speaker.closed
+
+
+def test_status_writes_of_networks_and_subnets_do_not_plan_every_pod_again(
+    bed: Bed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The status writer updates a network's peer entries and a subnet's usage all through a
+    burst of pods; only their specs are in the plan, so those writes must not replan every
+    pod (the whole-set plan is counted)."""
+    full_plans: list[int] = []
+    whole = bgp_plan.plan
+
+    def counted(*args: Any, **kwargs: Any) -> bgp_plan.Plan:
+        full_plans.append(1)
+        return whole(*args, **kwargs)
+
+    monkeypatch.setattr(bgp_plan, "plan", counted)
+    network = bed.network(BGPPeer(address=TOR, asn=65000))
+    bed.node("n1", "198.18.0.11")
+    bed.address("198.19.0.5")
+    seen: list[str] = []
+    # Subscribed after the advertiser: called after it, in the same dispatch thread.
+    bed.cache.networks.subscribe(lambda event: seen.append(f"network {event.object.name}"))
+    bed.cache.subnets.subscribe(lambda event: seen.append(f"subnet {event.object.name}"))
+    bed.start()
+    wait_until(lambda: bed.marked("198.19.0.5") == "n1", "the first pod marked")
+    before = len(full_plans)
+
+    stored = bed.store.get(Network, network.name)
+    stored.status.bgp_peers = [BGPPeerStatus(TOR, "Established", announced_routes=2)]
+    bed.store.update_status(stored)
+    subnet = bed.store.get(Subnet, "s-bgp")
+    subnet.status.used = 1
+    bed.store.update_status(subnet)
+    wait_until(lambda: seen.count("network bgp") >= 2 and seen.count("subnet s-bgp") >= 2,
+               "both status changes delivered to the advertiser")  # fmt: skip
+    # A replan flagged by them would be done by the round that plans this pod, at the latest.
+    bed.address("198.19.0.6")
+    wait_until(lambda: pod("198.19.0.6", "198.18.0.11") in bed.speaker.desired[TOR], "the pod")
+    assert len(full_plans) == before
+
+    stored = bed.store.get(Network, network.name)
+    stored.spec.node_selector = {**RACK, "extra": "x"}
+    bed.store.update(stored)
+    wait_until(lambda: len(full_plans) > before, "a spec change plans everything again")
+
+
+def test_a_pod_reaches_the_speaker_as_a_change_of_its_own_prefix(bed: Bed) -> None:
+    """A round hands the speaker the prefixes its pods changed, not every route again (the
+    whole set of every peer is compared only at the start and when networks change)."""
+    bed.network(BGPPeer(address=TOR, asn=65000))
+    bed.node("n1", "198.18.0.11")
+    for host in (5, 6, 7):
+        bed.address(f"198.19.0.{host}")
+    bed.start()
+    assert len(bed.speaker.desired[TOR]) == 4, "the subnet and three pods, from the start"
+    bed.address("198.19.0.8")
+    added = pod("198.19.0.8", "198.18.0.11")
+    wait_until(lambda: added in bed.speaker.desired[TOR], "the new pod's route")
+    assert bed.speaker.changes == [(TOR, {added.prefix: added})]
+    bed.store.delete(IPInstance, ipinstances.instance_name("198.19.0.5"), IPAM_NAMESPACE)
+    gone = pod("198.19.0.5", "198.18.0.11")
+    wait_until(lambda: gone not in bed.speaker.desired[TOR], "the released pod's route gone")
+    assert bed.speaker.changes[-1] == (TOR, {gone.prefix: None})
+    labels = {"peer": TOR}
+    assert bed.registry.get_sample_value("hybridnet_manager_bgp_routes_desired", labels) == 4
