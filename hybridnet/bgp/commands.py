@@ -1,4 +1,4 @@
-"""The lines written to ExaBGP's process API: announce, withdraw, End-of-RIB. Pure.
+"""The lines written to ExaBGP's process API: announce, withdraw, End-of-RIB, teardown. Pure.
 
 Routes that share a next hop and communities go out in one ``announce attributes ... nlri P1
 P2 ...`` line (ExaBGP parses one line and injects every prefix, and sends them in shared
@@ -23,6 +23,7 @@ class Kind(enum.Enum):
     ANNOUNCE = "announce"
     WITHDRAW = "withdraw"
     END_OF_RIB = "eor"
+    TEARDOWN = "teardown"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,3 +101,14 @@ def end_of_rib(peer: str, family: Family) -> Command:
     """The End-of-RIB marker for one family: tells a graceful-restart helper that the
     speaker has sent everything, so the routes it kept and did not hear again are gone."""
     return Command(f"neighbor {peer} announce eor {family.exabgp}", Kind.END_OF_RIB, peer)
+
+
+CEASE_ADMINISTRATIVE_SHUTDOWN = 2
+"""RFC 4486's Cease subcode for a speaker that ends the session on purpose."""
+
+
+def teardown(peer: str) -> Command:
+    """End the session with a NOTIFICATION (Cease, administrative shutdown): unlike a closed
+    connection, which a graceful-restart helper answers by keeping the routes, the peer drops
+    every route of the session at once. ExaBGP answers when it has scheduled it."""
+    return Command(f"neighbor {peer} teardown {CEASE_ADMINISTRATIVE_SHUTDOWN}", Kind.TEARDOWN, peer)

@@ -126,7 +126,12 @@ class _Stop:
     pass
 
 
-_Event = _ChildExited | _Connected | _Line | _Closed | _Desired | _Stop
+@dataclasses.dataclass(frozen=True)
+class _Teardown:
+    """End every session with a NOTIFICATION, after what is queued (see Speaker.teardown)."""
+
+
+_Event = _ChildExited | _Connected | _Line | _Closed | _Desired | _Stop | _Teardown
 
 _EVENTS_PER_ROUND = 1000
 """Events handled before the driver writes again (answers free the window quickly)."""
@@ -380,6 +385,28 @@ class Speaker:
         with self._lock:
             return all(self._book.converged(name) for name in self.peers)
 
+    def teardown(self, timeout: float) -> bool:
+        """End every Established session with a NOTIFICATION, after whatever is queued, and
+        wait until each has gone down (ExaBGP has sent it and closed): the peers then drop
+        this speaker's routes at once, where a plain close() leaves them for their graceful
+        restart time. For a speaker whose routes another one now announces (a handover).
+        False if some session was still up after ``timeout``."""
+        started = time.time()
+        with self._lock:
+            up = [
+                n for n in self.peers if self._states.status(n, 0).state is SessionState.ESTABLISHED
+            ]
+        self._events.put(_Teardown())
+
+        def down() -> bool:
+            states = self.peer_states()
+            return all(
+                states[name].state is not SessionState.ESTABLISHED or states[name].since > started
+                for name in up
+            )
+
+        return self.wait_until(down, timeout)
+
     @property
     def exabgp_pid(self) -> int | None:
         """The running ExaBGP's PID (None between runs)."""
@@ -473,6 +500,10 @@ class Speaker:
 
     def _handle(self, event: _Event) -> bool:
         if isinstance(event, _Desired):
+            return False
+        if isinstance(event, _Teardown):
+            self._outbox.extend(self._book.plan())  # what is queued goes out first
+            self._outbox.extend(self._book.track(commands.teardown(name)) for name in self.peers)
             return False
         if isinstance(event, _Line):
             if self._connection is not None and event.connection == self._connection.id:

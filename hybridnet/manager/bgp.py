@@ -97,6 +97,8 @@ class SpeakerHandle(Protocol):
 
     def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool: ...
 
+    def teardown(self, timeout: float) -> bool: ...
+
 
 SpeakerFactory = Callable[
     [Sequence[Peer], IPAddress, CollectorRegistry, Callable[[], None]], SpeakerHandle
@@ -341,13 +343,18 @@ class BGPAdvertiser:
                 )
                 return
             time.sleep(HANDOVER_POLL_SECONDS)
+        # Withdrawn first (the peers switch to the successor's paths), then the sessions
+        # ended with a NOTIFICATION: ExaBGP acknowledges a withdrawal before the UPDATE is on
+        # the wire, and a peer that only saw the connection close would keep what it had.
         speaker.set_routes([])
         withdrawn = speaker.wait_until(speaker.converged, WITHDRAW_SECONDS)
+        ended = speaker.teardown(WITHDRAW_SECONDS)
         log.info(
             "BGP routes handed over",
             extra=fields(
                 successor=seen.holder,
                 withdrawn=withdrawn,
+                sessions_ended=ended,
                 seconds=round(time.monotonic() - started, 3),
             ),
         )

@@ -2,7 +2,8 @@
 
 It reads the configuration the speaker rendered, starts the API process from its ``run``
 line with pipes as ExaBGP does, reports each neighbour's FSM going to ESTABLISHED and the
-session up, and answers every command ``done`` (``error`` when the line contains one of the
+session up, and answers every command ``done`` (``neighbor X teardown N``: then reports X's
+session down, for good) (``error`` when the line contains one of the
 comma-separated words in FAKE_EXABGP_REFUSE), FAKE_EXABGP_ANSWER_DELAY seconds after it
 read it. Every command is appended to FAKE_EXABGP_LOG as ``<pid> <waiting> <line>``, where
 ``waiting`` counts the commands it had read and not answered yet. SIGUSR1 resets every
@@ -91,6 +92,10 @@ def main(config_path: str) -> None:
             time.sleep(delay)
             text = waiting.popleft()
             say(["error" if any(word in text for word in refuse) else "done"])
+            torn = re.match(r"neighbor (\S+) teardown \d+$", text)
+            if torn:
+                say([event(torn.group(1), "state", state="down", reason="teardown")])
+                say([event(torn.group(1), "fsm", state="IDLE")])
 
 
 if __name__ == "__main__":

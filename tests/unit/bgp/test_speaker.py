@@ -328,3 +328,26 @@ def test_changing_some_prefixes_leaves_the_others_as_they_are(harness: Harness) 
         )
     with pytest.raises(RouteError, match=r"198\.18\.0\.9 is not a configured BGP peer"):
         speaker.change_routes({pod(5).prefix: pod(5)}, "198.18.0.9")
+
+
+def test_teardown_ends_every_session_after_what_is_queued(harness: Harness) -> None:
+    """A handover's last step: the withdrawals queued before it go first, then a NOTIFICATION
+    per Established peer (ExaBGP's teardown, Cease subcode 2), and it returns once every
+    session has gone down."""
+    speaker = harness.speaker([peer(A), peer(B)])
+    wait(speaker, lambda: established(speaker, A) and established(speaker, B), "sessions up")
+    speaker.set_routes({pod(1)})
+    wait(speaker, speaker.converged, "the route acknowledged")
+    speaker.set_routes([])
+    assert speaker.teardown(timeout=10)
+    lines = [text for _, _, text in harness.commands()]
+    withdraw = max(i for i, t in enumerate(lines) if " withdraw " in t)
+    teardowns = [i for i, t in enumerate(lines) if t.endswith(" teardown 2")]
+    assert sorted(lines[i] for i in teardowns) == [
+        f"neighbor {A} teardown 2",
+        f"neighbor {B} teardown 2",
+    ]
+    assert min(teardowns) > withdraw
+    states = speaker.peer_states()
+    assert states[A].state is not SessionState.ESTABLISHED
+    assert states[B].state is not SessionState.ESTABLISHED

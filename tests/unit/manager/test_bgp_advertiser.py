@@ -69,6 +69,8 @@ class FakeSpeaker:
         self.acks = True
         self.started = self.closed = False
         self.withdrawn_before_close: dict[str, frozenset[Route]] = {}
+        self.torn_down_with: dict[str, frozenset[Route]] | None = None
+        """What the peers had when the sessions were ended with a NOTIFICATION (None: never)."""
         self.changes: list[tuple[str, dict[IPNetwork, Route | None]]] = []
         """Every change_routes call: the peer and the prefixes it was given."""
         self.lock = threading.Lock()
@@ -79,6 +81,10 @@ class FakeSpeaker:
     def close(self) -> None:
         self.withdrawn_before_close = dict(self.desired)
         self.closed = True
+
+    def teardown(self, timeout: float) -> bool:
+        self.torn_down_with = dict(self.desired)
+        return True
 
     def set_routes(
         self, routes: Iterable[Route], peers: Iterable[str | IPAddress] | None = None
@@ -442,6 +448,7 @@ def test_a_leader_stopping_on_purpose_withdraws_once_the_next_leader_speaks(bed:
     bed.advertiser.stop(successor=successor)
     assert successor.calls == 3
     assert speaker.closed
+    assert speaker.torn_down_with == {TOR: frozenset()}  # withdrawn, then the sessions ended
     assert speaker.withdrawn_before_close == {TOR: frozenset()}
 
 
@@ -452,6 +459,7 @@ def test_without_a_successor_the_routes_stay_for_graceful_restart(bed: Bed) -> N
     )
     bed.advertiser.stop(successor=ScriptedSuccessor(Successor("", False)))
     assert speaker.closed
+    assert speaker.torn_down_with is None  # graceful restart keeps them at the peers
     assert len(speaker.withdrawn_before_close[TOR]) == 2  # closed with its routes
 
 
