@@ -113,7 +113,7 @@ bench: deps venv
 
 ## make bench-realcluster: 100 pods of a Deployment from create to all Running on 3 real nodes
 ## (kubelet + containerd), per CNI setup (about 2 minutes per setup on the reference machine).
-bench-realcluster: deps venv realcluster-build
+bench-realcluster: deps venv helm image realcluster-build
 	$(BIN)/python -m bench.realcluster_pods --pods 100 --runs 3 --json bench/results/realcluster_pods.json
 
 ## make proto: regenerate hybridnet/rpc/daemon_pb2*.py* from proto/ (a unit test checks that

@@ -8,8 +8,12 @@ the API server every 0.1 s, so figures carry up to that much of it.
 
 CNI setups (``--cni``, repeatable; the first is the baseline the others are divided by):
 ``bridge`` is the reference bridge + host-local chain (:class:`hack.realcluster.cni.
-ReferenceBridge`); hybridnet installed by its Helm chart is the second half of issue 14's
-benchmark and joins :data:`CNI_SETUPS` when the chart is installable.
+ReferenceBridge`), ``hybridnet`` is hybridnet installed by its Helm chart
+(:class:`hack.realcluster.hybridnet.HybridnetChart`). All setups run on the same nodes in one
+run: the cluster starts with the first; each next one is installed over it (its
+``after_nodes``) once the previous one's runs are done. hybridnet's conflist (00-hybridnet)
+sorts before the bridge's (10-lab-bridge) and containerd uses the first, so from its install
+on every new pod gets hybridnet's network.
 
     python -m bench.realcluster_pods [--pods 100] [--nodes 3] [--runs 3] [--cni bridge]
         [--json bench/results/realcluster_pods.json]
@@ -28,6 +32,7 @@ from typing import Any
 from bench.stats import write_json
 from hack.realcluster.cluster import RealCluster
 from hack.realcluster.cni import CniSetup, ReferenceBridge
+from hack.realcluster.hybridnet import HybridnetChart
 from hack.realcluster.workloads import (
     create,
     delete,
@@ -40,7 +45,10 @@ from hack.realcluster.workloads import (
 from hybridnet.lab.netns import testbed_run
 from hybridnet.lab.progress import Progress
 
-CNI_SETUPS: dict[str, Callable[[], CniSetup]] = {"bridge": ReferenceBridge}
+CNI_SETUPS: dict[str, Callable[[], CniSetup]] = {
+    "bridge": ReferenceBridge,
+    "hybridnet": HybridnetChart,
+}
 DEPLOYMENT = "bench"
 SELECTOR = f"app={DEPLOYMENT}"
 
@@ -76,23 +84,7 @@ def one_run(cluster: RealCluster, setup: CniSetup, pods: int, timeout: float) ->
     }
 
 
-def measure(name: str, pods: int, nodes: int, runs: int, timeout: float) -> dict[str, Any]:
-    setup = CNI_SETUPS[name]()
-    samples: list[dict[str, float]] = []
-    with testbed_run() as run:
-        cluster = RealCluster(
-            run, nodes=nodes, cni=setup, max_pods=max(110, pods), progress=Progress(sys.stderr)
-        )
-        with cluster:
-            for index in range(runs):
-                sample = one_run(cluster, setup, pods, timeout)
-                print(
-                    f"{setup.name} run {index + 1}: {pods} pods Running in "
-                    f"{sample['create_to_running_s']:.2f} s, gone in "
-                    f"{sample['delete_to_gone_s']:.2f} s",
-                    file=sys.stderr,
-                )
-                samples.append(sample)
+def summary(setup: CniSetup, samples: list[dict[str, float]]) -> dict[str, Any]:
     keys = ("create_to_running_s", "delete_to_gone_s", "delete_to_released_s")
     return {
         "cni": setup.name,
@@ -108,6 +100,38 @@ def measure(name: str, pods: int, nodes: int, runs: int, timeout: float) -> dict
     }
 
 
+def measure_all(
+    names: list[str], pods: int, nodes: int, runs: int, timeout: float
+) -> list[dict[str, Any]]:
+    """Every setup in turn on one cluster (see the module docstring)."""
+    setups = [CNI_SETUPS[name]() for name in names]
+    results = []
+    with testbed_run() as run:
+        cluster = RealCluster(
+            run, nodes=nodes, cni=setups[0], max_pods=max(110, pods), progress=Progress(sys.stderr)
+        )
+        with cluster:
+            for position, setup in enumerate(setups):
+                if position:
+                    with cluster.progress.step(f"installing {setup.name} on the same nodes"):
+                        for index, node in enumerate(cluster.nodes):
+                            setup.install(node, index)
+                        setup.after_nodes(cluster)
+                        cluster.wait_nodes(ready=True)
+                samples: list[dict[str, float]] = []
+                for index in range(runs):
+                    sample = one_run(cluster, setup, pods, timeout)
+                    print(
+                        f"{setup.name} run {index + 1}: {pods} pods Running in "
+                        f"{sample['create_to_running_s']:.2f} s, gone in "
+                        f"{sample['delete_to_gone_s']:.2f} s",
+                        file=sys.stderr,
+                    )
+                    samples.append(sample)
+                results.append(summary(setup, samples))
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", type=int, default=100, help="replicas (default %(default)s)")
@@ -117,15 +141,17 @@ def main() -> int:
         "--cni",
         action="append",
         choices=sorted(CNI_SETUPS),
-        help="CNI setup, repeatable; the first is the baseline (default: bridge)",
+        help="CNI setup, repeatable; the first is the baseline (default: bridge, hybridnet)",
     )
     parser.add_argument("--timeout", type=float, default=600.0, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     args = parser.parse_args()
     if args.pods < 1 or args.runs < 1 or not 1 <= args.nodes <= 20:
         parser.error("--pods and --runs at least 1, --nodes from 1 to 20")
-    setups = args.cni or ["bridge"]
-    results = [measure(n, args.pods, args.nodes, args.runs, args.timeout) for n in setups]
+    setups = args.cni or ["bridge", "hybridnet"]
+    if len(set(setups)) != len(setups):
+        parser.error("each --cni once")
+    results = measure_all(setups, args.pods, args.nodes, args.runs, args.timeout)
     baseline = results[0]["create_to_running_s"]["median"]
     print(f"\n{args.pods} pods of a Deployment on {args.nodes} real nodes, {args.runs} runs each")
     print(

@@ -299,6 +299,10 @@ class RealNode:
         for bound in NODE_BINDS:
             run([*mount, "--bind", str(self._bind_source(bound)), bound])
         run([*mount, "-t", "tmpfs", "-o", "mode=0755,size=256m", "tmpfs", "/run"])
+        # Shared inside the node (a new mount here is private): a container's volume under /run
+        # with HostToContainer propagation (the CNI daemon's view of pods' network namespaces,
+        # pinned later) needs a shared or slave source, or containerd refuses to start it.
+        run([*mount, "--make-rshared", "/run"])
         sysctl_dir = self.directory / "sysctl"
         sysctl_dir.mkdir(exist_ok=True)
         for key in KUBELET_SYSCTLS:

@@ -302,6 +302,13 @@ class PodController:
             self._pod_gone(key, namespace, name)
             return
         if pod.phase in TERMINAL_PHASES:
+            with self._lock:
+                retained = key in self._retained
+            if pod.metadata.deletion_timestamp and retained:
+                # kubelet puts a pod it is deleting into a terminal phase once its containers
+                # exited, before the object is gone: a deletion, which the StatefulSet follows
+                # with the same pod again. The pod's disappearance decides (_pod_gone).
+                return
             # Completed or evicted: the address goes back even for StatefulSet pods.
             self._release(key, why=f"pod {pod.phase}")
             return

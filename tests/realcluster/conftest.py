@@ -1,7 +1,7 @@
-"""Fixtures of the real-cluster tier: one 3-node cluster (real kubelet + containerd) per session.
+"""Fixtures of the real-cluster tier: one 3-node cluster (real kubelet + containerd) per module.
 
-The nodes run the reference bridge + host-local chain (:class:`hack.realcluster.cni.
-ReferenceBridge`), a stand-in until the tier installs hybridnet with its Helm chart.
+:func:`real_cluster` runs the reference bridge + host-local chain (:class:`hack.realcluster.cni.
+ReferenceBridge`); test_hybridnet.py makes its own with hybridnet installed by its chart.
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ def require_node_binaries() -> None:
         raise
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def real_cluster(testbed_run: TestbedRun) -> Iterator[RealCluster]:
-    """Three Ready nodes, the scheduler and the controller manager; removed at session end."""
+    """Three Ready nodes, the scheduler and the controller manager; removed after the module
+    (the next module may start a cluster of its own on the same run's names)."""
     if os.geteuid() != 0:
         pytest.skip("real-cluster tier: needs root (namespaces, mounts, cgroups)")
     require_node_binaries()

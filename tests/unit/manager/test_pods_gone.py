@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from hybridnet.api.builtin import Pod
 from hybridnet.lab.manager import IPAM_NAMESPACE, Harness
 from hybridnet.store.sqlite import SQLiteStore
 from tests.unit.manager.replicas import Journal, Replica, stored_addresses
@@ -91,3 +92,31 @@ def test_a_statefulset_pod_deleted_while_no_manager_ran_keeps_its_address(
         assert successor.addresses("apps/db-0") == kept
     finally:
         successor.close()
+
+
+def test_a_statefulset_pod_kubelet_finished_while_deleting_keeps_its_address(
+    journal: Journal,
+) -> None:
+    """The real kubelet puts a pod it is deleting into a terminal phase once its containers
+    exited (Succeeded here), before the object is gone: that is a deletion, and the StatefulSet
+    re-creates the pod, so its address stays; a pod that finished on its own is released."""
+    harness = Harness(journal, "t")
+    replica = Replica(journal)
+    replica.hear()
+    harness.pod("apps", "db-0", node="n1", statefulset="db")
+    harness.pod("apps", "db-1", node="n1", statefulset="db")
+    replica.serve()
+    kept = stored_addresses(journal, "apps/db-0")
+    assert len(kept) == 1
+    pod = journal.get(Pod, "db-0", "apps")
+    pod.metadata.deletion_timestamp = "2026-01-01T00:00:00Z"
+    journal.update(pod)
+    harness.set_phase("apps", "db-0", "Succeeded")
+    harness.set_phase("apps", "db-1", "Succeeded")  # finished without a deletion
+    replica.serve()
+    assert stored_addresses(journal, "apps/db-0") == kept
+    assert stored_addresses(journal, "apps/db-1") == []
+    harness.delete_pod("apps", "db-0")
+    replica.serve()
+    assert stored_addresses(journal, "apps/db-0") == kept
+    replica.close()

@@ -43,3 +43,13 @@ checksum/config: {{ include (print $.Template.BasePath "/config/configmap.yaml")
       name: hybridnet-config
       key: {{ index . 1 }}
 {{- end }}
+
+{{/* The API server's address for in-cluster clients (values apiServer.*), included when
+apiServer.host is set: it overrides what kubelet puts into the container's environment for the
+`kubernetes` Service, so a cluster without kube-proxy works. */}}
+{{- define "hybridnet.apiServerEnv" -}}
+- name: KUBERNETES_SERVICE_HOST
+  value: {{ .Values.apiServer.host | quote }}
+- name: KUBERNETES_SERVICE_PORT
+  value: {{ .Values.apiServer.port | int64 | quote }}
+{{- end }}
