@@ -62,6 +62,22 @@ class Namespace(BuiltinObject):
 
 
 @dataclasses.dataclass
+class NetworkPolicy(BuiltinObject):
+    """``networking.k8s.io/v1`` NetworkPolicy: ``spec`` is parsed and checked by
+    hybridnet.policy.model (the daemon enforces it, ``hybridnet-ctl policy`` explains it)."""
+
+    KIND: ClassVar[ResourceKind] = ResourceKind(
+        "networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", True,
+        status_subresource=False,
+    )  # fmt: skip
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        value = self.body.get("spec")
+        return value if isinstance(value, dict) else {}
+
+
+@dataclasses.dataclass
 class Lease(BuiltinObject):
     KIND: ClassVar[ResourceKind] = ResourceKind(
         "coordination.k8s.io", "v1", "Lease", "leases", True
@@ -103,6 +119,7 @@ BUILTIN_KINDS: tuple[type[BuiltinObject], ...] = (
     Pod,
     Node,
     Namespace,
+    NetworkPolicy,
     Lease,
     Event,
     ValidatingWebhookConfiguration,
