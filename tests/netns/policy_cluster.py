@@ -7,16 +7,22 @@ updated with them before its CNI ADD (as a Pod arrives at a kubelet with them)."
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Mapping, Sequence
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from hybridnet.api import constants as c
 from hybridnet.api.builtin import Namespace as NamespaceObject
-from hybridnet.api.builtin import Pod
+from hybridnet.api.builtin import NetworkPolicy, Pod
 from hybridnet.api.meta import ObjectMeta
+from hybridnet.api.resources import IPInstance
+from hybridnet.daemon.datapath.view import PolicyView
 from hybridnet.lab.cluster import OUTSIDE_V4, OUTSIDE_V6, Cluster, ClusterNode, ClusterPod
 from hybridnet.store.errors import Conflict
+from hybridnet.store.interface import Store
 from tests.netns.policy_matrix import Peer
 
 NAMESPACES = ("x", "y", "z")
@@ -29,6 +35,7 @@ KINDS = {
     "y": (c.TYPE_UNDERLAY, c.TYPE_OVERLAY, c.TYPE_UNDERLAY),
     "z": (c.TYPE_OVERLAY, c.TYPE_UNDERLAY, c.TYPE_UNDERLAY),
 }
+IPAM_NAMESPACE = "kube-system"
 OUTSIDE_EXTRA_V4 = "198.18.100.11"
 OUTSIDE_EXTRA_V6 = "2001:db8:100::11"
 
@@ -137,3 +144,73 @@ def add_pod(
     except BaseException:
         cluster.delete_pod(member)
         raise
+
+
+# --------------------------------------------------------------------------- enforcement
+
+
+APPLIED = "network policy applied"
+ENFORCE_TIMEOUT = 60.0
+"""Bound on waiting for every daemon to log the inputs' digest: reached only when broken."""
+
+
+def inputs_digest(store: Store) -> str:
+    """The digest each daemon logs once it enforces what the store holds now."""
+    view = PolicyView(
+        pods=_by_key(store.list(Pod).items),
+        namespaces=_by_key(store.list(NamespaceObject).items),
+        policies=_by_key(store.list(NetworkPolicy).items),
+        addresses=_by_key(store.list(IPInstance, IPAM_NAMESPACE).items),
+    )
+    return view.digest()
+
+
+def _by_key(items: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(sorted(items, key=lambda o: (o.metadata.namespace or "", o.metadata.name)))
+
+
+@contextlib.contextmanager
+def enforced(cluster: Cluster) -> Iterator[None]:
+    """Make changes inside; on leaving, wait until every node's daemon has logged that it
+    enforces exactly what the store then holds (lines written after entering count)."""
+    offsets = {node.name: node.log.stat().st_size for node in cluster.nodes}
+    yield
+    digest = inputs_digest(cluster.store)
+    deadline = time.monotonic() + ENFORCE_TIMEOUT
+    waiting = list(cluster.nodes)
+    while waiting:
+        waiting = [n for n in waiting if not _logged(n, offsets[n.name], digest)]
+        if waiting and time.monotonic() > deadline:
+            names = ", ".join(n.name for n in waiting)
+            raise AssertionError(f"{names} did not log {APPLIED!r} for inputs {digest}")
+        time.sleep(0.02)
+
+
+def _logged(node: ClusterNode, offset: int, digest: str) -> bool:
+    with node.log.open("rb") as log:
+        log.seek(offset)
+        for raw in log:
+            if b"inputs" not in raw:
+                continue
+            line = json.loads(raw)
+            if line.get("msg") == APPLIED and line.get("inputs") == digest:
+                return True
+    return False
+
+
+def policy(namespace: str, name: str, spec: Mapping[str, Any]) -> NetworkPolicy:
+    return NetworkPolicy(ObjectMeta(name=name, namespace=namespace), body={"spec": dict(spec)})
+
+
+@contextlib.contextmanager
+def policies(cluster: Cluster, *items: NetworkPolicy) -> Iterator[None]:
+    """The policies, enforced on every node inside; deleted (and that enforced) after."""
+    with enforced(cluster):
+        for item in items:
+            cluster.store.create(item)
+    try:
+        yield
+    finally:
+        with enforced(cluster):
+            for item in items:
+                cluster.store.delete(NetworkPolicy, item.name, item.metadata.namespace)
