@@ -7,11 +7,14 @@ waits until every node's daemon has logged that it enforces exactly the store's 
 (``network policy applied`` with their digest: the positive signal), and probes every pair at
 once against a truth table, as the upstream network-policy e2e suite does
 (tests/netns/policy_matrix.py says what proves an allow and a deny). One cluster for the
-module; each case removes its policies (and that too is waited for) before the next.
+module; each case removes its policies (and that too is waited for) before the next. The
+daemons resync only every 10 minutes: every reconcile here is one a change woke, so a table
+damaged by hand stays damaged until the test asks for a reconcile.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -19,7 +22,9 @@ import pytest
 from hybridnet import lab as testbed
 from hybridnet.api.builtin import Event
 from hybridnet.api.builtin import Namespace as NamespaceObject
-from hybridnet.lab.cluster import Cluster
+from hybridnet.lab.cluster import Cluster, ClusterConfig
+from hybridnet.lab.cni_runtime import CniPluginError
+from hybridnet.rpc.client import DaemonClient
 from tests.netns import policy_cluster
 from tests.netns.policy_cluster import PolicyPods, enforced, policies, policy
 from tests.netns.policy_matrix import Check, Flow, Peer, Reachability, agent_argv, assert_matrix
@@ -41,7 +46,8 @@ EGRESS = ["Egress"]
 def cluster(
     testbed_run: testbed.TestbedRun, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
-    with Cluster(testbed_run, tmp_path_factory.mktemp("policy-cluster")) as built:
+    config = ClusterConfig(resync_period=600.0)
+    with Cluster(testbed_run, tmp_path_factory.mktemp("policy-cluster"), config) as built:
         built.create_networks()
         built.wait_converged()
         yield built
@@ -416,3 +422,35 @@ def test_a_policy_whose_pod_selector_cannot_be_read_isolates_nothing_and_others_
     deny = {"podSelector": selector(pod="a"), "policyTypes": INGRESS}
     with policies(pods.cluster, policy("y", "broken", broken), policy("y", "deny-a", deny)):
         assert_matrix(checks(matrix(pods).ingress("y/a", False), TCP80))
+
+
+# --------------------------------------------------------------------------- drift
+
+
+def test_a_pod_chain_flushed_by_hand_is_drift_for_diagnose_and_check_and_is_mended(
+    pods: PolicyPods,
+) -> None:
+    deny = policy("x", "deny-all", {"podSelector": {}, "policyTypes": INGRESS})
+    member = pods.members["x/b"]
+    with policies(pods.cluster, deny):
+        host = member.node.host
+        listed = host.exec(["nft", "-j", "list", "table", "inet", "hybridnet-policy"]).stdout
+        (chain,) = [c for c in json.loads(listed)["nftables"]
+                    if c.get("chain", {}).get("name", "").startswith("ingress-")]  # fmt: skip
+        name = chain["chain"]["name"]
+        host.exec(["nft", "flush", "chain", "inet", "hybridnet-policy", name])
+        diagnosis = DaemonClient(str(member.node.socket), 10.0).diagnose()
+        (difference,) = [d for d in diagnosis.differences if d.kind == "network-policy"]
+        assert difference.action == "update"
+        assert f"chain {name}: rules differ" in difference.current
+        with pytest.raises(CniPluginError) as check:
+            member.node.runtime.check(member.attachment)
+        assert f"chain {name}: rules differ" in check.value.msg + check.value.details
+        # Any change wakes a reconcile, which rebuilds the whole table and mends it.
+        with enforced(pods.cluster):
+            namespace = pods.cluster.store.get(NamespaceObject, "x")
+            namespace.metadata.annotations = {"touched": "yes"}
+            pods.cluster.store.update(namespace)
+        diagnosis = DaemonClient(str(member.node.socket), 10.0).diagnose()
+        assert not [d for d in diagnosis.differences if d.kind == "network-policy"]
+        assert_matrix(checks(matrix(pods).expect(False, target=in_ns("x")), TCP80))
