@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
 from typing import Any
 
 NFT = "nft"
@@ -81,25 +80,16 @@ def delete_table(family: str, name: str) -> None:
     )
 
 
-def script(text: str, what: str, *, echo: bool = False) -> list[dict[str, Any]]:
+def script(text: str, what: str) -> None:
     """Run a script in nft's own syntax (``nft -f``) as one transaction: all of it takes
-    effect, or none. With ``echo``, the objects it added as nft lists them (``-e -j``: a rule
-    as the kernel holds it, which is how a later listing shows it). The script goes through
-    a file: with ``-j`` nft reads its input twice (as JSON, then as its own syntax), and a
-    pipe read twice is empty the second time, which nft takes for an empty script."""
-    with tempfile.NamedTemporaryFile("w", prefix="hybridnet-nft-", suffix=".nft") as file:
-        file.write(text)
-        file.flush()
-        done = _run(["-e", "-j", "-f", file.name] if echo else ["-f", file.name])
+    effect, or none. (Not echoed: a large transaction's echo overflows the netlink socket and
+    fails it with ENOBUFS.)"""
+    done = _run(["-f", "-"], stdin=text)
     if done.returncode != 0:
         failure = f"nft {what}: {done.stderr.strip()}"
         if KERNEL_WITHOUT_NFTABLES in done.stderr:
             raise NftUnavailable(failure)
         raise NftError(failure)
-    if not echo or not done.stdout.strip():
-        return []
-    listing = json.loads(done.stdout)["nftables"]
-    return [item["add"] for item in listing if isinstance(item, dict) and "add" in item]
 
 
 def list_counters(family: str, table: str) -> list[dict[str, Any]] | None:

@@ -9,11 +9,13 @@ network namespace, like every nft call.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from hybridnet.daemon.datapath.policy_table import FAMILY, KernelForms, PolicyTable
 from hybridnet.logs import fields
 from hybridnet.netlink import nftables
 from hybridnet.policy import render
+from hybridnet.policy.render import NftChain
 
 __all__ = ["FAMILY", "write"]
 
@@ -36,17 +38,29 @@ def write(target: PolicyTable, current: PolicyTable | None, forms: KernelForms) 
         else:
             return
     script = render.full_script(target.ruleset)
-    echoed = nftables.script(script, f"replace table {FAMILY} {target.name}", echo=True)
-    forms.learn(target.ruleset.chains, echoed, full=True)
-    forms.keep_only(target.ruleset.chains)
+    nftables.script(script, f"replace table {FAMILY} {target.name}")
+    _learn(target, target.ruleset.chains, full=True, forms=forms)
 
 
 def _update(current: PolicyTable, target: PolicyTable, forms: KernelForms) -> None:
     script = render.update_script(current.ruleset, target.ruleset)
     if not script:
         return
-    echoed = nftables.script(script, f"update table {FAMILY} {target.name}", echo=True)
+    nftables.script(script, f"update table {FAMILY} {target.name}")
     held = {chain.name: chain.rules for chain in current.ruleset.chains}
     written = [c for c in target.ruleset.chains if held.get(c.name) != c.rules]
-    forms.learn(written, echoed, full=False)
+    _learn(target, written, full=False, forms=forms)
+
+
+def _learn(
+    target: PolicyTable, written: Sequence[NftChain], *, full: bool, forms: KernelForms
+) -> None:
+    """Teach ``forms`` how nft lists the chains just written (one listing of the table; a
+    failure to list only leaves them unknown, and the next reconcile refills them)."""
+    try:
+        listing = nftables.list_table(FAMILY, target.name) or []
+    except nftables.NftError as exc:
+        log.warning("cannot list the policy table just written", extra=fields(error=str(exc)))
+        return
+    forms.learn(written, listing, full=full)
     forms.keep_only(target.ruleset.chains)

@@ -10,8 +10,8 @@ is reported the same way. Pure, apart from the time the compile took (a metric).
 
 Observed: the table's sets, maps and counters read back exactly; rules are another matter,
 since nft lists a rule in its own normalised JSON, not in the text the renderer wrote. The
-applier teaches :class:`KernelForms` how each chain it wrote is listed (nft's echo of the
-transaction); observe turns a listed chain back into the renderer's text through it, a chain
+applier teaches :class:`KernelForms` how each chain it wrote is listed (a listing right after
+the write); observe turns a listed chain back into the renderer's text through it, a chain
 written before a restart through hybridnet.daemon.datapath.policy_rules (nft's JSON read back
 as text), and one it cannot read into :data:`UNKNOWN_RULES`, which differs from every desired
 chain: the plan refills it. Chains compare as canonical text (anonymous sets' elements
@@ -252,12 +252,12 @@ class KernelForms:
         return canonical_rules(self.text_of(listed)) == canonical_rules(base_rules())
 
     def learn(
-        self, written: Iterable[NftChain], echoed: Sequence[Mapping[str, Any]], *, full: bool
+        self, written: Iterable[NftChain], listing: Sequence[Mapping[str, Any]], *, full: bool
     ) -> None:
-        """``echoed``: what nft echoed of the transaction that wrote ``written``'s rules
-        (``full``: the whole table, base chain included)."""
+        """``listing``: the table listed right after ``written``'s chains were written
+        (``full``: the whole table was, base chain included)."""
         rules: dict[str, list[str]] = {}
-        for item in echoed:
+        for item in listing:
             if "rule" in item:
                 body = item["rule"]
                 rules.setdefault(body["chain"], []).append(listed_rule(body))

@@ -126,8 +126,8 @@ def test_a_rule_form_the_renderer_never_writes_makes_its_chain_unknown() -> None
 
 def test_what_the_applier_learnt_is_read_back_as_the_text_it_wrote() -> None:
     forms = KernelForms()
-    echoed = [item for item in LISTING if "rule" in item]
-    forms.learn([NftChain(POD_CHAIN, POD_RULES)], echoed, full=True)
+    listed = [item for item in LISTING if "rule" in item]
+    forms.learn([NftChain(POD_CHAIN, POD_RULES)], listed, full=True)
     listing = [*LISTING, rule(POD_CHAIN, {"masquerade": None})]  # not what was learnt
     assert observed(TABLE, LISTING, forms).ruleset.chains == (NftChain(POD_CHAIN, POD_RULES),)
     assert observed(TABLE, listing, forms).ruleset.chains[0].rules == UNKNOWN_RULES
