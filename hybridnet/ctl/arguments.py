@@ -13,7 +13,16 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from hybridnet.api import constants as c
-from hybridnet.ctl import addresses, completion, diagnose, ipam, migrate, networks, subnets
+from hybridnet.ctl import (
+    addresses,
+    completion,
+    diagnose,
+    ipam,
+    migrate,
+    networks,
+    policy,
+    subnets,
+)
 from hybridnet.ctl.errors import EXIT_USAGE
 from hybridnet.ctl.output import FORMATS
 from hybridnet.ctl.values import bgp_peer, key_value, one_of
@@ -62,7 +71,7 @@ class Builder:
         self.root = Parser(
             prog=prog,
             description="Operate hybridnet: networks, subnets, addresses, the IPAM audit, "
-            "node diagnosis, moving over from alibaba/hybridnet.",
+            "node diagnosis, NetworkPolicy explanations, moving over from alibaba/hybridnet.",
         )
         _global_options(self.root, leaf=False)
         self.groups = self.root.add_subparsers(dest="group", metavar="COMMAND", required=True)
@@ -200,6 +209,25 @@ def _node_verbs(build: Builder) -> None:
     )  # fmt: skip
 
 
+def _policy_verbs(build: Builder) -> None:
+    build.group("policy", "NetworkPolicy: which policies allow or deny a flow, and why")
+    explaining = build.verb(
+        "policy", "explain", policy.explain, "Would a new connection from pod A to pod B on "
+        "PORT pass? Each side's isolating policies and allowing rules (exit 3 when denied)",
+        reads=True,
+    )  # fmt: skip
+    explaining.add_argument("source", metavar="POD_A", help="NAME or NAMESPACE/NAME")
+    explaining.add_argument("destination", metavar="POD_B", help="NAME or NAMESPACE/NAME")
+    explaining.add_argument("port", metavar="PORT[/PROTO]", help="e.g. 80, 53/UDP, 9000/SCTP")
+    explaining.add_argument(
+        "-n", "--namespace", default="default", help="namespace of pods given by NAME (default)"
+    )
+    explaining.add_argument(
+        "--family", type=int, choices=(4, 6), help="IP version to ask about (default: IPv4 "
+        "when both pods have it, else IPv6)",
+    )  # fmt: skip
+
+
 def build_parser(prog: str = "hybridnet-ctl") -> Parser:
     build = Builder(prog)
     _network_verbs(build)
@@ -207,6 +235,7 @@ def build_parser(prog: str = "hybridnet-ctl") -> Parser:
     _ip_verbs(build)
     _ipam_verbs(build)
     _node_verbs(build)
+    _policy_verbs(build)
     build.group("migrate", "Move over from a cluster run by alibaba/hybridnet")
     moving = build.verb(
         "migrate", "from-reference", migrate.run, "Write the reference's IPInstances (in the "

@@ -20,6 +20,7 @@ cheaply, and the same inputs always give the same output.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -89,6 +90,14 @@ class PeerRule:
     peer_ports: tuple[tuple[IPAddress, PortRange], ...] = ()
     named_ports: bool = False
     """Whether the rule has egress named ports (then ``peer_ports`` is kept, even empty)."""
+    peer_key: str = ""
+    """Names the peer definition (the peers as written, and the policy's namespace where
+    they depend on it): rules with the same one share ``peers`` and one set in the kernel."""
+    named_key: str = ""
+    """Names the peer definition and the named ports: rules with the same one share
+    ``peer_ports``."""
+    peer_text: str = ""
+    """The peer definition for people (``ns x: pods app=web``)."""
 
     def matches_peer(self, address: IPAddress) -> bool:
         return self.peers is None or any(address in n for n in self.peers)
@@ -269,6 +278,10 @@ class _Compiler:
             self.policies_by_namespace.setdefault(policy.namespace, []).append(policy)
         self.rules: dict[RuleRef, PeerRule] = {}
         self.problems: set[Problem] = set()
+        self.peer_cache: dict[str, tuple[IPNetwork, ...]] = {}
+        self.named_cache: dict[
+            tuple[str, tuple[Peer, ...], str, Protocol], set[tuple[IPAddress, PortRange]]
+        ] = {}
 
     def pod_rules(self, pod: PodEndpoint, interface: str) -> PodRules:
         selecting = [
@@ -299,41 +312,65 @@ class _Compiler:
         return DirectionRules(tuple(p.key for p in isolating), tuple(sorted(allows)))
 
     def peer_rule(self, policy: Policy, ref: RuleRef, rule: Rule) -> PeerRule:
+        scope = _scope(policy, rule)
+        peer_key = _digest(("peers", scope, rule.peers)) if rule.peers else ""
         peers: tuple[IPNetwork, ...] | None = None
         if rule.peers:
-            networks: list[IPNetwork] = []
-            for peer in rule.peers:
-                if peer.ip_block is not None:
-                    networks.extend(peer.ip_block.networks())
-                else:
-                    for position in self.cluster.peer_pods(peer, policy.namespace):
-                        networks.extend(map(_host_network, self.cluster.pods[position].addresses))
-            peers = _merged(networks)
-        peer_ports: set[tuple[IPAddress, PortRange]] = set()
-        named = ref.direction is Direction.EGRESS and any(
-            isinstance(spec.port, str) for spec in rule.ports
+            peers = self.peer_cache.get(peer_key)
+            if peers is None:
+                peers = self.peer_cache[peer_key] = self.peer_networks(policy, rule)
+        named = tuple(
+            (position, spec.port, spec.protocol)
+            for position, spec in enumerate(rule.ports)
+            if isinstance(spec.port, str)
         )
-        if named:
-            for position in range(len(rule.ports)):
-                peer_ports |= self.egress_named(policy, ref, rule, position)
-        return PeerRule(ref, peers, tuple(sorted(peer_ports, key=_pair_order)), named)
+        if ref.direction is not Direction.EGRESS:
+            named = ()
+        pairs: set[tuple[IPAddress, PortRange]] = set()
+        for position, name, protocol in named:
+            found = self.egress_named(policy, rule, name, protocol)
+            if not found:
+                self.unresolved(ref, position, rule.ports[position], "no peer pod of this rule")
+            pairs |= found
+        peer_text = "; ".join(p.describe() for p in rule.peers) or "any peer"
+        return PeerRule(
+            ref=ref,
+            peers=peers,
+            peer_ports=tuple(sorted(pairs, key=_pair_order)),
+            named_ports=bool(named),
+            peer_key=peer_key,
+            named_key=(
+                _digest(("named", scope, rule.peers, tuple(sorted({n[1:] for n in named}))))
+                if named
+                else ""
+            ),
+            peer_text=f"ns {scope}: {peer_text}" if scope else peer_text,
+        )
+
+    def peer_networks(self, policy: Policy, rule: Rule) -> tuple[IPNetwork, ...]:
+        networks: list[IPNetwork] = []
+        for peer in rule.peers:
+            if peer.ip_block is not None:
+                networks.extend(peer.ip_block.networks())
+            else:
+                for position in self.cluster.peer_pods(peer, policy.namespace):
+                    networks.extend(map(_host_network, self.cluster.pods[position].addresses))
+        return _merged(networks)
 
     def egress_named(
-        self, policy: Policy, ref: RuleRef, rule: Rule, position: int
+        self, policy: Policy, rule: Rule, name: str, protocol: Protocol
     ) -> set[tuple[IPAddress, PortRange]]:
-        """(address, port) for every peer pod that has the rule's named port at
-        ``position`` (nothing when that port is a number)."""
-        spec = rule.ports[position]
-        name = spec.port
+        """(address, port) for every peer pod of the rule that has the named port."""
+        key = (_scope(policy, rule), rule.peers, name, protocol)
+        cached = self.named_cache.get(key)
+        if cached is not None:
+            return cached
         pairs: set[tuple[IPAddress, PortRange]] = set()
-        if not isinstance(name, str):
-            return pairs
         for peer_pod, addresses in self.peer_addresses(policy, rule):
-            number = peer_pod.port_named(name, spec.protocol)
+            number = peer_pod.port_named(name, protocol)
             if number is not None:
-                pairs |= {(a, PortRange(spec.protocol, number, number)) for a in addresses}
-        if not pairs:
-            self.unresolved(ref, position, spec, "no peer pod of this rule")
+                pairs |= {(a, PortRange(protocol, number, number)) for a in addresses}
+        self.named_cache[key] = pairs
         return pairs
 
     def peer_addresses(
@@ -381,15 +418,27 @@ class _Compiler:
         )
 
     def unresolved(self, ref: RuleRef, position: int, spec: PortSpec, who: str) -> None:
-        field = "from" if ref.direction is Direction.INGRESS else "to"
         self.problems.add(
             Problem(
                 ref.policy,
                 "NamedPortUnresolved",
-                f"spec.{ref.direction.lower()}[{ref.index}].ports[{position}]: {who} "
-                f"({field}) has a {spec.protocol} port named {spec.port!r}: it matches nothing",
+                f"spec.{ref.direction.lower()}[{ref.index}].ports[{position}]: {who} has a "
+                f"{spec.protocol} port named {spec.port!r}: it matches nothing",
             )
         )
+
+
+def _scope(policy: Policy, rule: Rule) -> str:
+    """The policy's namespace when the rule's peers depend on it (a pod selector without a
+    namespace selector), else empty."""
+    own = any(p.ip_block is None and p.namespace_selector is None for p in rule.peers)
+    return policy.namespace if own else ""
+
+
+def _digest(definition: object) -> str:
+    """A short stable name for a definition made of frozen dataclasses and tuples (their
+    repr is deterministic)."""
+    return hashlib.sha256(repr(definition).encode()).hexdigest()[:16]
 
 
 def _address_order(address: IPAddress) -> tuple[int, int]:

@@ -30,14 +30,14 @@ recovery) is :func:`full_script`: the whole table replaced atomically.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from hybridnet.policy.compiler import Compilation, PeerRule, PodAllow, PodRules, PortRange
-from hybridnet.policy.model import Direction, IPNetwork
+from hybridnet.policy.model import Direction, IPAddress, IPNetwork
 
 FAMILY = "inet"
 DEFAULT_TABLE = "hybridnet-policy"
@@ -127,19 +127,12 @@ def counter_name(direction: Direction, interface: str) -> str:
     return f"drop-{chain_name(direction, interface)}"
 
 
-def _rule_id(rule: PeerRule) -> str:
-    ref = rule.ref
-    text = f"{ref.namespace}/{ref.name}/{ref.direction}/{ref.index}"
-    short = "i" if ref.direction is Direction.INGRESS else "e"
-    return f"{short}{hashlib.sha256(text.encode()).hexdigest()[:16]}"
-
-
 def peer_set_name(rule: PeerRule, version: int) -> str:
-    return f"peers-{_rule_id(rule)}-v{version}"
+    return f"peers-{rule.peer_key}-v{version}"
 
 
 def named_set_name(rule: PeerRule, version: int) -> str:
-    return f"named-{_rule_id(rule)}-v{version}"
+    return f"named-{rule.named_key}-v{version}"
 
 
 def _comment(text: str) -> str:
@@ -150,10 +143,18 @@ def _comment(text: str) -> str:
 # --------------------------------------------------------------------------- elements
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _network_text(network: IPNetwork) -> str:
+    """nft's form (a host without its /32 or /128); cached: IPv6 text is slow to make, and
+    the same pod addresses are written on every compilation."""
     if network.prefixlen == network.max_prefixlen:
         return str(network.network_address)
     return str(network)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _address_text(address: IPAddress) -> str:
+    return str(address)
 
 
 def _protocol(port: PortRange) -> str:
@@ -180,36 +181,26 @@ def _base_rules() -> tuple[str, ...]:
     )
 
 
-def _rule_sets(rule: PeerRule) -> list[NftSet]:
-    sets = []
-    comment = _comment(rule.ref.describe())
-    for version in (4, 6):
-        if rule.peers is not None:
-            sets.append(
-                NftSet(
-                    peer_set_name(rule, version),
-                    ADDRESS_TYPES[version],
-                    ("interval",),
-                    _of_version(version, rule.peers),
-                    comment,
+def _rule_sets(rules: Iterable[PeerRule]) -> list[NftSet]:
+    """The peer and named-port sets of the rules, each shared definition once."""
+    sets: dict[str, NftSet] = {}
+    for rule in rules:
+        comment = _comment(rule.peer_text)
+        for version in (4, 6):
+            name = peer_set_name(rule, version)
+            if rule.peers is not None and name not in sets:
+                elements = _of_version(version, rule.peers)
+                sets[name] = NftSet(name, ADDRESS_TYPES[version], ("interval",), elements, comment)
+            name = named_set_name(rule, version)
+            if rule.named_ports and name not in sets:
+                pairs = frozenset(
+                    f"{_address_text(address)} . {_port_text(port)}"
+                    for address, port in rule.peer_ports
+                    if address.version == version
                 )
-            )
-        if rule.named_ports:
-            pairs = frozenset(
-                f"{address} . {_port_text(port)}"
-                for address, port in rule.peer_ports
-                if address.version == version
-            )
-            sets.append(
-                NftSet(
-                    named_set_name(rule, version),
-                    f"{ADDRESS_TYPES[version]} . inet_proto . inet_service",
-                    (),
-                    pairs,
-                    comment,
-                )
-            )
-    return sets
+                kind = f"{ADDRESS_TYPES[version]} . inet_proto . inet_service"
+                sets[name] = NftSet(name, kind, (), pairs, comment)
+    return list(sets.values())
 
 
 def _allow_rules(
@@ -267,8 +258,7 @@ def ruleset(compilation: Compilation, table: str = DEFAULT_TABLE) -> Ruleset:
         )
         for v in (4, 6)
     ]
-    for rule in compilation.rules:
-        sets.extend(_rule_sets(rule))
+    sets.extend(_rule_sets(compilation.rules))
     chains: list[NftChain] = []
     counters: list[DropCounter] = []
     maps: dict[Direction, set[tuple[str, str]]] = {d: set() for d in Direction}

@@ -10,7 +10,7 @@ import random
 
 from hybridnet.policy.compiler import compile_node
 from hybridnet.policy.evaluate import allowed, explain
-from hybridnet.policy.render import ruleset, update_commands
+from hybridnet.policy.render import drop_counts, ruleset, update_commands
 from tests.unit.policy.cluster import (
     NODE_V4,
     address,
@@ -141,3 +141,17 @@ def test_pods_of_other_nodes_are_peers_but_get_no_rules() -> None:
     verdict = explain(compiled, address("y/a"), address("x/a"), 80)
     assert verdict.egress is None  # y/a is judged on its own node
     assert verdict.ingress is not None and verdict.ingress.allowed
+
+
+def test_each_isolated_pod_chain_has_a_drop_counter_named_for_metrics() -> None:
+    rendered = ruleset(compile_lab([FROM_B]))
+    assert [(c.name, c.namespace, c.pod, c.direction.value) for c in rendered.counters] == [
+        ("drop-ingress-vethxa", "x", "a", "Ingress")
+    ]
+    # the shape of ``nft -j list counters table inet hybridnet-policy`` (nft 1.0.6)
+    listing = [
+        {"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
+        {"counter": {"family": "inet", "name": "drop-ingress-vethxa", "table": "hybridnet-policy",
+                     "handle": 3, "packets": 7, "bytes": 420}},
+    ]  # fmt: skip
+    assert drop_counts(listing) == {"drop-ingress-vethxa": (7, 420)}
