@@ -2,14 +2,20 @@
 
 Standard library only, started by file path under ``ip netns exec``:
 
-``serve PORT...``
-    TCP and UDP servers on ``::`` (IPv4 and IPv6) at every port. Each connection or datagram
+``serve [--bind ADDRESS]... PORT...``
+    TCP and UDP servers on ``::`` (IPv4 and IPv6), or on each ``--bind`` address, at every
+    port (a host with several addresses binds each: a UDP answer then leaves from the address
+    the probe went to, not the one routing prefers, which the prober would not accept and
+    conntrack would take for a flow of its own). Each connection or datagram
     carries a token; the server prints ``{"proto", "port", "peer", "token"}`` as a JSON line
     when one arrives and answers ``ok TOKEN``. A TCP connection then echoes ``tick N`` lines
     as ``tock N`` for as long as the client keeps it (the established-connection case).
 ``probe``
-    Reads ``[{"id", "address", "port", "proto", "timeout"}, ...]`` on stdin, tries them all
-    at once (one thread each) and prints ``{"ID": "ok" | "timeout" | "refused" | ...}``.
+    Reads ``[{"id", "address", "port", "proto", "timeout", "source_port"}, ...]`` on stdin,
+    tries them all at once (one thread each) and prints ``{"ID": "ok" | "timeout" | ...}``.
+    A UDP probe sends from ``source_port``: the caller picks one no earlier probe of the same
+    pair used, so no conntrack entry of an earlier, allowed probe (UDP entries live for
+    minutes) can let it through as a reply.
 ``hold ADDRESS PORT TOKEN``
     Opens one TCP connection, then sends ``tick N`` every 50 ms and prints each ``tock N``
     it gets back; prints ``broken: ...`` and exits when the connection stops answering.
@@ -17,6 +23,7 @@ Standard library only, started by file path under ``ip netns exec``:
 
 from __future__ import annotations
 
+import argparse
 import errno
 import json
 import signal
@@ -42,9 +49,10 @@ def _peer(address: str) -> str:
     return address.removeprefix("::ffff:")
 
 
-def _dual_stack(kind: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6, kind)
-    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+def _listening(kind: int, address: str) -> socket.socket:
+    sock = socket.socket(_family(address), kind)
+    if address == "::":
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     return sock
 
@@ -80,16 +88,17 @@ def _serve_udp(sock: socket.socket, port: int) -> None:
         sock.sendto(f"ok {token}".encode(), peer)
 
 
-def serve(ports: list[int]) -> None:
+def serve(addresses: list[str], ports: list[int]) -> None:
     threads = []
-    for port in ports:
-        listener = _dual_stack(socket.SOCK_STREAM)
-        listener.bind(("::", port))
-        listener.listen(128)
-        datagrams = _dual_stack(socket.SOCK_DGRAM)
-        datagrams.bind(("::", port))
-        threads.append(threading.Thread(target=_serve_tcp, args=(listener, port), daemon=True))
-        threads.append(threading.Thread(target=_serve_udp, args=(datagrams, port), daemon=True))
+    for address in addresses:
+        for port in ports:
+            listener = _listening(socket.SOCK_STREAM, address)
+            listener.bind((address, port))
+            listener.listen(128)
+            datagrams = _listening(socket.SOCK_DGRAM, address)
+            datagrams.bind((address, port))
+            for target, sock in ((_serve_tcp, listener), (_serve_udp, datagrams)):
+                threads.append(threading.Thread(target=target, args=(sock, port), daemon=True))
     for thread in threads:
         thread.start()
     _emit("ready")
@@ -122,10 +131,12 @@ def _tcp_probe(address: str, port: int, token: str, timeout: float) -> str:
     return "ok" if reply == f"ok {token}" else f"wrong reply {reply!r}"
 
 
-def _udp_probe(address: str, port: int, token: str, timeout: float) -> str:
+def _udp_probe(address: str, port: int, token: str, timeout: float, source_port: int) -> str:
     deadline = time.monotonic() + timeout
     with socket.socket(_family(address), socket.SOCK_DGRAM) as sock:
         try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("::" if ":" in address else "0.0.0.0", source_port))  # noqa: S104
             sock.connect((address, port))
             while (remaining := deadline - time.monotonic()) > 0:
                 sock.send(token.encode())
@@ -144,9 +155,13 @@ def probe(requests: list[dict[str, Any]]) -> dict[str, str]:
     results: dict[str, str] = {}
 
     def one(request: dict[str, Any]) -> None:
-        kind = _tcp_probe if request["proto"] == "tcp" else _udp_probe
         address, port, timeout = request["address"], int(request["port"]), request["timeout"]
-        results[request["id"]] = kind(address, port, request["id"], float(timeout))
+        token = request["id"]
+        if request["proto"] == "tcp":
+            results[token] = _tcp_probe(address, port, token, float(timeout))
+        else:
+            source = int(request["source_port"])
+            results[token] = _udp_probe(address, port, token, float(timeout), source)
 
     threads = [threading.Thread(target=one, args=(r,)) for r in requests]
     for thread in threads:
@@ -191,7 +206,11 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     command, *rest = argv
     if command == "serve":
-        serve([int(p) for p in rest])
+        parser = argparse.ArgumentParser(prog="policy_agent.py serve")
+        parser.add_argument("--bind", action="append", default=[])
+        parser.add_argument("ports", type=int, nargs="+")
+        args = parser.parse_args(rest)
+        serve(args.bind or ["::"], args.ports)
     elif command == "probe":
         print(json.dumps(probe(json.load(sys.stdin))), flush=True)
     elif command == "hold":

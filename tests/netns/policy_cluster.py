@@ -117,8 +117,8 @@ def create(cluster: Cluster) -> PolicyPods:
     outside.ip("-6", "addr", "add", f"{OUTSIDE_EXTRA_V6}/64", "dev", "eth0", "nodad")
     far = Peer("outside", outside, {4: OUTSIDE_V4, 6: OUTSIDE_V6})
     far_extra = Peer("outside2", outside, {4: OUTSIDE_EXTRA_V4, 6: OUTSIDE_EXTRA_V6})
-    far.start_server(PORTS)
-    far_extra.server = far.server  # one server on both addresses
+    far.start_server(PORTS, [OUTSIDE_V4, OUTSIDE_V6, OUTSIDE_EXTRA_V4, OUTSIDE_EXTRA_V6])
+    far_extra.server = far.server  # one server on both pairs of addresses
     for peer in pods.values():
         peer.start_server(PORTS)
     return PolicyPods(cluster, pods, nodes, far, far_extra, members)

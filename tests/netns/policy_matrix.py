@@ -24,6 +24,7 @@ import dataclasses
 import itertools
 import json
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -36,6 +37,8 @@ DENY_TIMEOUT = 1.0
 milliseconds here; one that seems refused is tried again with ALLOW_TIMEOUT when expected to
 pass, so this bound only decides how quickly a denial is concluded, never a result."""
 ALLOW_TIMEOUT = 10.0
+UDP_SOURCE_PORTS = range(20000, 30000)
+"""One per round: a pair's UDP probes of two rounds never share a conntrack entry."""
 SERVER_READY_TIMEOUT = 20.0
 _rounds = itertools.count(1)
 
@@ -59,9 +62,20 @@ class Peer:
     def namespace(self) -> str:
         return self.name.partition("/")[0] if "/" in self.name else ""
 
-    def start_server(self, ports: Sequence[int]) -> None:
-        self.server = self.netns.spawn(agent_argv("serve", *map(str, ports)))
+    def start_server(self, ports: Sequence[int], binds: Sequence[str] = ()) -> None:
+        """``binds``: the addresses to serve on, each its own socket (default: all)."""
+        options = [word for address in binds for word in ("--bind", address)]
+        self.server = self.netns.spawn(agent_argv("serve", *options, *map(str, ports)))
         self.server.wait_for_line("^ready$", timeout=SERVER_READY_TIMEOUT)
+
+    def wait_for_tokens(self, wanted: set[str], timeout: float) -> set[str]:
+        """Until the server's log, as read so far, holds every token of ``wanted`` (the
+        server prints a token before it answers, but our reader of its output may still be
+        behind); returns those still missing at ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while (missing := wanted - self.tokens()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return missing
 
     def tokens(self) -> set[str]:
         """Every token this peer's server logged so far."""
@@ -144,6 +158,9 @@ class _Probe:
     expected: bool
     result: str = ""
 
+    source_port: int = 0
+    """For UDP: the round's own source port (see policy_agent.py)."""
+
     def request(self, timeout: float) -> dict[str, object]:
         return {
             "id": self.token,
@@ -151,6 +168,7 @@ class _Probe:
             "port": self.flow.port,
             "proto": self.flow.proto,
             "timeout": timeout,
+            "source_port": self.source_port,
         }
 
 
@@ -186,7 +204,9 @@ def probe(checks: Iterable[Check]) -> list[Outcome]:
         if check.flow.family not in source.addresses or check.flow.family not in target.addresses:
             continue
         ok = ok or source is target
-        probes.append(_Probe(f"r{number}-{index}", source, target, check.flow, ok))
+        token = f"r{number}-{index}"
+        source_port = UDP_SOURCE_PORTS.start + number % len(UDP_SOURCE_PORTS)
+        probes.append(_Probe(token, source, target, check.flow, ok, source_port=source_port))
     _run(probes, DENY_TIMEOUT)
     retry = [p for p in probes if p.expected and p.result != "ok"]
     if retry:
@@ -196,17 +216,18 @@ def probe(checks: Iterable[Check]) -> list[Outcome]:
 
 
 def _control(number: int, targets: Iterable[Peer], probes: Sequence[_Probe]) -> None:
-    """From each pod target's node, one TCP probe per family on a port the round used: the
-    server answered while the round's probes ran (upstream lets a pod's node through)."""
+    """From each pod target's node (upstream lets a pod's node through), or from a host
+    itself, one TCP probe per family on a port the round used: the server answered while the
+    round's probes ran, and its output has been read up to there."""
     controls = []
-    for index, target in enumerate(t for t in targets if t.node is not None):
+    for index, target in enumerate(targets):
         used = [p.flow for p in probes if p.target is target]
         for family in sorted({f.family for f in used}):
             port = next(f.port for f in used if f.family == family)
-            node = target.node
-            assert node is not None
+            source = target.node or target
             flow = Flow(port, "tcp", family)
-            controls.append(_Probe(f"r{number}-control-{index}-{family}", node, target, flow, True))
+            token = f"r{number}-control-{index}-{family}"
+            controls.append(_Probe(token, source, target, flow, True))
     _run(controls, ALLOW_TIMEOUT)
     failed = [
         f"{c.source.name} -> {c.target.name} {c.flow}: {c.result}"
@@ -215,7 +236,8 @@ def _control(number: int, targets: Iterable[Peer], probes: Sequence[_Probe]) -> 
     ]
     assert not failed, "control probes from the pods' own nodes failed:\n" + "\n".join(failed)
     for control in controls:
-        assert control.token in control.target.tokens(), f"{control.token} not logged"
+        missing = control.target.wait_for_tokens({control.token}, ALLOW_TIMEOUT)
+        assert not missing, f"{control.target.name} answered {control.token} but never logged it"
 
 
 def _outcome(each: _Probe) -> Outcome:
