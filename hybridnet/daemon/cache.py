@@ -4,7 +4,10 @@ Five informers: this node's IPInstances (in the IPAM namespace, selected by the 
 allocation writes), indexed by pod, the Networks, the Subnets, every node's NodeInfo and the
 Nodes (the last three feed only the datapath's reconcile worker, which ``on_change`` wakes:
 NodeInfos carry the remote VTEPs, a Node's labels decide which underlay network attaches it;
-the API server cannot watch one Node by name, so all are watched, as kube-proxy does).
+the API server cannot watch one Node by name, so all are watched, as kube-proxy does). A daemon
+that enforces NetworkPolicy also runs hybridnet.daemon.policy_cache's informers (every Pod,
+Namespace, NetworkPolicy and IPInstance): they count for readiness, and the datapath's view
+carries their snapshot once they have listed.
 
 ADD waits here for the manager's allocation: a condition variable that the informer's handler
 wakes on every change, bounded by the allocation timeout; a BGP pod's ADD then waits the same
@@ -28,7 +31,9 @@ from hybridnet.api import constants as c
 from hybridnet.api.builtin import Node
 from hybridnet.api.naming import label_value
 from hybridnet.api.resources import IPInstance, Network, NodeInfo, Subnet
+from hybridnet.daemon.datapath.view import PolicyView
 from hybridnet.daemon.health import WatchHealth
+from hybridnet.daemon.policy_cache import PolicyCache
 from hybridnet.ipamstore import ipinstances
 from hybridnet.store.informer import Backoff, Informer
 from hybridnet.store.interface import Store, WatchEvent
@@ -85,8 +90,9 @@ class NodeCache:
         *,
         watch_timeout: float = 30.0,
         backoff: Backoff | None = None,
+        network_policy: bool = False,
     ):
-        self.on_change: Callable[[], None] = lambda: None
+        self._on_change: Callable[[], None] = lambda: None
         self.on_instance: Callable[[WatchEvent[IPInstance]], None] = lambda event: None
         """Hears each of this node's IPInstance events, in watch order, after the index."""
         self._instance_health = WatchHealth(store)
@@ -132,6 +138,12 @@ class NodeCache:
             watch_timeout=watch_timeout,
             backoff=backoff,
         )
+        self.policy = (
+            PolicyCache(store, ipam_namespace, watch_timeout=watch_timeout, backoff=backoff)
+            if network_policy
+            else None
+        )
+        """The cluster-wide inputs of NetworkPolicy (only for a daemon that enforces it)."""
         self._changed = threading.Condition()
         self._by_pod: dict[str, dict[str, IPInstance]] = {}
         self._owner_of: dict[str, str] = {}
@@ -140,7 +152,18 @@ class NodeCache:
     # ----------------------------------------------------------------- lifecycle
 
     @property
-    def _informers(self) -> tuple[tuple[Informer[Any], WatchHealth], ...]:
+    def on_change(self) -> Callable[[], None]:
+        """Called (from an informer's thread) after every change, policy inputs' included."""
+        return self._on_change
+
+    @on_change.setter
+    def on_change(self, callback: Callable[[], None]) -> None:
+        self._on_change = callback
+        if self.policy is not None:
+            self.policy.on_change = callback
+
+    @property
+    def _datapath_informers(self) -> tuple[tuple[Informer[Any], WatchHealth], ...]:
         return (
             (self.instances, self._instance_health),
             (self.networks, self._network_health),
@@ -148,6 +171,13 @@ class NodeCache:
             (self.node_infos, self._node_info_health),
             (self.nodes, self._node_health),
         )
+
+    @property
+    def _informers(self) -> tuple[tuple[Informer[Any], WatchHealth], ...]:
+        """Every informer: readiness needs them all (a node that cannot see the policies
+        cannot enforce them)."""
+        policy = self.policy.informers if self.policy is not None else ()
+        return self._datapath_informers + policy
 
     def start(self) -> NodeCache:
         for informer, _ in self._informers:
@@ -255,8 +285,13 @@ class NodeCache:
         return self.networks.cache.get(("", name))
 
     def synced(self) -> bool:
-        """Whether every informer has listed once (the datapath needs all of them)."""
-        return all(informer.synced.is_set() for informer, _ in self._informers)
+        """Whether the node datapath's informers have listed once (it needs all of them;
+        the policy table waits for its own, see :meth:`policy_view`)."""
+        return all(informer.synced.is_set() for informer, _ in self._datapath_informers)
+
+    def policy_view(self) -> PolicyView | None:
+        """The policy inputs; None without enforcement or before their informers listed."""
+        return self.policy.snapshot() if self.policy is not None else None
 
     def snapshot(self) -> tuple[list[Network], list[Subnet], list[IPInstance], list[NodeInfo]]:
         """Copies of the cached lists (the informers' dicts change under their threads)."""

@@ -1,6 +1,7 @@
 """Kubernetes Events on this node's Node object, so ``kubectl describe node`` shows what its
-datapath could not build (the caller sends each distinct problem once, when it appears), and
-on a pod whose underlay address check failed. A failed write is logged and not retried.
+datapath could not build (the caller sends each distinct problem once, when it appears), on a
+pod whose underlay address check failed, and on a NetworkPolicy that cannot be enforced as
+written. A failed write is logged and not retried.
 
 The manager has its own writer for pod Events (hybridnet.manager.events); components do not
 import each other, and these two share only the Event's shape.
@@ -33,6 +34,16 @@ class NodeEvents:
         """A Warning on this Node."""
         involved = {"kind": "Node", "name": self.node_name, "apiVersion": "v1"}
         self._send(EVENT_NAMESPACE, involved, reason, message)
+
+    def policy_warning(self, namespace: str, name: str, reason: str, message: str) -> None:
+        """A Warning on a NetworkPolicy (``kubectl describe networkpolicy`` shows it)."""
+        involved = {
+            "kind": "NetworkPolicy",
+            "namespace": namespace,
+            "name": name,
+            "apiVersion": "networking.k8s.io/v1",
+        }
+        self._send(namespace, involved, reason, message)
 
     def pod_warning(self, namespace: str, name: str, reason: str, message: str) -> None:
         involved = {"kind": "Pod", "namespace": namespace, "name": name, "apiVersion": "v1"}

@@ -21,14 +21,19 @@ from hybridnet.daemon.datapath.config import NodeConfig
 from hybridnet.daemon.datapath.desired import DesiredState
 from hybridnet.daemon.datapath.errors import DatapathError
 from hybridnet.daemon.datapath.model import VxlanLink
-from hybridnet.daemon.datapath.plan import Operation, Plan
+from hybridnet.daemon.datapath.plan import Action, Operation, Plan
+from hybridnet.daemon.datapath.policy_table import PolicyTable, about_interface
 from hybridnet.daemon.datapath.reconcile import Reconciler, ReconcileResult
 from hybridnet.daemon.datapath.view import NodeView
 from hybridnet.daemon.datapath_metrics import DatapathMetrics
 from hybridnet.daemon.events import NodeEvents
 from hybridnet.daemon.nodeinfo import NodeInfoPublisher, desired_problems, desired_spec
+from hybridnet.daemon.policy_metrics import PolicyMetrics
+from hybridnet.daemon.policy_report import PolicyReport
 from hybridnet.daemon.worker import DEFAULT_RESYNC_PERIOD, ReconcileWorker
 from hybridnet.logs import fields
+from hybridnet.policy.model import Direction
+from hybridnet.policy.render import BASE_CHAIN, Ruleset
 from hybridnet.store.errors import StoreError
 from hybridnet.store.interface import Store
 
@@ -59,6 +64,12 @@ class NodeDatapath:
         self.publisher = NodeInfoPublisher(store, self.node_name)
         self.events = NodeEvents(store, self.node_name)
         self.metrics = DatapathMetrics(registry, self.node_name) if registry is not None else None
+        policy_metrics = (
+            PolicyMetrics(registry, self.node_name, config.policy_table)
+            if registry is not None
+            else None
+        )
+        self.policy = PolicyReport(self.node_name, self.events, policy_metrics)
         self.worker = ReconcileWorker(Reconciler(config), self._view, self._after, resync_period)
         self._reported: set[tuple[str, str, str]] = set()
         self._registered = True
@@ -137,6 +148,26 @@ class NodeDatapath:
         pending = pod_scope.concerning(desired, drift, subnets, self.config.numbers, overlay)
         return [f"node datapath would {op.describe()}" for op in pending]
 
+    def policy_differences_for(self, interface: str) -> list[str]:
+        """What the kernel's NetworkPolicy table lacks (or holds wrongly) of what isolates the
+        pod behind host interface ``interface``: its chains, map entries and peer sets."""
+        try:
+            _, drift = self._diff()
+        except NotCompared as exc:
+            return [f"node datapath: {exc}"]
+        found = []
+        for op in drift.operations:
+            target, current = op.target, op.current
+            if not isinstance(target, PolicyTable) or op.action is Action.DELETE:
+                continue
+            empty = Ruleset(target.name, (), {d: frozenset() for d in Direction}, (), ())
+            held = current.ruleset if isinstance(current, PolicyTable) else empty
+            lines = about_interface(held, target.ruleset, interface)
+            if isinstance(current, PolicyTable) and not current.base_intact:
+                lines.insert(0, f"chain {BASE_CHAIN} is not what the daemon wrote")
+            found += [f"network policy table: {line}" for line in lines]
+        return found
+
     def pending(self) -> tuple[Operation, ...]:
         """Every operation a reconcile would apply now, node-wide (hybridnet-ctl node
         diagnose): the reconciler's own diff, changing nothing. NotCompared when it cannot
@@ -163,11 +194,13 @@ class NodeDatapath:
             subnets=tuple(subnets),
             local_ips=tuple(local_ips),
             node_infos=tuple(node_infos),
+            policy=self.cache.policy_view(),
         )
 
     def _after(self, result: ReconcileResult, drift: bool) -> None:
         if self.metrics is not None:
             self.metrics.observe(result, drift)
+        self.policy.after(result)
         problems = desired_problems(result)
         self._report(problems)
         if not self._may_publish():

@@ -166,7 +166,11 @@ class DaemonService(pb_grpc.DaemonServicer):
         self._ipam_lock = threading.Lock()
         self._pod_locks = PodLocks()
         self.cache = NodeCache(
-            store, config.node_name, config.ipam_namespace, watch_timeout=config.watch_timeout
+            store,
+            config.node_name,
+            config.ipam_namespace,
+            watch_timeout=config.watch_timeout,
+            network_policy=config.node is not None,
         )
         if config.embedded:
             self.cache.on_instance = self._follow_stored
@@ -551,6 +555,8 @@ class DaemonService(pb_grpc.DaemonServicer):
         networks = {n.name: n for n in self.cache.networks.cache.copy().values()}
         differences += bgp_wait.unannounced(one_per_family(found), networks, self.config.node_name)
         differences += self._datapath_problems(found)
+        if self.node_datapath is not None:
+            differences += self.node_datapath.policy_differences_for(plan.host_ifname)
         expected = sorted(ip.address for ip in request.expected.ips)
         if expected and expected != sorted(plan.addresses):
             differences.append(f"prevResult has {expected}, the pod holds {sorted(plan.addresses)}")

@@ -80,6 +80,30 @@ def delete_table(family: str, name: str) -> None:
     )
 
 
+def script(text: str, what: str) -> None:
+    """Run a script in nft's own syntax (``nft -f``) as one transaction: all of it takes
+    effect, or none. (Not echoed: a large transaction's echo overflows the netlink socket and
+    fails it with ENOBUFS.)"""
+    done = _run(["-f", "-"], stdin=text)
+    if done.returncode != 0:
+        failure = f"nft {what}: {done.stderr.strip()}"
+        if KERNEL_WITHOUT_NFTABLES in done.stderr:
+            raise NftUnavailable(failure)
+        raise NftError(failure)
+
+
+def list_counters(family: str, table: str) -> list[dict[str, Any]] | None:
+    """The named counters of a table (``{"counter": {"name", "packets", "bytes", ...}}``),
+    None when there is no such table."""
+    done = _run(["-j", "list", "counters", "table", family, table])
+    if done.returncode != 0:
+        if "No such file or directory" in done.stderr:
+            return None
+        raise NftError(f"nft list counters table {family} {table}: {done.stderr.strip()}")
+    listing = json.loads(done.stdout)["nftables"]
+    return [item for item in listing if "metainfo" not in item]
+
+
 def transaction(commands: list[dict[str, Any]], what: str) -> None:
     """Run nft JSON commands as one transaction: all of them take effect, or none."""
     done = _run(["-j", "-f", "-"], stdin=json.dumps({"nftables": commands}))

@@ -17,13 +17,14 @@ import errno
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 
-from hybridnet.daemon.datapath import packetfilter
+from hybridnet.daemon.datapath import packetfilter, policy_apply
 from hybridnet.daemon.datapath.config import NodeConfig
 from hybridnet.daemon.datapath.errors import (
     ERROR_BY_KIND,
     ApplyError,
     DatapathError,
     PacketFilterError,
+    PolicyTableError,
     SysctlError,
 )
 from hybridnet.daemon.datapath.model import (
@@ -40,6 +41,7 @@ from hybridnet.daemon.datapath.model import (
     VxlanLink,
 )
 from hybridnet.daemon.datapath.plan import Action, Operation, Plan
+from hybridnet.daemon.datapath.policy_table import KernelForms, PolicyTable
 from hybridnet.netlink import nftables, sysctl
 from hybridnet.netlink.rtnl import devices, fdb, neighbours, routes, rules, vlan, vxlan, wire
 from hybridnet.netlink.rtnl.sock import NetlinkError, RtnlSocket
@@ -55,14 +57,15 @@ class ApplyResult:
     failures: tuple[ApplyError, ...]
 
 
-def apply(plan: Plan, config: NodeConfig) -> ApplyResult:
+def apply(plan: Plan, config: NodeConfig, forms: KernelForms | None = None) -> ApplyResult:
     """Apply every operation it can; raises DatapathError only when netlink itself is
-    unusable (nothing could be tried)."""
+    unusable (nothing could be tried). ``forms`` learns how the policy chains it writes are
+    listed."""
     if plan.empty:
         return ApplyResult((), ())
     try:
         with RtnlSocket() as sock:
-            return _Applier(sock, config).run(plan.operations)
+            return _Applier(sock, config, forms or KernelForms()).run(plan.operations)
     except OSError as exc:  # the socket, not one request
         raise DatapathError(f"netlink is unusable: {exc}") from exc
 
@@ -83,8 +86,9 @@ def _error(op: Operation, message: str, code: int | None = None) -> ApplyError:
 
 
 class _Applier:
-    def __init__(self, sock: RtnlSocket, config: NodeConfig):
+    def __init__(self, sock: RtnlSocket, config: NodeConfig, forms: KernelForms):
         self.sock = sock
+        self.forms = forms
         self.protocol = config.numbers.route_protocol
         self.index = {link.name: link.index for link in devices.list_links(sock)}
         self.applied: list[Operation] = []
@@ -99,6 +103,8 @@ class _Applier:
                 self._one_by_one(group, self._sysctl)
             elif kind is Kind.PACKET_FILTER:
                 self._one_by_one(group, self._packet_filter)
+            elif kind is Kind.NETWORK_POLICY:
+                self._one_by_one(group, self._policy_table)
             else:
                 self._batch(group)
         return ApplyResult(tuple(self.applied), tuple(self.failures))
@@ -289,6 +295,19 @@ class _Applier:
             nftables.replace_table(target.family, target.name, packetfilter.to_nft(target))
         except nftables.NftError as exc:
             raise PacketFilterError(target.describe(), str(exc)) from exc
+
+    def _policy_table(self, op: Operation) -> None:
+        target = op.target
+        if not isinstance(target, PolicyTable):
+            raise _error(op, "not a policy table")
+        current = op.current if isinstance(op.current, PolicyTable) else None
+        try:
+            if op.action is Action.DELETE:
+                nftables.delete_table(policy_apply.FAMILY, target.name)
+            else:
+                policy_apply.write(target, current, self.forms)
+        except nftables.NftError as exc:
+            raise PolicyTableError(target.describe(), str(exc)) from exc
 
     def _change_elements(self, current: PacketFilter, target: PacketFilter) -> bool:
         """Only set elements differ: delete and add just those, in one transaction. False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 
 from hybridnet.daemon.attachment import DatapathConfig
 
@@ -104,6 +105,8 @@ class NodeConfig:
     numbers: RoutingNumbers = dataclasses.field(default_factory=RoutingNumbers)
     nft_table: str = "hybridnet"
     """The nftables table (family inet) hybridnet owns and replaces whole."""
+    policy_table: str = "hybridnet-policy"
+    """The nftables table (family inet) NetworkPolicy is enforced in, also hybridnet's own."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.vxlan_port <= 65535:
@@ -113,5 +116,12 @@ class NodeConfig:
                 ipaddress.ip_address(self.vtep_address)
             except ValueError as exc:
                 raise ConfigError(f"VTEP address {self.vtep_address!r}: {exc}") from exc
-        if not self.nft_table or not self.nft_table.replace("-", "").replace("_", "").isalnum():
-            raise ConfigError(f"nftables table name {self.nft_table!r} is not a plain name")
+        for table in (self.nft_table, self.policy_table):
+            if not _PLAIN_TABLE.match(table):
+                raise ConfigError(f"nftables table name {table!r} is not a plain name")
+        if self.nft_table == self.policy_table:
+            raise ConfigError(f"the masquerade and policy tables are both {self.nft_table!r}")
+
+
+_PLAIN_TABLE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+"""What nft takes as a table name without quoting (a letter first)."""

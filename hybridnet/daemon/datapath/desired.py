@@ -78,7 +78,7 @@ from __future__ import annotations
 import dataclasses
 
 from hybridnet.api import constants
-from hybridnet.daemon.datapath import context, inputs, overlay, underlay
+from hybridnet.daemon.datapath import context, inputs, overlay, policy_table, underlay
 from hybridnet.daemon.datapath.config import NodeConfig
 from hybridnet.daemon.datapath.model import KernelObject, Rule, Sysctl
 from hybridnet.daemon.datapath.overlay import Vtep
@@ -93,6 +93,10 @@ class DesiredState:
     subnet_tables: dict[str, int]
     """Subnet name -> its routing table (for diagnosis)."""
     vtep: Vtep | None = None
+    policy: policy_table.PolicyDesired | None = None
+    """The NetworkPolicy table and what of the policies cannot be enforced; None when the
+    view has no policy inputs (yet) or they could not be compiled: the table is then left as
+    the kernel holds it."""
 
 
 def desired_state(view: NodeView, config: NodeConfig, host: HostFacts) -> DesiredState:
@@ -153,4 +157,27 @@ def desired_state(view: NodeView, config: NodeConfig, host: HostFacts) -> Desire
         underlay.build(ctx, underlay_network)
         if global_network is not None:
             underlay.build_global_bgp(ctx, global_network, underlay_network)
-    return DesiredState(ctx.objects.all(), tuple(problems), ctx.tables, vtep)
+    policy = _policy(view, config, host, problems)
+    if policy is not None:
+        ctx.objects.add(policy.table)
+    return DesiredState(ctx.objects.all(), tuple(problems), ctx.tables, vtep, policy)
+
+
+def _policy(
+    view: NodeView, config: NodeConfig, host: HostFacts, problems: list[Problem]
+) -> policy_table.PolicyDesired | None:
+    if view.policy is None:
+        return None
+    if not host.packet_filter:
+        if view.policy.policies:
+            message = "no nftables on this node: NetworkPolicies are not enforced"
+            problems.append(
+                Problem(ProblemCode.PACKET_FILTER_UNAVAILABLE, "networkpolicies", message)
+            )
+        return None
+    try:
+        return policy_table.desired(view.policy, host, config.policy_table)
+    except Exception as exc:  # a bug in one compile must not take the node's routing down
+        message = f"cannot compile them ({type(exc).__name__}: {exc}); the table is left as it is"
+        problems.append(Problem(ProblemCode.POLICY_NOT_COMPILED, "networkpolicies", message))
+        return None

@@ -52,6 +52,11 @@ class PacketFilterError(ApplyError):
     pass
 
 
+class PolicyTableError(ApplyError):
+    """The NetworkPolicy table could not be written; the kernel kept the previous one whole
+    (every write is one nft transaction)."""
+
+
 ERROR_BY_KIND: dict[Kind, type[ApplyError]] = {
     Kind.LINK: LinkError,
     Kind.SYSCTL: SysctlError,
@@ -60,4 +65,5 @@ ERROR_BY_KIND: dict[Kind, type[ApplyError]] = {
     Kind.ROUTE: RouteError,
     Kind.RULE: RuleError,
     Kind.PACKET_FILTER: PacketFilterError,
+    Kind.NETWORK_POLICY: PolicyTableError,
 }

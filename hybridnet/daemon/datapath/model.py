@@ -24,6 +24,7 @@ class Kind(enum.StrEnum):
     ROUTE = "route"
     RULE = "rule"
     PACKET_FILTER = "packet-filter"
+    NETWORK_POLICY = "network-policy"
 
 
 CREATE_ORDER: tuple[Kind, ...] = (
@@ -34,6 +35,7 @@ CREATE_ORDER: tuple[Kind, ...] = (
     Kind.ROUTE,
     Kind.RULE,  # last: a table is filled before traffic is steered into it
     Kind.PACKET_FILTER,
+    Kind.NETWORK_POLICY,  # after the links and routes its pods' traffic takes
 )
 """Parents before children; deletes run in the reverse order (sysctls are never deleted)."""
 DELETE_ORDER: tuple[Kind, ...] = tuple(k for k in reversed(CREATE_ORDER) if k is not Kind.SYSCTL)
@@ -59,6 +61,11 @@ class KernelObject(abc.ABC):
     @abc.abstractmethod
     def describe(self) -> str:
         """The object as a person reads it in a log line or a problem."""
+
+    def changes_from(self, current: KernelObject) -> str | None:
+        """What ``current`` (same key) holds differently, when listing the differing fields
+        would not say it well (a whole table); None: list the fields."""
+        return None
 
 
 # --------------------------------------------------------------------------- links

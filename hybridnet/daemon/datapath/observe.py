@@ -7,7 +7,7 @@ Ours is recognised by marks, and nothing else is ever returned as ours:
   protocol;
 * rules whose priority lies in the configured range;
 * FDB entries on our VXLAN device (the device is ours; learning is off);
-* the nftables table of the configured name (family inet);
+* the nftables tables of the configured names (family inet): masquerade and NetworkPolicy;
 * sysctls: only the ones desired, read to compare (never deleted).
 
 Runs in the calling thread's network namespace.
@@ -19,7 +19,7 @@ import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 
-from hybridnet.daemon.datapath import packetfilter
+from hybridnet.daemon.datapath import packetfilter, policy_table
 from hybridnet.daemon.datapath.config import NodeConfig
 from hybridnet.daemon.datapath.errors import ObserveError
 from hybridnet.daemon.datapath.model import (
@@ -51,8 +51,9 @@ class Snapshot:
     """Ours, sysctls left out (see :func:`sysctls`)."""
 
 
-def snapshot(config: NodeConfig) -> Snapshot:
-    """One read of everything but sysctls. Raises ObserveError."""
+def snapshot(config: NodeConfig, forms: policy_table.KernelForms | None = None) -> Snapshot:
+    """One read of everything but sysctls. Raises ObserveError. ``forms``: how the policy
+    table's chains the daemon wrote are listed (without: every chain reads as unknown)."""
     try:
         with RtnlSocket() as sock:
             records = devices.list_links(sock)
@@ -69,13 +70,21 @@ def snapshot(config: NodeConfig) -> Snapshot:
                 objects += _rules(sock, family, config)
         try:
             table = nftables.list_table(packetfilter.FAMILY, config.nft_table)
+            policy = nftables.list_table(policy_table.FAMILY, config.policy_table)
         except nftables.NftUnavailable:
-            table, host = None, dataclasses.replace(host, packet_filter=False)
+            table = policy = None
+            host = dataclasses.replace(host, packet_filter=False)
     except (NetlinkError, nftables.NftError) as exc:
         raise ObserveError(f"cannot read the kernel's state: {exc}") from exc
     if table is not None:
         objects.append(packetfilter.from_nft(packetfilter.FAMILY, config.nft_table, table))
+    if policy is not None:
+        objects.append(policy_table.observed(config.policy_table, policy, forms or _NO_FORMS))
     return Snapshot(host, tuple(objects))
+
+
+_NO_FORMS = policy_table.KernelForms()
+"""Never taught: every chain of a listed policy table reads as unknown."""
 
 
 def sysctls(wanted: Iterable[KernelObject]) -> tuple[Sysctl, ...]:

@@ -43,6 +43,9 @@ class Operation:
         """For an update, what the kernel holds differently: ``up False (wanted True)``."""
         if self.current is None:
             return ""
+        summary = self.target.changes_from(self.current)
+        if summary is not None:
+            return summary
         differing = [
             f"{field.name} {getattr(self.current, field.name)} "
             f"(wanted {getattr(self.target, field.name)})"

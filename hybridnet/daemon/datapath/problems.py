@@ -29,7 +29,10 @@ class ProblemCode(enum.StrEnum):
     REMOTE_NODE_INVALID = "InvalidRemoteNode"
     IPV6_UNAVAILABLE = "IPv6Unavailable"
     PACKET_FILTER_UNAVAILABLE = "PacketFilterUnavailable"
-    """No nftables on this node: overlay subnets with autoNatOutgoing are not masqueraded."""
+    """No nftables on this node: overlay subnets with autoNatOutgoing are not masqueraded,
+    NetworkPolicies not enforced."""
+    POLICY_NOT_COMPILED = "NetworkPolicyNotCompiled"
+    """Compiling the NetworkPolicies failed (a bug): the policy table stays as it was."""
     CONFLICTING_OBJECTS = "ConflictingObjects"
     """Two inputs (e.g. two subnets with one CIDR) ask for different versions of one object."""
 

@@ -11,12 +11,12 @@ import dataclasses
 import logging
 import time
 
-from hybridnet.daemon.datapath import observe
+from hybridnet.daemon.datapath import observe, policy_table
 from hybridnet.daemon.datapath.apply import apply
 from hybridnet.daemon.datapath.config import NodeConfig
 from hybridnet.daemon.datapath.desired import DesiredState, desired_state
 from hybridnet.daemon.datapath.errors import ApplyError
-from hybridnet.daemon.datapath.model import Kind
+from hybridnet.daemon.datapath.model import KernelObject, Kind
 from hybridnet.daemon.datapath.plan import Action, Operation, Plan, plan
 from hybridnet.daemon.datapath.problems import Problem
 from hybridnet.daemon.datapath.view import HostFacts, NodeView
@@ -52,13 +52,15 @@ class ReconcileResult:
 class Reconciler:
     def __init__(self, config: NodeConfig):
         self.config = config
+        self.forms = policy_table.KernelForms()
+        """How the policy table's chains it wrote are listed (taught by the applier)."""
 
     def reconcile(self, view: NodeView) -> ReconcileResult:
         """Bring the kernel to the view's desired state. Raises ObserveError when the kernel
         cannot be read (nothing was changed); failures of single operations are returned."""
         started = time.monotonic()
         snapshot, desired, drift = self._diff(view)
-        outcome = apply(drift, self.config)
+        outcome = apply(drift, self.config, self.forms)
         result = ReconcileResult(
             desired=desired,
             plan=drift,
@@ -77,10 +79,16 @@ class Reconciler:
         return desired, drift
 
     def _diff(self, view: NodeView) -> tuple[observe.Snapshot, DesiredState, Plan]:
-        snapshot = observe.snapshot(self.config)
+        snapshot = observe.snapshot(self.config, self.forms)
         desired = desired_state(view, self.config, snapshot.host)
         observed = snapshot.objects + observe.sysctls(desired.objects)
+        if desired.policy is None:  # no verdict on the policy table: leave it as it is
+            observed = tuple(o for o in observed if not _policy(o))
         return snapshot, desired, plan(desired.objects, observed)
+
+
+def _policy(obj: KernelObject) -> bool:
+    return obj.kind is Kind.NETWORK_POLICY
 
 
 def _log(result: ReconcileResult) -> None:

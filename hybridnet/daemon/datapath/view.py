@@ -7,9 +7,33 @@ Both are plain values. ``NodeView`` comes from the daemon's informers; ``HostFac
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Mapping
 
+from hybridnet.api.builtin import Namespace, NetworkPolicy, Pod
 from hybridnet.api.resources import IPInstance, Network, NodeInfo, Subnet
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyView:
+    """What NetworkPolicy enforcement reads, cluster-wide (hybridnet.daemon.policy_cache)."""
+
+    pods: tuple[Pod, ...] = ()
+    namespaces: tuple[Namespace, ...] = ()
+    policies: tuple[NetworkPolicy, ...] = ()
+    addresses: tuple[IPInstance, ...] = ()
+    """Every pod's IPInstances (the IPAM namespace's), not only this node's."""
+
+    def digest(self) -> str:
+        """Which versions of which objects this is, in 16 hex digits: the daemon logs it when
+        it has enforced them, so a reader who lists the same objects can tell it is done."""
+        versions = sorted(
+            f"{obj.KIND.plural}/{obj.metadata.namespace or ''}/{obj.name}@"
+            f"{obj.metadata.resource_version or ''}"
+            for group in (self.pods, self.namespaces, self.policies, self.addresses)
+            for obj in group
+        )
+        return hashlib.sha256("\n".join(versions).encode()).hexdigest()[:16]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +46,9 @@ class NodeView:
     """IPInstances of the pods on this node."""
     node_infos: tuple[NodeInfo, ...] = ()
     """Every node's NodeInfo, this node's included (it is skipped)."""
+    policy: PolicyView | None = None
+    """None while the policy informers have not listed (or enforcement is off): the policy
+    table is then left as the kernel holds it, never rebuilt from a partial picture."""
 
 
 @dataclasses.dataclass(frozen=True)
