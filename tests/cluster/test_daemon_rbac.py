@@ -173,6 +173,13 @@ ALLOWED = [
     ("list", "nodes"),
     ("watch", "nodes"),
     ("create", "events", "-n", "default"),
+    # NetworkPolicy enforcement: pods and namespaces by their labels, the policies themselves.
+    ("list", "pods", "-n", "{pods}"),
+    ("watch", "pods", "-n", "{pods}"),
+    ("list", "namespaces"),
+    ("watch", "namespaces"),
+    ("list", "networkpolicies.networking.k8s.io", "-n", "{pods}"),
+    ("watch", "networkpolicies.networking.k8s.io", "-n", "{pods}"),
 ]
 REFUSED = [
     ("get", "pods", "-n", "{pods}"),  # each IPInstance says its families: no pod read
@@ -189,7 +196,6 @@ REFUSED = [
     ("delete", IPINSTANCES, "-n", "{namespace}"),
     ("list", IPINSTANCES, "-n", "default"),
     ("watch", IPINSTANCES, "-n", "default"),
-    ("list", "pods", "-n", "{pods}"),
     ("update", "pods", "-n", "{pods}"),
     ("create", "pods", "-n", "{pods}"),
     ("get", "secrets", "-n", "{namespace}"),

@@ -54,10 +54,11 @@ def test_rbac_is_explicit_commented_and_bound_to_one_account() -> None:
 
 def test_rights_are_exactly_what_the_code_does_in_the_right_scope() -> None:
     """Informers and a few writes: list and watch Networks, Subnets, NodeInfos and Nodes
-    cluster-wide, write NodeInfos (this node's, with its status) and create Events (about the
-    Node); in the IPAM namespace only, list and watch IPInstances and write their status. No
-    get of anything (every read is an informer's cache), no pods or namespaces, no delete;
-    the manager owns everything else."""
+    cluster-wide, and Pods, Namespaces and NetworkPolicies for policy enforcement; write
+    NodeInfos (this node's, with its status) and create Events (about the Node, a policy); in
+    the IPAM namespace only, list and watch IPInstances and write their status. No get of
+    anything (every read is an informer's cache), no pod or namespace writes, no delete; the
+    manager owns everything else."""
     assert granted(documents()) == {
         ("ClusterRole", GROUP, "networks"): {"list", "watch"},
         ("ClusterRole", GROUP, "subnets"): {"list", "watch"},
@@ -65,6 +66,9 @@ def test_rights_are_exactly_what_the_code_does_in_the_right_scope() -> None:
         ("ClusterRole", GROUP, "nodeinfos/status"): {"update"},
         ("ClusterRole", "", "nodes"): {"list", "watch"},
         ("ClusterRole", "", "events"): {"create"},
+        ("ClusterRole", "", "pods"): {"list", "watch"},
+        ("ClusterRole", "", "namespaces"): {"list", "watch"},
+        ("ClusterRole", "networking.k8s.io", "networkpolicies"): {"list", "watch"},
         ("Role", GROUP, "ipinstances"): {"list", "watch"},
         ("Role", GROUP, "ipinstances/status"): {"update"},
     }
