@@ -34,11 +34,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hack.controlplane.errors import ControlPlaneError
+from hybridnet.api import constants as c
 from hybridnet.api.constants import INSTALL_NAMESPACE
 from hybridnet.lab.cluster_model import FABRIC_LABELS, UNDERLAY
 from hybridnet.lab.realnode import RealNode
@@ -213,6 +215,36 @@ def create_underlay(cluster: RealCluster) -> None:
         custom = client.CustomObjectsApi(api_client)
         custom.create_cluster_custom_object(GROUP, VERSION, "networks", network)
         custom.create_cluster_custom_object(GROUP, VERSION, "subnets", subnet)
+    wait_for_underlay_labels(cluster)
+
+
+UNDERLAY_LABELS = {c.LABEL_UNDERLAY_ATTACHMENT: "true", c.LABEL_IPV4_QUOTA: c.QUOTA_NONEMPTY}
+"""What the manager's node labeler writes on a node the underlay network attaches, with free
+IPv4 addresses: the node selector the webhook gives underlay pods."""
+LABELS_BOUND = 60.0
+"""The manager labels a node within a second of the subnet here; the rest is slack."""
+
+
+def wait_for_underlay_labels(cluster: RealCluster) -> None:
+    """Every node labelled for underlay pods: before that, the scheduler would place them only
+    on the nodes already labelled (a spread Deployment then leaves a node out)."""
+    from kubernetes import client  # noqa: PLC0415
+
+    deadline = time.monotonic() + LABELS_BOUND
+    while True:
+        with cluster.api() as api_client:
+            nodes = client.CoreV1Api(api_client).list_node().items
+        labels = {n.metadata.name: n.metadata.labels or {} for n in nodes if n.metadata}
+        missing = [
+            name
+            for name, have in labels.items()
+            if any(have.get(k) != v for k, v in UNDERLAY_LABELS.items())
+        ]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise ControlPlaneError(f"nodes not labelled for the underlay network: {missing}")
+        time.sleep(0.2)
 
 
 def held_addresses_in(cluster: RealCluster, node: str) -> dict[str, str]:
