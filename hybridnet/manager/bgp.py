@@ -66,9 +66,6 @@ WITHDRAW_SECONDS = 5.0
 """How long a replaced speaker may take to withdraw the routes of peers that went away."""
 MARK_RETRY_SECONDS = 1.0
 HANDOVER_POLL_SECONDS = 0.2
-WATCH_JOIN_SECONDS = 5.0
-"""How long stop() waits for the standby's Network watch to end (it ends at its next event or
-its watch timeout; the store must not close under it)."""
 STATE_INVALID = "Invalid"
 
 
@@ -310,7 +307,7 @@ class BGPAdvertiser:
         self._wake.set()
         self._marks.close()
         if self._standby is not None:
-            self._standby.stop(timeout=min(WATCH_JOIN_SECONDS, timeout))
+            self._standby.stop_calling()  # its watch is joined with the caches' (join_watches)
         for thread in self._threads:
             thread.join(timeout=max(deadline - time.monotonic(), 0))
         with self._lock:
@@ -358,6 +355,13 @@ class BGPAdvertiser:
                 seconds=round(time.monotonic() - started, 3),
             ),
         )
+
+    def join_watches(self, timeout: float) -> None:
+        """Wait for the standby's Network watch to end (asked to in stop()): call it with the
+        caches' own join, so that the watches, all ending at their next event or timeout, are
+        waited for once, not one after the other."""
+        if self._standby is not None:
+            self._standby.stop(timeout=timeout)
 
     def _standby_peers(self, peers: tuple[Peer, ...]) -> None:
         if peers != self._speaker_peers or (self._speaker is None and peers):

@@ -80,6 +80,9 @@ log = logging.getLogger("hybridnet.manager")
 LEASE_NAME = "hybridnet-manager"
 SHUTDOWN_SECONDS = 10.0
 """How long stopping the controllers may take in all; a Deployment's grace period is 30 s."""
+WATCH_JOIN_SECONDS = 5.0
+"""How long stopping waits for the informers' watches, which end at their next event or their
+server-side timeout (the threads are daemons: a process on its way out does not hang on them)."""
 MAX_HANDOVER_SECONDS = 60.0
 """--bgp-handover-timeout's bound: with SHUTDOWN_SECONDS it must fit in the pod's grace period."""
 
@@ -455,7 +458,10 @@ class Manager:
                 self.status.stop(timeout=_left(deadline))
                 self.nodes.stop(timeout=_left(deadline))
             self.bgp.stop(timeout=_left(deadline), successor=successor)  # a standby's too
+            # Every watch was asked to end by now; they end together, so one window for all.
+            window_end = time.monotonic() + min(WATCH_JOIN_SECONDS, _left(deadline))
             self.cache.stop(timeout=_left(deadline))
+            self.bgp.join_watches(timeout=max(window_end - time.monotonic(), 0.0))
         finally:
             self._lock.release()
 
