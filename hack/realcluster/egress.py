@@ -16,65 +16,19 @@ refused with 403, so the proxy cannot be turned into a way out.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import ipaddress
 import json
 import os
-import select
 import socket
 import threading
 from pathlib import Path
 
 from hack.controlplane.errors import ControlPlaneError
+from hack.controlplane.forwarder import RelayServer, pump, socket_in_namespace
 
-CLONE_NEWNET = 0x40000000
 TEST_RANGES = (ipaddress.ip_network("198.18.0.0/15"), ipaddress.ip_network("2001:db8::/32"))
 MAX_REQUEST_HEAD = 8192
 CONNECT_TIMEOUT = 10.0
-
-
-def _setns(fd: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"setns: {os.strerror(errno)}")
-
-
-def socket_in_namespace(netns_path: str, family: int) -> socket.socket:
-    """A TCP socket created inside the network namespace at ``netns_path``.
-
-    A socket keeps the namespace it was made in, so only a short-lived thread enters the
-    namespace to make it; the process and its other threads stay where they are.
-    """
-    made: list[socket.socket] = []
-    failed: list[BaseException] = []
-
-    def make() -> None:
-        try:
-            own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                target = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    _setns(target)
-                finally:
-                    os.close(target)
-                try:
-                    made.append(socket.socket(family, socket.SOCK_STREAM))
-                finally:
-                    _setns(own)
-            finally:
-                os.close(own)
-        except BaseException as exc:  # handed to the caller's thread below
-            failed.append(exc)
-
-    worker = threading.Thread(target=make, name="egress-setns")
-    worker.start()
-    worker.join()
-    if failed:
-        for sock in made:
-            sock.close()
-        raise ControlPlaneError(f"no socket in {netns_path}: {failed[0]}") from failed[0]
-    return made[0]
 
 
 def parse_connect(head: bytes) -> tuple[str, int]:
@@ -97,25 +51,21 @@ def parse_connect(head: bytes) -> tuple[str, int]:
     return str(address), port
 
 
-class ClusterEgress:
+class ClusterEgress(RelayServer):
     """The proxy on ``socket_path``, dialling from the namespace at ``netns_path``."""
 
     def __init__(self, socket_path: Path, netns_path: str) -> None:
         self.socket_path = socket_path
         self.netns_path = netns_path
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         socket_path.unlink(missing_ok=True)
-        self._listener.bind(str(socket_path))
+        listener.bind(str(socket_path))
         os.chmod(socket_path, 0o600)
-        self._listener.listen(128)
-        self._wake_read, self._wake_write = socket.socketpair()
-        self._lock = threading.Lock()
-        self._closed = False
-        self._threads: list[threading.Thread] = []
+        listener.listen(128)
+        self._count_lock = threading.Lock()
         self.connections = 0
         """CONNECT requests served (for tests: the API server came through here)."""
-        self._acceptor = threading.Thread(target=self._accept_loop, name="egress", daemon=True)
-        self._acceptor.start()
+        super().__init__(listener, "egress")
 
     def config_document(self) -> str:
         """kube-apiserver's ``--egress-selector-config-file``: the ``cluster`` selection via this
@@ -137,24 +87,6 @@ class ClusterEgress:
             indent=2,
         )
 
-    def _accept_loop(self) -> None:
-        while True:
-            ready, _, _ = select.select([self._listener, self._wake_read], [], [])
-            if self._wake_read in ready:
-                return
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                continue
-            worker = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            with self._lock:
-                if self._closed:
-                    conn.close()
-                    return
-                self._threads = [t for t in self._threads if t.is_alive()]
-                self._threads.append(worker)
-            worker.start()
-
     def _read_head(self, conn: socket.socket) -> bytes:
         head = b""
         while b"\r\n\r\n" not in head:
@@ -164,7 +96,7 @@ class ClusterEgress:
             head += chunk
         return head
 
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         with conn:
             conn.settimeout(CONNECT_TIMEOUT)
             try:
@@ -175,7 +107,9 @@ class ClusterEgress:
                 return
             family = socket.AF_INET6 if ":" in address else socket.AF_INET
             try:
-                upstream = socket_in_namespace(self.netns_path, family)
+                upstream = socket_in_namespace(
+                    self.netns_path, lambda: socket.socket(family, socket.SOCK_STREAM)
+                )
             except ControlPlaneError:
                 with contextlib.suppress(OSError):
                     conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\n\r\n")
@@ -188,43 +122,17 @@ class ClusterEgress:
                     with contextlib.suppress(OSError):
                         conn.sendall(f"HTTP/1.1 502 Bad Gateway\r\n\r\n{exc}".encode())
                     return
-                with self._lock:
+                with self._count_lock:
                     self.connections += 1
                 conn.settimeout(None)
                 upstream.settimeout(None)
                 try:
                     conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                    self._relay(conn, upstream)
+                    pump(conn, upstream, self.wake)
                 except OSError:
                     return
 
-    def _relay(self, conn: socket.socket, upstream: socket.socket) -> None:
-        peers = {conn: upstream, upstream: conn}
-        reading = [conn, upstream]
-        while reading:
-            ready, _, _ = select.select([*reading, self._wake_read], [], [])
-            if self._wake_read in ready:
-                return
-            for source in ready:
-                data = source.recv(65536)
-                if data:
-                    peers[source].sendall(data)
-                else:
-                    reading.remove(source)
-                    with contextlib.suppress(OSError):
-                        peers[source].shutdown(socket.SHUT_WR)
-
     def close(self) -> None:
         """Stop accepting, end every relayed connection, remove the socket; twice is fine."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            threads = [*self._threads, self._acceptor]
-        self._wake_write.send(b"x")
-        for thread in threads:
-            thread.join(5)
-        self._listener.close()
-        self._wake_read.close()
-        self._wake_write.close()
+        super().close()
         self.socket_path.unlink(missing_ok=True)
