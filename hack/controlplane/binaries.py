@@ -13,21 +13,32 @@ BUILD_SCRIPT = REPO_ROOT / "hack" / "controlplane" / "build.sh"
 BINARIES = ("etcd", "kube-apiserver", "kubectl")
 
 
-def build_binaries(timeout: float | None = None) -> Path:
-    """Run ``build.sh`` (instant when the cache is complete) and return the binaries' directory."""
+def run_build_script(script: Path, timeout: float | None = None) -> Path:
+    """Run a cached build script (instant when its cache is complete; the control plane's, the
+    real cluster's and helm's all work so) and return the directory it prints last."""
     try:
         done = subprocess.run(
-            [str(BUILD_SCRIPT)], capture_output=True, text=True, check=False, timeout=timeout
+            [str(script)], capture_output=True, text=True, check=False, timeout=timeout
         )
     except subprocess.TimeoutExpired as exc:
-        raise ControlPlaneError(f"{BUILD_SCRIPT} did not finish within {timeout}s") from exc
+        raise ControlPlaneError(f"{script} did not finish within {timeout}s") from exc
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         raise ControlPlaneError(
-            f"{BUILD_SCRIPT} failed (exit {done.returncode}):\n{done.stderr.strip()[-3000:]}"
+            f"{script} failed (exit {done.returncode}):\n{done.stderr.strip()[-3000:]}"
         )
-    bin_dir = Path(lines[-1])
-    missing = [name for name in BINARIES if not os.access(bin_dir / name, os.X_OK)]
+    return Path(lines[-1])
+
+
+def checked_binaries(script: Path, names: tuple[str, ...], timeout: float | None = None) -> Path:
+    """run_build_script's directory, once it holds every one of ``names`` as an executable."""
+    bin_dir = run_build_script(script, timeout)
+    missing = [name for name in names if not os.access(bin_dir / name, os.X_OK)]
     if missing:
-        raise ControlPlaneError(f"{BUILD_SCRIPT} printed {bin_dir}, which lacks {missing}")
+        raise ControlPlaneError(f"{script} printed {bin_dir}, which lacks {missing}")
     return bin_dir
+
+
+def build_binaries(timeout: float | None = None) -> Path:
+    """Run ``build.sh`` (instant when the cache is complete) and return the binaries' directory."""
+    return checked_binaries(BUILD_SCRIPT, BINARIES, timeout)

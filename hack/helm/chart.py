@@ -19,6 +19,9 @@ from typing import Any
 
 import yaml
 
+from hack.controlplane.binaries import run_build_script
+from hack.controlplane.errors import ControlPlaneError
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "helm" / "build.sh"
 CHART_DIR = REPO_ROOT / "deploy" / "helm" / "hybridnet"
@@ -57,17 +60,9 @@ class HelmTools:
 def build_helm(timeout: float | None = None) -> HelmTools:
     """Run ``build.sh`` (instant when the cache is complete) and return what it built."""
     try:
-        done = subprocess.run(
-            [str(BUILD_SCRIPT)], capture_output=True, text=True, check=False, timeout=timeout
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise HelmError(f"{BUILD_SCRIPT} did not finish within {timeout}s") from exc
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        raise HelmError(
-            f"{BUILD_SCRIPT} failed (exit {done.returncode}):\n{done.stderr.strip()[-3000:]}"
-        )
-    tools = HelmTools(Path(lines[-1]))
+        tools = HelmTools(run_build_script(BUILD_SCRIPT, timeout))
+    except ControlPlaneError as exc:
+        raise HelmError(str(exc)) from exc
     if not tools.helm.is_file() or not tools.cert_manager_crds:
         raise HelmError(f"{BUILD_SCRIPT} printed {tools.directory}, which lacks helm or CRDs")
     return tools
