@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from hybridnet.daemon.server import serve
 from hybridnet.daemon.service import DaemonConfig, DaemonService
 from hybridnet.daemon.worker import DEFAULT_RESYNC_PERIOD
 from hybridnet.metrics import MetricsError, new_registry, parse_address, serve_metrics
+from hybridnet.shutdown import set_on_signal, wait_for
 from hybridnet.store.errors import StoreError
 from hybridnet.store.interface import Store
 from hybridnet.store.kube import KubeStore
@@ -223,9 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     service = DaemonService(store, config, registry).start()
     server = serve(service, args.socket)
     done = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: done.set())
-    done.wait()
+    set_on_signal(done)
+    wait_for(done)
     server.stop(grace=5).wait()
     service.stop()
     if metrics is not None:

@@ -16,7 +16,6 @@ import dataclasses
 import ipaddress
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
@@ -70,6 +69,7 @@ from hybridnet.metrics import (
     parse_address,
     serve_metrics,
 )
+from hybridnet.shutdown import set_on_signal, wait_for
 from hybridnet.store.errors import StoreError
 from hybridnet.store.interface import Store
 from hybridnet.store.kube import KubeStore
@@ -510,8 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hybridnet-manager: {exc}", file=sys.stderr)
         return 1
     done = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: done.set())
+    set_on_signal(done)
     registry = new_registry()
     leader_gauge = Gauge(
         "hybridnet_manager_leader", "1 while this replica leads.", registry=registry
@@ -558,7 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         leadership.lead()
 
-    done.wait()
+    wait_for(done)
     log.info("stopping")
     stopping = time.monotonic()
     if elector is not None:
