@@ -241,7 +241,7 @@ class CtlScenarios:
         counted.status.used = 7
         store.update_status(counted)
 
-        checked = ctl("ipam", "check", "-o", "json")
+        checked = ctl("ipam", "check", "--settle", "0.1", "-o", "json")
         assert checked.code == 3
         mine = {
             (f["kind"], f["subject"])
@@ -257,7 +257,7 @@ class CtlScenarios:
             ("counter", f"subnet/{subnet}"),
             ("counter", f"network/{net}"),
         }
-        summary = ctl("ipam", "check")
+        summary = ctl("ipam", "check", "--settle", "0.1")
         assert summary.code == 3
         assert re.match(r"\d+ problem\(s\): \d+ leak, \d+ orphan, \d+ duplicate, \d+ not-on-node",
                         summary.err.splitlines()[-1]), summary.err  # fmt: skip
@@ -271,8 +271,47 @@ class CtlScenarios:
         freed = ctl("ipam", "gc", "-o", "json")
         assert [r["result"] for r in freed.json() if r["pod"] == f"{ns}/gone"] == ["freed"]
         assert leaked.name not in {i.name for i in store.list(IPInstance, IPAM_NAMESPACE).items}
-        again = ctl("ipam", "check", "-o", "json").json()["findings"]
+        again = ctl("ipam", "check", "--settle", "0.1", "-o", "json").json()["findings"]
         assert not [f for f in again if f["kind"] == "leak" and f["pod"] == f"{ns}/gone"]
+
+    def test_check_reports_only_what_a_second_reading_confirms(
+        self, ctl: Any, harness: Harness, manager: Manager, store: Store, run: str
+    ) -> None:
+        """A counter the manager is about to write is wrong for a moment: the check reads
+        again ``--settle`` seconds later and reports only what both readings found."""
+        net, subnet, ns = f"u-{run}", f"s-{run}", f"ns-{run}"
+        harness.underlay(net)
+        harness.subnet(subnet, net, "198.19.214.0/24")
+        harness.pod(ns, "web", node=f"node-{run}")
+        harness.wait_instances(ns, "web", 1)
+        wait_until(lambda: store.get(Network, net).status.statistics is not None, "counters")
+        wait_until(lambda: store.get(Subnet, subnet).status.used == 1, "status counters")
+        manager.stop()
+        wrong_subnet = store.get(Subnet, subnet)
+        wrong_subnet.status.used = 9
+        store.update_status(wrong_subnet)
+        wrong_network = store.get(Network, net)
+        assert wrong_network.status.statistics is not None
+        wrong_network.status.statistics.used = 9
+        store.update_status(wrong_network)
+        slept: list[float] = []
+
+        def network_counter_written_meanwhile(seconds: float) -> None:
+            slept.append(seconds)
+            fixed = store.get(Network, net)
+            assert fixed.status.statistics is not None
+            fixed.status.statistics.used = 1
+            store.update_status(fixed)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("hybridnet.ctl.ipam.time.sleep", network_counter_written_meanwhile)
+            checked = ctl("ipam", "check", "--settle", "2.5", "-o", "json")
+        assert checked.code == 3 and slept == [2.5]
+        mine = [f for f in checked.json()["findings"] if run in f["subject"]]
+        assert [(f["kind"], f["subject"]) for f in mine] == [("counter", f"subnet/{subnet}")]
+        assert "status says used 9" in mine[0]["detail"]
+        assert any("were gone 2.5 s later" in note for note in checked.json()["notes"])
+        assert "reading again in 2.5 s" in checked.err
 
     # ----------------------------------------------------------------- migration
 

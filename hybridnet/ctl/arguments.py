@@ -25,7 +25,7 @@ from hybridnet.ctl import (
 )
 from hybridnet.ctl.errors import EXIT_USAGE
 from hybridnet.ctl.output import FORMATS
-from hybridnet.ctl.values import bgp_peer, key_value, one_of
+from hybridnet.ctl.values import bgp_peer, key_value, one_of, seconds
 
 DEFAULT_IPAM_NAMESPACE = c.INSTALL_NAMESPACE
 DEFAULT_SOCKET = "/run/hybridnet/daemon.sock"
@@ -191,6 +191,12 @@ def _ipam_verbs(build: Builder) -> None:
         "--socket", metavar="PATH",
         help="daemon socket to compare attachments with; {node} stands for each node's name "
         "(default: daemons are not asked)",
+    )  # fmt: skip
+    check.add_argument(
+        "--settle", type=seconds, default=ipam.SETTLE_SECONDS, metavar="SECONDS",
+        help="when the first reading finds problems, read again this much later and report "
+        "only those found both times (a pod being released, a counter about to be written); "
+        f"0 reports the first reading (default {ipam.SETTLE_SECONDS:g})",
     )  # fmt: skip
     gc = build.verb("ipam", "gc", ipam.gc, "Free leaked addresses", reads=True)
     gc.add_argument("--dry-run", action="store_true", help="show what would be freed, free nothing")

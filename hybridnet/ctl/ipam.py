@@ -4,14 +4,16 @@ and what the daemons that can be reached say; gc frees the leaks it finds.
 Both only read (list) until gc deletes: nothing is locked or paused, so the manager and the
 daemons go on working meanwhile. The IPInstances are read before the pods, so a pod created
 during the check cannot look like it has no address's owner; a pod deleted during it can make
-its addresses look leaked for a moment (the manager releases them): gc reads each such pod
-again just before it frees, and deletes an IPInstance only as it was read.
+its addresses look leaked for a moment (the manager releases them), as a burst makes the
+status counters lag: check confirms its findings with a second reading, and gc reads each
+such pod again just before it frees, and deletes an IPInstance only as it was read.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import time
 
 from hybridnet.api.builtin import Node, Pod
 from hybridnet.api.resources import IPInstance, Network, Subnet
@@ -22,6 +24,10 @@ from hybridnet.ctl.errors import EXIT_FOUND, EXIT_OK, CtlError
 from hybridnet.ctl.output import Column, Record
 from hybridnet.ipamstore import ipinstances
 from hybridnet.store.errors import Conflict, NotFound
+
+SETTLE_SECONDS = 3.0
+"""Seconds between the two readings of ``ipam check``: the manager writes status counters at
+most every second, and the event of its own last write can take a second more."""
 
 COLUMNS = [
     Column("kind", lambda r: r["kind"]),
@@ -102,9 +108,32 @@ def read(ctx: Context, socket_template: str | None) -> Reading:
     return Reading(snapshot, notes)
 
 
+def _confirmed(
+    ctx: Context, socket: str | None, settle: float, first: list[audit.Finding]
+) -> tuple[list[audit.Finding], Reading]:
+    """The findings of a second reading ``settle`` seconds after the first that the first
+    also had (same kind and subject), as the second found them. What a change under way
+    shows for a moment (a deleted pod's addresses until the manager releases them, a status
+    counter the manager writes within a second or two) is gone by then."""
+    ctx.note(f"{len(first)} problem(s) found; reading again in {settle:g} s to confirm them")
+    time.sleep(settle)
+    reading = read(ctx, socket)
+    seen = {(f.kind, f.subject) for f in first}
+    confirmed = [f for f in audit.audit(reading.snapshot) if (f.kind, f.subject) in seen]
+    cleared = len(seen - {(f.kind, f.subject) for f in confirmed})
+    if cleared:
+        reading.notes.append(
+            f"{cleared} problem(s) of the first reading were gone {settle:g} s later "
+            "(changes under way) and are not reported"
+        )
+    return confirmed, reading
+
+
 def check(ctx: Context, args: argparse.Namespace) -> int:
     reading = read(ctx, args.socket)
     findings = audit.audit(reading.snapshot)
+    if findings and args.settle > 0:
+        findings, reading = _confirmed(ctx, args.socket, args.settle, findings)
     records = [f.record() for f in findings]
     if args.output in ("json", "yaml"):
         ctx.show({"findings": records, "notes": reading.notes}, COLUMNS, args.output)

@@ -87,6 +87,15 @@ class NodeDatapath:
     def wake(self) -> None:
         self.worker.wake()
 
+    def wait_for_pod(self, instances: set[str], timeout: float) -> bool:
+        """Wait until a reconcile has included the IPInstances named ``instances`` (and so
+        built what their pod needs of the node: its proxy neighbour entries, for one)."""
+
+        def holds(view: NodeView) -> bool:
+            return instances <= {i.name for i in view.local_ips}
+
+        return self.worker.wait_for_view(holds, timeout)
+
     def not_ready(self) -> str | None:
         """Why the node is not ready yet: until the first reconcile has completed, pods could
         be attached on a node whose tunnel and routes do not exist. Problems found by that

@@ -70,6 +70,10 @@ Handler = Callable[..., Any]
 SANDBOX_WRITE_ATTEMPTS = 5
 """Writes of an IPInstance's status that may meet a newer version (the manager writes it too)."""
 
+NODE_DATAPATH_WAIT = 10.0
+"""How long ADD waits for the node datapath to include its pod. Past it the pod is attached
+anyway (the next reconcile or resync builds the rest) and the wait is logged as a warning."""
+
 
 @dataclasses.dataclass(frozen=True)
 class DaemonConfig:
@@ -210,6 +214,20 @@ class DaemonService(pb_grpc.DaemonServicer):
         """ADD and DEL touch only the pod's own objects; node-wide state is the worker's."""
         if self.node_datapath is not None:
             self.node_datapath.wake()
+
+    def _wait_for_datapath(self, owner: str, instances: list[IPInstance]) -> None:
+        """Node-wide objects a new pod relies on (the proxy neighbour entry that answers for
+        its address on the overlay or VLAN, its routes) are the worker's: an ADD that returned
+        before them would report a pod that peers cannot reach yet, and a CHECK right after
+        would find them missing."""
+        if self.node_datapath is None:
+            return
+        names = {i.name for i in instances}
+        if not self.node_datapath.wait_for_pod(names, NODE_DATAPATH_WAIT):
+            log.warning(
+                "pod attached before the node datapath included it",
+                extra=fields(pod=owner, waited_seconds=NODE_DATAPATH_WAIT),
+            )
 
     @property
     def embedded(self) -> bool:
@@ -504,7 +522,7 @@ class DaemonService(pb_grpc.DaemonServicer):
             _abort(context, CNI_TRY_AGAIN_LATER, f"no address: {exc}")
         except StoreError as exc:
             _abort(context, CNI_INTERNAL, f"store: {exc}")
-        self._wake_datapath()
+        self._wait_for_datapath(owner, instances)
         log.info("pod attached", extra=fields(
             pod=owner, container=attach.container_id,
             addresses=list(plan.addresses), host_ifname=plan.host_ifname))  # fmt: skip

@@ -76,6 +76,16 @@ class ReconcileWorker:
         with self._done:
             return self._done.wait_for(lambda: self.runs > after, timeout)
 
+    def wait_for_view(self, wanted: Callable[[NodeView], bool], timeout: float) -> bool:
+        """Wake the worker and wait until a completed reconcile was built from a view that
+        ``wanted`` accepts: CNI ADD returns only once the node-wide objects its pod relies on
+        (a proxy neighbour entry, a route) were built from a view that holds the pod."""
+        self.wake()
+        with self._done:
+            return self._done.wait_for(
+                lambda: self._last_view is not None and wanted(self._last_view), timeout
+            )
+
     def _run(self) -> None:
         waiting_for_view = False
         while not self._stop.is_set():

@@ -223,6 +223,20 @@ def test_add_after_the_store_lost_the_pod_allocates_afresh(
     assert second.addresses("eth0") == [reply.ips[0].address]
 
 
+def test_add_returns_once_the_node_answers_for_the_pods_address(
+    fabric: testbed.Fabric, daemon: tuple[testbed.Node, pb_grpc.DaemonStub, Path]
+) -> None:
+    """The proxy neighbour entry that answers for an overlay pod's address on the VXLAN
+    device is the reconcile worker's; ADD waits for a reconcile that includes its pod."""
+    node, stub, _ = daemon
+    for _ in range(5):
+        pod = fabric.add_pod("answered")
+        reply = stub.Add(pb.AddRequest(attachment=attachment(pod)))
+        address = reply.ips[0].address.split("/")[0]
+        proxies = json.loads(node.ip("-j", "neigh", "show", "proxy").stdout)
+        assert address in {entry["dst"] for entry in proxies}, proxies
+
+
 def test_check_reports_a_host_end_that_lost_our_mark(
     fabric: testbed.Fabric, daemon: tuple[testbed.Node, pb_grpc.DaemonStub, Path]
 ) -> None:

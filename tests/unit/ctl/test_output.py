@@ -50,7 +50,7 @@ def test_machine_formats_carry_every_field(fmt: str) -> None:
 
 TRICKY = ["yes", "No", "null", "~", "", " lead", "a: b", "#x", "- x", "1e3", "0x1f", "2001:db8::",
           "198.19.0.0/24", "line\nbreak", 'quote"', "é", "[x]", "{x}", "*a", "&a", "!t", "%p",
-          "@x", "`x`", "x #y", "True", "on"]  # fmt: skip
+          "@x", "`x`", "x #y", "True", "on", "name\n"]  # fmt: skip
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(), st.text(), st.sampled_from(TRICKY),
@@ -66,3 +66,8 @@ documents = st.recursive(
 @given(documents)
 def test_yaml_reads_back_as_written(document: Any) -> None:
     assert yaml.safe_load(dump(document)) == document
+
+
+def test_yaml_quotes_a_string_that_ends_in_a_line_break() -> None:
+    """Written plain, a key or value's last line break would be lost (or break the document)."""
+    assert dump({"name\n": "value\n"}) == '"name\\n": "value\\n"\n'

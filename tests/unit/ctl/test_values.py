@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from hybridnet.api.resources import BGPPeer
-from hybridnet.ctl.values import bgp_peer, flatten, key_value, one_of
+from hybridnet.ctl.values import bgp_peer, flatten, key_value, one_of, seconds
 
 
 def test_key_value() -> None:
@@ -37,6 +37,14 @@ def test_one_of_ignores_case_and_names_the_choices() -> None:
     assert choose("overlay") == "Overlay"
     with pytest.raises(argparse.ArgumentTypeError, match="not one of Underlay, Overlay"):
         choose("vlan")
+
+
+def test_seconds_takes_zero_to_an_hour_and_names_what_it_refuses() -> None:
+    assert (seconds("0"), seconds("2.5"), seconds("3600")) == (0.0, 2.5, 3600.0)
+    for bad, why in (("soon", "is not a number of seconds"), ("-1", "is not between"),
+                     ("nan", "is not between"), ("inf", "is not between")):  # fmt: skip
+        with pytest.raises(argparse.ArgumentTypeError, match=why):
+            seconds(bad)
 
 
 def test_flatten() -> None:

@@ -108,6 +108,34 @@ def test_until_the_informers_have_listed_the_worker_looks_again_soon() -> None:
         worker.stop()
 
 
+def test_waiting_for_a_view_wakes_the_worker_and_ends_at_the_first_view_that_holds_it() -> None:
+    """What ADD waits for: a finished reconcile built from a view that holds its pod. A run
+    from a view without it (the informer had not delivered the pod yet) does not end the
+    wait; the informer's event wakes the worker again, and that run does."""
+    reconciler = ScriptedReconciler(result())
+    labels: dict[str, str] = {}
+    worker = ReconcileWorker(
+        reconciler, lambda: NodeView("n1", node_labels=dict(labels)), lambda r, d: None, 3600
+    )
+    worker.start()
+    outcome: list[bool] = []
+    waiter = threading.Thread(
+        target=lambda: outcome.append(
+            worker.wait_for_view(lambda v: v.node_labels == {"pod": "in"}, SIGNAL_TIMEOUT)
+        )
+    )
+    try:
+        waiter.start()
+        assert worker.wait_for_run(0, SIGNAL_TIMEOUT)  # woken by the wait itself
+        assert waiter.is_alive() and not outcome  # that view lacked the pod; no run since
+        labels["pod"] = "in"
+        worker.wake()  # the informer's event
+        waiter.join(SIGNAL_TIMEOUT)
+        assert outcome == [True]
+    finally:
+        worker.stop()
+
+
 def test_the_resync_reconciles_without_any_wake() -> None:
     reconciler = ScriptedReconciler(result())
     worker = ReconcileWorker(reconciler, lambda: NodeView("n1"), lambda r, d: None, 0.01)
