@@ -19,8 +19,12 @@ from hybridnet.api.builtin import Namespace as NamespaceObject
 from hybridnet.api.builtin import NetworkPolicy, Pod
 from hybridnet.api.meta import ObjectMeta
 from hybridnet.api.resources import IPInstance
+from hybridnet.daemon.attachment import MARK_PREFIX
 from hybridnet.daemon.datapath.view import PolicyView
 from hybridnet.lab.cluster import OUTSIDE_V4, OUTSIDE_V6, Cluster, ClusterNode, ClusterPod
+from hybridnet.lab.netns import Namespace as NetworkNamespace
+from hybridnet.policy.model import Direction
+from hybridnet.policy.render import DEFAULT_TABLE, FAMILY, counter_name, drop_counts
 from hybridnet.store.errors import Conflict
 from hybridnet.store.interface import Store
 from tests.netns.policy_matrix import Peer
@@ -214,3 +218,22 @@ def policies(cluster: Cluster, *items: NetworkPolicy) -> Iterator[None]:
         with enforced(cluster):
             for item in items:
                 cluster.store.delete(NetworkPolicy, item.name, item.metadata.namespace)
+
+
+# --------------------------------------------------------------------------- the node's table
+
+
+def host_interface(node: NetworkNamespace, sandbox: str) -> str:
+    """The host end of a pod's veth on its node, by the mark its attachment gives it (the
+    key of the pod's entries in the policy table's verdict maps)."""
+    links = json.loads(node.ip("-j", "link", "show").stdout)
+    wanted = f"{MARK_PREFIX}{sandbox}/"
+    (name,) = [link["ifname"] for link in links if link.get("ifalias", "").startswith(wanted)]
+    return str(name)
+
+
+def drop_count(node: NetworkNamespace, direction: Direction, interface: str) -> int:
+    """Packets the pod's chain of ``direction`` dropped so far (its named counter)."""
+    listed = node.exec(["nft", "-j", "list", "counters", "table", FAMILY, DEFAULT_TABLE]).stdout
+    counts = drop_counts(json.loads(listed)["nftables"])
+    return counts[counter_name(direction, interface)][0]
