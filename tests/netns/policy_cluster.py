@@ -12,6 +12,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from ipaddress import ip_interface
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,9 @@ def create(cluster: Cluster, layout: Mapping[str, tuple[str, int]] | None = None
         node = cluster.nodes[index]
         member = add_pod(cluster, node, namespace, name, network_type)
         members[key] = member
-        addresses = {4: member.ipv4, 6: member.ipv6}
+        addresses: dict[int, str] = {
+            ip_interface(a).version: str(ip_interface(a).ip) for a in member.addresses
+        }  # the families the pod has
         pods[key] = Peer(key, member.netns, addresses, node=nodes[node.name])
     outside = cluster.outside
     outside.ip("addr", "add", f"{OUTSIDE_EXTRA_V4}/24", "dev", "eth0")
