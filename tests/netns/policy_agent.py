@@ -1,6 +1,6 @@
 """The far ends of the NetworkPolicy probe matrix, run inside pod (and node) namespaces.
 
-Standard library only, started by file path under ``ip netns exec``:
+Standard library only (but for ``sctp-init``), started by file path under ``ip netns exec``:
 
 ``serve [--bind ADDRESS]... PORT...``
     TCP and UDP servers on ``::`` (IPv4 and IPv6), or on each ``--bind`` address, at every
@@ -19,6 +19,15 @@ Standard library only, started by file path under ``ip netns exec``:
 ``hold ADDRESS PORT TOKEN``
     Opens one TCP connection, then sends ``tick N`` every 50 ms and prints each ``tock N``
     it gets back; prints ``broken: ...`` and exits when the connection stops answering.
+``sctp-init ADDRESS PORT TAG``
+    Sends one SCTP INIT chunk (initiate tag ``TAG``, source port ``TAG % 50000 + 10000``) to
+    ADDRESS:PORT through a raw IP socket: the packet an SCTP client's ``connect`` sends first,
+    for kernels without SCTP sockets (the chunk is built with scapy, the one import here
+    outside the standard library, and only by this command).
+``sctp-sniff IFNAME``
+    Prints ``ready``, then a JSON line ``{"proto": "sctp", "port", "peer", "token"}`` (the
+    token: the initiate tag) for every SCTP INIT arriving on IFNAME, read by an ``AF_PACKET``
+    socket (so it sees the packet whether or not the kernel has an SCTP stack to take it).
 """
 
 from __future__ import annotations
@@ -33,6 +42,10 @@ import threading
 import time
 from typing import Any
 
+IPPROTO_SCTP = 132
+SCTP_INIT = 1
+ETH_P_ALL = 0x0003
+ETHERTYPE_IPV4, ETHERTYPE_IPV6 = 0x0800, 0x86DD
 HOLD_INTERVAL = 0.05
 HOLD_REPLY_TIMEOUT = 2.0
 UDP_RESEND = 0.1
@@ -202,6 +215,47 @@ def hold(address: str, port: int, token: str) -> int:
             return 1
 
 
+def sctp_init(address: str, port: int, tag: int) -> None:
+    from scapy.layers.sctp import SCTP, SCTPChunkInit  # noqa: PLC0415 - only this command
+
+    chunk = SCTPChunkInit(init_tag=tag, a_rwnd=65535, n_out_streams=1, n_in_streams=1,
+                          init_tsn=tag)  # fmt: skip
+    packet = bytes(SCTP(sport=tag % 50000 + 10000, dport=port) / chunk)
+    with socket.socket(_family(address), socket.SOCK_RAW, IPPROTO_SCTP) as sock:
+        sock.sendto(packet, (address, 0))
+
+
+def _sctp_init_of(frame: bytes) -> tuple[str, int, int] | None:
+    """(source address, destination port, initiate tag) of an Ethernet frame carrying an
+    IPv4 or IPv6 packet whose SCTP packet starts with an INIT chunk; else None."""
+    ethertype = int.from_bytes(frame[12:14], "big")
+    packet = frame[14:]
+    if ethertype == ETHERTYPE_IPV4 and len(packet) >= 20 and packet[9] == IPPROTO_SCTP:
+        source = socket.inet_ntop(socket.AF_INET, packet[12:16])
+        sctp = packet[(packet[0] & 0x0F) * 4 :]
+    elif ethertype == ETHERTYPE_IPV6 and len(packet) >= 40 and packet[6] == IPPROTO_SCTP:
+        source = socket.inet_ntop(socket.AF_INET6, packet[8:24])
+        sctp = packet[40:]
+    else:
+        return None
+    # common header (12 bytes), then the chunk: type, flags, length, initiate tag
+    if len(sctp) < 20 or sctp[12] != SCTP_INIT:
+        return None
+    return source, int.from_bytes(sctp[2:4], "big"), int.from_bytes(sctp[16:20], "big")
+
+
+def sctp_sniff(ifname: str) -> None:
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)) as sock:
+        sock.bind((ifname, 0))
+        _emit("ready")
+        while True:
+            found = _sctp_init_of(sock.recv(65535))
+            if found is not None:
+                source, port, tag = found
+                _emit(json.dumps({"proto": "sctp", "port": port, "peer": source,
+                                  "token": str(tag)}))  # fmt: skip
+
+
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     command, *rest = argv
@@ -215,6 +269,10 @@ def main(argv: list[str]) -> int:
         print(json.dumps(probe(json.load(sys.stdin))), flush=True)
     elif command == "hold":
         return hold(rest[0], int(rest[1]), rest[2])
+    elif command == "sctp-init":
+        sctp_init(rest[0], int(rest[1]), int(rest[2]))
+    elif command == "sctp-sniff":
+        sctp_sniff(rest[0])
     else:
         print(f"unknown command {command!r}", file=sys.stderr)
         return 2

@@ -14,7 +14,9 @@ damaged by hand stays damaged until the test asks for a reconcile.
 
 from __future__ import annotations
 
+import itertools
 import json
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -24,10 +26,19 @@ from hybridnet.api.builtin import Event
 from hybridnet.api.builtin import Namespace as NamespaceObject
 from hybridnet.lab.cluster import Cluster, ClusterConfig
 from hybridnet.lab.cni_runtime import CniPluginError
+from hybridnet.policy.model import Direction
 from hybridnet.rpc.client import DaemonClient
 from tests.netns import policy_cluster
 from tests.netns.policy_cluster import PolicyPods, enforced, policies, policy
-from tests.netns.policy_matrix import Check, Flow, Peer, Reachability, agent_argv, assert_matrix
+from tests.netns.policy_matrix import (
+    SERVER_READY_TIMEOUT,
+    Check,
+    Flow,
+    Peer,
+    Reachability,
+    agent_argv,
+    assert_matrix,
+)
 
 pytestmark = pytest.mark.root
 
@@ -290,6 +301,79 @@ def test_ingress_and_egress_in_one_policy(pods: PolicyPods) -> None:
         expected.expect(True, source=in_ns("z"), target=named("z/c"))
         expected.expect(True, source=named("z/c"), target=in_ns("z"))
         assert_matrix(checks(expected, TCP80, TCP80_V6))
+
+
+_sctp_tags = itertools.count(1001)
+SCTP_BOUND = 20.0
+"""How long an allowed INIT may take to reach the server pod, and a denied one to be counted:
+milliseconds here; reached only when broken."""
+
+
+def test_sctp_by_port_number_with_init_chunks_standing_in_for_sctp_endpoints(
+    pods: PolicyPods,
+) -> None:
+    """Stand-in for SCTP endpoints: this kernel has no SCTP sockets (EPROTONOSUPPORT), but
+    nftables matches SCTP ports. The client sends the first packet an SCTP ``connect`` sends,
+    an INIT chunk (policy_agent.py ``sctp-init``); the server side is an ``AF_PACKET`` reader
+    on the pod's eth0 (``sctp-sniff``) logging every INIT that arrives (the pod's kernel then
+    answers "protocol unreachable", which nothing waits for). Before the policy the INIT to
+    port 81 arrives; with it, the INIT to 80 arrives, and one to 81 sent before it never
+    does while the pod's drop counter on its node counts exactly that one. Server pods: x/a
+    (overlay, node1) and x/b (underlay, node2), IPv4 and IPv6."""
+    spec = {"podSelector": {}, "ingress": [{"ports": [{"protocol": "SCTP", "port": 80}]}]}
+    pairs = ((pods.pod("x/a"), pods.pod("y/b")), (pods.pod("x/b"), pods.pod("z/a")))
+    sniffers = {server.name: server.netns.spawn(agent_argv("sctp-sniff", "eth0"))
+                for server, _ in pairs}  # fmt: skip
+    try:
+        for sniffer in sniffers.values():
+            sniffer.wait_for_line("^ready$", timeout=SERVER_READY_TIMEOUT)
+        for server, client in pairs:
+            for family in (4, 6):
+                before = _send_init(client, server, 81, family)
+                _wait_for_init(sniffers[server.name], before)
+        with policies(pods.cluster, policy("x", "sctp-80", spec)):
+            for server, client in pairs:
+                member = pods.members[server.name]
+                host = member.node.host
+                interface = policy_cluster.host_interface(host, member.netns.name)
+                for family in (4, 6):
+                    counted = policy_cluster.drop_count(host, Direction.INGRESS, interface)
+                    denied = _send_init(client, server, 81, family)
+                    allowed = _send_init(client, server, 80, family)
+                    _wait_for_init(sniffers[server.name], allowed)
+                    _wait_until(
+                        lambda h=host, i=interface, n=counted: policy_cluster.drop_count(
+                            h, Direction.INGRESS, i) == n + 1,  # type: ignore[misc]
+                        f"{server.name}'s ingress drop counter counting the INIT to 81",
+                    )  # fmt: skip
+                    assert denied not in _inits(sniffers[server.name]), (
+                        f"{client.name} -> {server.name} sctp/81 IPv{family} arrived"
+                    )
+    finally:
+        for server, _ in pairs:
+            sniffers[server.name].stop()
+            server.netns.processes.remove(sniffers[server.name])
+
+
+def _send_init(client: Peer, server: Peer, port: int, family: int) -> str:
+    tag = str(next(_sctp_tags))
+    client.netns.exec(agent_argv("sctp-init", server.addresses[family], str(port), tag))
+    return tag
+
+
+def _inits(sniffer: testbed.Process) -> set[str]:
+    return {json.loads(line)["token"] for line in list(sniffer.output_lines) if line[:1] == "{"}
+
+
+def _wait_for_init(sniffer: testbed.Process, tag: str) -> None:
+    _wait_until(lambda: tag in _inits(sniffer), f"the INIT with tag {tag} at the server pod")
+
+
+def _wait_until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + SCTP_BOUND
+    while not check():
+        assert time.monotonic() < deadline, f"not within {SCTP_BOUND}s: {what}"
+        time.sleep(0.02)
 
 
 # --------------------------------------------------------------------------- changes
