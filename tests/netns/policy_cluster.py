@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from hybridnet.api import constants as c
 from hybridnet.api.builtin import Namespace as NamespaceObject
 from hybridnet.api.builtin import NetworkPolicy, Pod
 from hybridnet.api.meta import ObjectMeta
@@ -23,30 +22,20 @@ from hybridnet.daemon.datapath.view import PolicyView
 from hybridnet.lab.cluster import OUTSIDE_V4, OUTSIDE_V6, Cluster, ClusterNode, ClusterPod
 from hybridnet.store.errors import Conflict
 from hybridnet.store.interface import Store
+from tests.netns.policy_cases import (
+    KINDS,
+    NAMESPACES,
+    POD_NAMES,
+    PORTS,
+    namespace_labels,
+    pod_labels,
+    port_names,
+)
 from tests.netns.policy_matrix import Peer
 
-NAMESPACES = ("x", "y", "z")
-POD_NAMES = ("a", "b", "c")
-PORTS = (80, 81, 82)
-"""Every server listens on these, TCP and UDP."""
-KINDS = {
-    # namespace -> the network type of a, b, c (a on node1, b on node2, c on node3)
-    "x": (c.TYPE_OVERLAY, c.TYPE_UNDERLAY, c.TYPE_OVERLAY),
-    "y": (c.TYPE_UNDERLAY, c.TYPE_OVERLAY, c.TYPE_UNDERLAY),
-    "z": (c.TYPE_OVERLAY, c.TYPE_UNDERLAY, c.TYPE_UNDERLAY),
-}
 IPAM_NAMESPACE = "kube-system"
 OUTSIDE_EXTRA_V4 = "198.18.100.11"
 OUTSIDE_EXTRA_V6 = "2001:db8:100::11"
-
-
-def port_names(ports: Sequence[int] = PORTS) -> list[dict[str, Any]]:
-    """The containers' ports, named as the upstream suite names them (``serve-80-tcp``)."""
-    return [
-        {"name": f"serve-{port}-{proto.lower()}", "containerPort": port, "protocol": proto}
-        for port in ports
-        for proto in ("TCP", "UDP")
-    ]
 
 
 @dataclasses.dataclass
@@ -78,14 +67,6 @@ class PolicyPods:
             except Conflict:
                 continue
             return
-
-
-def namespace_labels(name: str) -> dict[str, str]:
-    return {"ns": name}
-
-
-def pod_labels(name: str) -> dict[str, str]:
-    return {"pod": name}
 
 
 def create(cluster: Cluster) -> PolicyPods:
@@ -154,13 +135,13 @@ ENFORCE_TIMEOUT = 60.0
 """Bound on waiting for every daemon to log the inputs' digest: reached only when broken."""
 
 
-def inputs_digest(store: Store) -> str:
+def inputs_digest(store: Store, ipam_namespace: str = IPAM_NAMESPACE) -> str:
     """The digest each daemon logs once it enforces what the store holds now."""
     view = PolicyView(
         pods=_by_key(store.list(Pod).items),
         namespaces=_by_key(store.list(NamespaceObject).items),
         policies=_by_key(store.list(NetworkPolicy).items),
-        addresses=_by_key(store.list(IPInstance, IPAM_NAMESPACE).items),
+        addresses=_by_key(store.list(IPInstance, ipam_namespace).items),
     )
     return view.digest()
 
