@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -80,6 +81,7 @@ PROBES_TIMEOUT = 60.0
 """Bound on kubelet's probes (one a second) reaching a pod: reached only when broken."""
 PODS_TIMEOUT = 300.0
 """Bound on the pods' first start (sandbox, hybridnet's ADD, the container) on three nodes."""
+HTTPD_CLIENT = re.compile(r"^\[(?:::ffff:)?([^\]]+)\]:\d+: ")
 HEALTH_SCRIPT = (
     f"mkdir -p /tmp/www && echo ok > /tmp/www/index.html && echo started; "
     f"httpd -f -v -p {HEALTH_PORT} -h /tmp/www & trap 'kill $!; exit 0' TERM; wait"
@@ -292,8 +294,37 @@ def enforced(cluster: RealCluster, store: KubeStore) -> Iterator[None]:
         f"every daemon logging {APPLIED!r} for the API server's objects",
         done,
         ENFORCE_TIMEOUT,
-        lambda: f"API inputs {inputs_digest(store, IPAM_NAMESPACE)}; logged {seen}",
+        lambda: (
+            f"API inputs {inputs_digest(store, IPAM_NAMESPACE)}; logged {seen}"
+            + _daemon_files(cluster)
+        ),
     )
+
+
+def _daemon_files(cluster: RealCluster) -> str:
+    """Every daemon log file on the nodes now (a restarted daemon writes a new one), with its
+    lines above info and its last lines."""
+    lines = []
+    for node in cluster.nodes:
+        pods = node.host_path("/var/log") / "pods"
+        for path in sorted(pods.glob(f"{IPAM_NAMESPACE}_hybridnet-daemon-*/daemon/*.log")):
+            lines.append(f"--- {node.spec.name} {path}")
+            lines.extend(_problems(path, 0))
+    return "".join(f"\n{line}" for line in lines)
+
+
+def _problems(path: Path, offset: int) -> list[str]:
+    """The daemon's log lines past ``offset`` above info (why it did not apply), and its
+    last lines (what it did instead)."""
+    lines = [raw.decode(errors="replace").split(" ", 3)[-1] for raw in _read_from(path, offset)]
+    above = [ln.strip() for ln in lines if '"level": "info"' not in ln]
+    return [*above[-10:], "...", *[ln.strip() for ln in lines[-5:]]]
+
+
+def _read_from(path: Path, offset: int) -> list[bytes]:
+    with path.open("rb") as log:
+        log.seek(offset)
+        return log.readlines()
 
 
 def _digests_logged(path: Path, offset: int) -> set[str]:
@@ -339,5 +370,7 @@ def _httpd_lines(path: Path, offset: int) -> list[str]:
 
 
 def _client(line: str) -> str:
-    """``ADDRESS:PORT: response:200`` -> ADDRESS (busybox httpd writes IPv4 clients so)."""
-    return line.split(":", 1)[0].removeprefix("[").removeprefix("::ffff:")
+    """``[::ffff:ADDRESS]:PORT: response:200`` -> ADDRESS (busybox httpd listens on ``::``,
+    so an IPv4 client is written as a mapped address)."""
+    found = HTTPD_CLIENT.match(line)
+    return found.group(1) if found else ""
