@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import json
 import re
 import subprocess
@@ -40,6 +41,7 @@ from kubernetes import client
 
 from hack.realcluster.cluster import RealCluster
 from hack.realcluster.hybridnet import NAMESPACE as IPAM_NAMESPACE
+from hack.realcluster.hybridnet import OVERLAY_CIDR, UNDERLAY_CIDR
 from hack.realcluster.workloads import (
     container,
     create,
@@ -243,6 +245,11 @@ def build(cluster: RealCluster, api: client.ApiClient) -> RealBed:
     }
     pods = {}
     for key, pod in objects.items():
+        namespace, _, name = key.partition("/")
+        kind = KINDS[namespace][POD_NAMES.index(name)]
+        network = UNDERLAY_CIDR if kind == c.TYPE_UNDERLAY else OVERLAY_CIDR
+        address = ipaddress.ip_address(pod.status.pod_ip)
+        assert address in ipaddress.ip_network(network), f"{key} ({kind}): {address}"
         net = pod_net(cluster, pod)
         pods[key] = Peer(key, PodNetns(net.pid), {4: net.ip}, node=nodes[net.node])
     assert cluster.outside is not None

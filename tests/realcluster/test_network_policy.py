@@ -33,8 +33,20 @@ from kubernetes import client
 from hack.controlplane import close_api_client
 from hack.realcluster.cluster import RealCluster
 from hack.realcluster.hybridnet import HybridnetChart
+from hack.realcluster.workloads import wait_for
 from hybridnet.lab.netns import TestbedRun
-from tests.netns.policy_cases import CASES, NAMESPACES, TCP80, UDP80, Case, checks, deny_all
+from tests.netns.policy_cases import (
+    CASES,
+    NAMESPACES,
+    TCP80,
+    UDP80,
+    Case,
+    Policy,
+    checks,
+    deny_all,
+    matrix,
+    selector,
+)
 from tests.netns.policy_matrix import Peer, Reachability, assert_matrix
 from tests.realcluster.conftest import NODES, require_node_binaries
 from tests.realcluster.policy_bed import RealBed, build, wait_probes_logged
@@ -44,6 +56,10 @@ PROBES_AFTER = 4
 """kubelet probes each pod must answer once the deny is enforced: two seconds of its readiness
 and liveness probes (one each a second), more than the liveness failureThreshold allows to
 miss before a restart."""
+
+EVENT_TIMEOUT = 60.0
+"""Bound on the daemon's Event reaching the API server after its reconcile (which the policy's
+enforcement wait already saw): reached only when broken."""
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +133,26 @@ def test_kubelet_probes_from_the_pod_s_node_pass_under_default_deny_ingress(bed:
             restarts = [s.restart_count for s in now.status.container_statuses]
             assert (ready, restarts) == ("True", [0]), f"{name}: Ready={ready} restarts={restarts}"
         assert _probe_failures(core) == failures_before
+
+
+def test_a_named_port_no_pod_defines_matches_nothing_and_is_reported_as_an_event(
+    bed: RealBed,
+) -> None:
+    """Upstream: a named port no selected pod declares matches nothing, so the pod is isolated
+    with nothing allowed; the daemon says so with a Warning Event on the NetworkPolicy, which
+    the real API server holds (waited for: the daemon sends it after the reconcile)."""
+    spec = {"podSelector": selector(pod="c"), "ingress": [{"ports": [{"port": "no-such-port"}]}]}
+    core: Any = client.CoreV1Api(bed.api)
+    with bed.policies(Policy("x", "nothing-named", spec)):
+        assert_matrix(checks(matrix(bed).ingress("x/c", False), TCP80, UDP80))
+
+        def reported() -> list[Any] | None:
+            selector_ = "involvedObject.kind=NetworkPolicy,involvedObject.name=nothing-named"
+            found = core.list_namespaced_event("x", field_selector=selector_).items
+            return found or None
+
+        events = wait_for(
+            "the daemon's Event on the policy", reported, EVENT_TIMEOUT, lambda: "none yet"
+        )
+        assert {(e.type, e.reason) for e in events} == {("Warning", "NamedPortUnresolved")}
+        assert all("no-such-port" in e.message for e in events)
