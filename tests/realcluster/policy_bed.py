@@ -271,53 +271,45 @@ def build(cluster: RealCluster, api: client.ApiClient) -> RealBed:
 # --------------------------------------------------------------------------- enforcement
 
 
-def daemon_logs(cluster: RealCluster) -> dict[str, Path]:
-    """Each node's daemon container log (the chart's DaemonSet pod, one per node)."""
+def daemon_logs(cluster: RealCluster) -> dict[Path, str]:
+    """Every daemon container log on the nodes (the chart's DaemonSet pod, one per node; a
+    restarted container, or a pod the DaemonSet replaced, writes a new file) -> its node."""
     found = {}
     for node in cluster.nodes:
         pods = node.host_path("/var/log") / "pods"
-        logs = sorted(pods.glob(f"{IPAM_NAMESPACE}_hybridnet-daemon-*/daemon/*.log"))
-        assert len(logs) == 1, f"{node.spec.name}: daemon logs {logs}"
-        found[node.spec.name] = logs[0]
+        for path in pods.glob(f"{IPAM_NAMESPACE}_hybridnet-daemon-*/daemon/*.log"):
+            found[path] = node.spec.name
     return found
 
 
 @contextlib.contextmanager
 def enforced(cluster: RealCluster, store: KubeStore) -> Iterator[None]:
     """Make changes inside; on leaving, wait until every node's daemon has logged that it
-    enforces what the API server then holds (lines written after entering count)."""
-    logs = daemon_logs(cluster)
-    offsets = {name: path.stat().st_size for name, path in logs.items()}
+    enforces what the API server then holds (lines written after entering count, and all of
+    a log file that appeared since: a daemon started meanwhile)."""
+    offsets = {path: path.stat().st_size for path in daemon_logs(cluster)}
     yield
-    seen: dict[str, set[str]] = {name: set() for name in logs}
+    seen: dict[str, set[str]] = {node.spec.name: set() for node in cluster.nodes}
 
     def done() -> bool | None:
         digest = inputs_digest(store, IPAM_NAMESPACE)
-        for name, path in logs.items():
-            seen[name] |= _digests_logged(path, offsets[name])
+        for path, node in daemon_logs(cluster).items():
+            seen[node] |= _digests_logged(path, offsets.get(path, 0))
         return True if all(digest in found for found in seen.values()) else None
+
+    def describe() -> str:
+        lines = [f"API inputs {inputs_digest(store, IPAM_NAMESPACE)}; logged {seen}"]
+        for path, node in sorted(daemon_logs(cluster).items()):
+            lines.append(f"--- {node} {path}")
+            lines.extend(_problems(path, offsets.get(path, 0)))
+        return "\n".join(lines)
 
     wait_for(
         f"every daemon logging {APPLIED!r} for the API server's objects",
         done,
         ENFORCE_TIMEOUT,
-        lambda: (
-            f"API inputs {inputs_digest(store, IPAM_NAMESPACE)}; logged {seen}"
-            + _daemon_files(cluster)
-        ),
+        describe,
     )
-
-
-def _daemon_files(cluster: RealCluster) -> str:
-    """Every daemon log file on the nodes now (a restarted daemon writes a new one), with its
-    lines above info and its last lines."""
-    lines = []
-    for node in cluster.nodes:
-        pods = node.host_path("/var/log") / "pods"
-        for path in sorted(pods.glob(f"{IPAM_NAMESPACE}_hybridnet-daemon-*/daemon/*.log")):
-            lines.append(f"--- {node.spec.name} {path}")
-            lines.extend(_problems(path, 0))
-    return "".join(f"\n{line}" for line in lines)
 
 
 def _problems(path: Path, offset: int) -> list[str]:
