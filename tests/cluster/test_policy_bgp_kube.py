@@ -33,7 +33,7 @@ from hybridnet.ipamstore import ipinstances
 from hybridnet.lab.manager import IPAM_NAMESPACE
 from tests.cluster import test_bgp_kube as bgp
 from tests.cluster.datapath_cluster import KubeNode
-from tests.netns import policy_cluster, policy_underlay
+from tests.netns import policy_cases, policy_cluster, policy_underlay
 from tests.netns.policy_cluster import Daemons, enforced
 from tests.netns.policy_matrix import Peer
 from tests.netns.policy_underlay import World
@@ -66,9 +66,9 @@ def add_pod(world: bgp.Cluster, key: str, network_type: str, node: KubeNode) -> 
     namespace, _, name = key.partition("/")
     family = "DualStack" if network_type == c.TYPE_UNDERLAY else "IPv4"
     annotations = {c.ANNOTATION_NETWORK_TYPE: network_type, c.ANNOTATION_IP_FAMILY: family}
-    container = {"name": "c", "image": "busybox", "ports": policy_cluster.port_names()}
+    container = {"name": "c", "image": "busybox", "ports": policy_cases.port_names()}
     meta = ObjectMeta(name=name, namespace=namespace, annotations=annotations,
-                      labels=policy_cluster.pod_labels(name))  # fmt: skip
+                      labels=policy_cases.pod_labels(name))  # fmt: skip
     world.store.create(Pod(meta, body={"spec": {"nodeName": node.name, "containers": [container]}}))
     netns = world.fabric.add_pod(f"{namespace}-{name}")
     node.add(netns, namespace, name)
@@ -96,10 +96,10 @@ def world(cluster: bgp.Cluster) -> World:
     far = Peer("outside", outside, {4: bgp.OUTSIDE_V4, 6: bgp.OUTSIDE_V6})
     far_extra = Peer("outside2", outside, {4: OUTSIDE_EXTRA_V4, 6: OUTSIDE_EXTRA_V6})
     binds = [bgp.OUTSIDE_V4, bgp.OUTSIDE_V6, OUTSIDE_EXTRA_V4, OUTSIDE_EXTRA_V6]
-    far.start_server(policy_cluster.PORTS, binds)
+    far.start_server(policy_cases.PORTS, binds)
     far_extra.server = far.server
     for peer in pods.values():
-        peer.start_server(policy_cluster.PORTS)
+        peer.start_server(policy_cases.PORTS)
     return World(daemons, pods, far, far_extra)
 
 

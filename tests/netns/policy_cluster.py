@@ -16,7 +16,6 @@ from ipaddress import ip_interface
 from pathlib import Path
 from typing import Any
 
-from hybridnet.api import constants as c
 from hybridnet.api.builtin import Namespace as NamespaceObject
 from hybridnet.api.builtin import NetworkPolicy, Pod
 from hybridnet.api.meta import ObjectMeta
@@ -29,30 +28,20 @@ from hybridnet.policy.model import Direction
 from hybridnet.policy.render import DEFAULT_TABLE, FAMILY, counter_name, drop_counts
 from hybridnet.store.errors import Conflict
 from hybridnet.store.interface import Store
+from tests.netns.policy_cases import (
+    KINDS,
+    NAMESPACES,
+    POD_NAMES,
+    PORTS,
+    namespace_labels,
+    pod_labels,
+    port_names,
+)
 from tests.netns.policy_matrix import Peer
 
-NAMESPACES = ("x", "y", "z")
-POD_NAMES = ("a", "b", "c")
-PORTS = (80, 81, 82)
-"""Every server listens on these, TCP and UDP."""
-KINDS = {
-    # namespace -> the network type of a, b, c (a on node1, b on node2, c on node3)
-    "x": (c.TYPE_OVERLAY, c.TYPE_UNDERLAY, c.TYPE_OVERLAY),
-    "y": (c.TYPE_UNDERLAY, c.TYPE_OVERLAY, c.TYPE_UNDERLAY),
-    "z": (c.TYPE_OVERLAY, c.TYPE_UNDERLAY, c.TYPE_UNDERLAY),
-}
 IPAM_NAMESPACE = "kube-system"
 OUTSIDE_EXTRA_V4 = "198.18.100.11"
 OUTSIDE_EXTRA_V6 = "2001:db8:100::11"
-
-
-def port_names(ports: Sequence[int] = PORTS) -> list[dict[str, Any]]:
-    """The containers' ports, named as the upstream suite names them (``serve-80-tcp``)."""
-    return [
-        {"name": f"serve-{port}-{proto.lower()}", "containerPort": port, "protocol": proto}
-        for port in ports
-        for proto in ("TCP", "UDP")
-    ]
 
 
 @dataclasses.dataclass
@@ -103,14 +92,6 @@ def create_namespaces(store: Store, names: Sequence[str]) -> None:
     for namespace in names:
         meta = ObjectMeta(name=namespace, labels=namespace_labels(namespace))
         store.create(NamespaceObject(meta))
-
-
-def namespace_labels(name: str) -> dict[str, str]:
-    return {"ns": name}
-
-
-def pod_labels(name: str) -> dict[str, str]:
-    return {"pod": name}
 
 
 def default_layout() -> dict[str, tuple[str, int]]:

@@ -23,12 +23,13 @@ import concurrent.futures
 import dataclasses
 import itertools
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
-from hybridnet.lab.netns import Namespace
 from hybridnet.lab.processes import Process
 
 AGENT = str(Path(__file__).with_name("policy_agent.py"))
@@ -47,12 +48,21 @@ def agent_argv(*args: str) -> list[str]:
     return [sys.executable, "-X", "utf8", AGENT, *args]
 
 
+class Netns(Protocol):
+    """Where a peer's servers and probes run: a lab namespace, or a real pod's (entered from
+    the host, tests/realcluster/policy_bed.py)."""
+
+    def spawn(self, args: Sequence[str]) -> Process: ...
+
+    def exec(self, args: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]: ...
+
+
 @dataclasses.dataclass
 class Peer:
     """Something that probes or is probed: a pod (``ns/name``), a node or an outside host."""
 
     name: str
-    netns: Namespace
+    netns: Netns
     addresses: dict[int, str]
     server: Process | None = None
     node: Peer | None = None
@@ -285,6 +295,7 @@ def table(outcomes: Sequence[Outcome]) -> str:
 
 def assert_matrix(checks: Sequence[Check]) -> None:
     outcomes = probe(checks)
+    assert outcomes, "no pair of these checks has the flows' address family"
     wrong = mismatches(outcomes)
     if wrong:
         listed = "\n".join(
