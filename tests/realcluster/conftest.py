@@ -6,6 +6,7 @@ ReferenceBridge`); test_hybridnet.py makes its own with hybridnet installed by i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from kubernetes import client
 
 from hack.controlplane import ControlPlaneError, close_api_client
 from hack.realcluster.cluster import RealCluster
-from hack.realcluster.cni import ReferenceBridge
+from hack.realcluster.cni import CniSetup, ReferenceBridge
 from hybridnet.lab.netns import TestbedRun
 from tests.cluster.conftest import control_plane_binaries
 
@@ -35,19 +36,27 @@ def require_node_binaries() -> None:
         raise
 
 
-@pytest.fixture(scope="module")
-def real_cluster(testbed_run: TestbedRun) -> Iterator[RealCluster]:
-    """Three Ready nodes, the scheduler and the controller manager; removed after the module
-    (the next module may start a cluster of its own on the same run's names)."""
+@contextlib.contextmanager
+def running_cluster(testbed_run: TestbedRun, cni: CniSetup) -> Iterator[RealCluster]:
+    """Three Ready nodes, the scheduler and the controller manager with ``cni`` installed;
+    stopped on leaving (skipped without root)."""
     if os.geteuid() != 0:
         pytest.skip("real-cluster tier: needs root (namespaces, mounts, cgroups)")
     require_node_binaries()
-    cluster = RealCluster(testbed_run, nodes=NODES, cni=ReferenceBridge())
+    cluster = RealCluster(testbed_run, nodes=NODES, cni=cni)
     cluster.start()
     try:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def real_cluster(testbed_run: TestbedRun) -> Iterator[RealCluster]:
+    """The reference chain's cluster, removed after the module (the next module may start a
+    cluster of its own on the same run's names)."""
+    with running_cluster(testbed_run, ReferenceBridge()) as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ from hack.realcluster.workloads import (
 from hybridnet.lab.cluster_model import OUTSIDE_V4
 from hybridnet.lab.netns import TestbedRun
 from hybridnet.lab.traffic import start_tcp_echo_server
-from tests.realcluster.conftest import NODES, require_node_binaries
+from tests.realcluster.conftest import NODES, running_cluster
 from tests.realcluster.pod_network import ECHO_PORT, PodNet, echo, pod_net, start_echo
 
 TIMEOUT = 300.0
@@ -58,15 +58,8 @@ DAEMON_SELECTOR = "app.kubernetes.io/name=hybridnet-daemon"
 @pytest.fixture(scope="module")
 def cluster(testbed_run: TestbedRun) -> Iterator[RealCluster]:
     """Three nodes Ready with hybridnet's chart installed; removed after the module."""
-    if os.geteuid() != 0:
-        pytest.skip("real-cluster tier: needs root (namespaces, mounts, cgroups)")
-    require_node_binaries()
-    real = RealCluster(testbed_run, nodes=NODES, cni=HybridnetChart())
-    real.start()
-    try:
+    with running_cluster(testbed_run, HybridnetChart()) as real:
         yield real
-    finally:
-        real.stop()
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ removes them (waited for the same way) after.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,7 +47,7 @@ from tests.netns.policy_cases import (
     selector,
 )
 from tests.netns.policy_matrix import Peer, Reachability, assert_matrix
-from tests.realcluster.conftest import NODES, require_node_binaries
+from tests.realcluster.conftest import running_cluster
 from tests.realcluster.policy_bed import RealBed, build, wait_probes_logged
 
 pytestmark = pytest.mark.timeout(1200)  # the cluster's start counts in the first test's time
@@ -64,15 +63,9 @@ enforcement wait already saw): reached only when broken."""
 
 @pytest.fixture(scope="module")
 def cluster(testbed_run: TestbedRun) -> Iterator[RealCluster]:
-    if os.geteuid() != 0:
-        pytest.skip("real-cluster tier: needs root (namespaces, mounts, cgroups)")
-    require_node_binaries()
-    real = RealCluster(testbed_run, nodes=NODES, cni=HybridnetChart())
-    real.start()
-    try:
+    """Three nodes Ready with hybridnet's chart installed; removed after the module."""
+    with running_cluster(testbed_run, HybridnetChart()) as real:
         yield real
-    finally:
-        real.stop()
 
 
 @pytest.fixture(scope="module")
