@@ -17,10 +17,11 @@ server's chain), then ``close`` with ``SO_LINGER`` 0 (an RST: no TIME_WAIT holdi
 client's ports, and conntrack keeps the entry 10 s instead of 2 minutes); the server
 (``serve``) accepts and closes. A round is one run of ``--seconds`` per case, the order rotating
 from round to round. Printed per case: the median rate of ``--runs`` rounds and its range,
-failed connects, the rules in the server's chain and in its node's table, the client rule's
-position, and the ratio to the 0-policy median of the same rounds. Connection tracking's table
-is global (shared with the root namespace), so before each run the bench waits until the
-nodes' entries of earlier runs have mostly expired. Prints figures, asserts nothing.
+failed connects, microseconds per connection at the median, the rules in the server's chain
+and in its node's table, the client rule's position, and the ratio to the 0-policy median of
+the same rounds. Connection tracking's table is global (shared with the root namespace), so
+before each run the bench waits until the nodes' entries of earlier runs have mostly expired.
+Prints figures, asserts nothing.
 
     python -m bench.policy_connrate [--runs 5] [--seconds 1] [--cases 0,100,1000] [--json FILE]
 """
@@ -232,7 +233,8 @@ def rounds(
     print(f"\nnew TCP connections per second, underlay pod on {path} (IPv4), median of {runs} "
           f"runs of {seconds} s per case; N policies select the server")  # fmt: skip
     print(f"  {'policies':>8}{'median/s':>10}{'min/s':>8}{'max/s':>8}{'failed':>8}"
-          f"{'chain rules':>13}{'table rules':>13}{'client at':>11}{'ratio':>8}")  # fmt: skip
+          f"{'us/conn':>9}{'chain rules':>13}{'table rules':>13}{'client at':>11}"
+          f"{'ratio':>8}")  # fmt: skip
     rows: dict[str, Any] = {}
     baseline = 0.0
     for case in cases:
@@ -245,11 +247,13 @@ def rounds(
             "max_per_second": round(max(rates)),
             "failures": int(sum(s["failures"] for s in samples[case])),
             "server_chain_rules": chain, "table_rules": table, "client_rule_position": position,
+            "us_per_connection": round(1e6 / median, 1) if median else None,
             "ratio": round(median / baseline, 3),
         }  # fmt: skip
         rows[f"{case} policies"] = row
         print(f"  {case:>8}{row['median_per_second']:>10}{row['min_per_second']:>8}"
-              f"{row['max_per_second']:>8}{row['failures']:>8}{chain:>13}{table:>13}"
+              f"{row['max_per_second']:>8}{row['failures']:>8}"
+              f"{row['us_per_connection'] or '-':>9}{chain:>13}{table:>13}"
               f"{position or '-':>11}{row['ratio']:>8.3f}")  # fmt: skip
     return rows
 
