@@ -105,11 +105,12 @@ unit: venv
 netns: deps venv
 	$(BIN)/pytest tests/netns
 
-## make bench: the quick benchmarks (3-4 minutes on the 2-core reference machine).
+## make bench: the quick benchmarks (4-5 minutes on the 2-core reference machine).
 bench: deps venv
 	$(BIN)/python -m bench.cni_baseline --runs 50 --json bench/results/cni_baseline.json
 	$(BIN)/python -m bench.datapath_traffic --runs 3 --json bench/results/datapath_traffic.json
 	$(BIN)/python -m bench.node_join --joins 10 --json bench/results/node_join.json
+	$(BIN)/python -m bench.policy_connrate --runs 5 --json bench/results/policy_connrate.json
 
 ## make bench-realcluster: 100 pods of a Deployment from create to all Running on 3 real nodes
 ## (kubelet + containerd), per CNI setup (about 2 minutes per setup on the reference machine).
