@@ -4,7 +4,9 @@ to, and the connection it makes.
 The listener accepts in a thread; a connection introduces itself (``relay <ExaBGP PID>``)
 and is handed to ``on_connection``. Each connection's lines are read by a thread of its own,
 always, and handed to ``on_line``; its end is reported to ``on_closed``. Writing happens on
-the caller's thread.
+the caller's thread, within a time bound: an ExaBGP that stops reading its commands (hung,
+stopped) fills the relay's pipe and then this socket, and a plain blocking write would wait
+for it forever.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import contextlib
 import itertools
 import logging
 import os
+import select
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -55,9 +59,27 @@ class ApiConnection:
         finally:
             on_closed(self.id)
 
-    def send(self, lines: Iterable[str]) -> None:
-        """Write command lines; OSError when the relay has gone."""
-        self._sock.sendall("".join(f"{line}\n" for line in lines).encode())
+    def send(self, lines: Iterable[str], timeout: float) -> None:
+        """Write command lines: TimeoutError when they are not all taken within ``timeout``
+        seconds (the other side has stopped reading), another OSError when the relay has
+        gone. The socket stays blocking for the reader thread; only these writes are bounded
+        (poll, then a send that does not wait)."""
+        data = memoryview("".join(f"{line}\n" for line in lines).encode())
+        total = len(data)
+        deadline = time.monotonic() + timeout
+        writable = select.poll()
+        writable.register(self._sock, select.POLLOUT)
+        while data:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not writable.poll(remaining * 1000):
+                raise TimeoutError(
+                    f"ExaBGP's API did not take our commands within {timeout:g}s "
+                    f"({len(data)} of {total} bytes unwritten)"
+                )
+            try:
+                data = data[self._sock.send(data, socket.MSG_DONTWAIT) :]
+            except BlockingIOError:
+                continue  # a spurious wake-up: poll again
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

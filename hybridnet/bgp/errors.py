@@ -18,3 +18,10 @@ class RouteError(BGPError, ValueError):
 
 class SpeakerError(BGPError):
     """The speaker was used wrongly (started twice, used after close)."""
+
+
+class ExaBGPUnresponsive(BGPError):
+    """ExaBGP left a command unanswered (or its commands unread) for the speaker's answer
+    timeout. The speaker has killed it and starts a new one, which is told every route again;
+    a caller waiting on the speaker meanwhile gets this instead of waiting on (wait_until,
+    teardown) and may wait again for the new ExaBGP."""

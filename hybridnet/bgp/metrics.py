@@ -43,6 +43,12 @@ class SpeakerMetrics:
             "Times ExaBGP was started again after it exited.",
             registry=registry,
         )
+        self.answer_timeouts = Counter(
+            "hybridnet_bgp_exabgp_answer_timeouts",
+            "Times ExaBGP left a command unanswered, or its commands unread, for the answer "
+            "timeout; each time that ExaBGP is killed and a new one started (a restart).",
+            registry=registry,
+        )
 
     def set_state(self, peer: str, state: SessionState) -> None:
         for each in SessionState:

@@ -25,7 +25,13 @@ What it does about ExaBGP:
   see render.py);
 * reads ExaBGP's answer to every command; an ``error`` is logged with the command and
   counted, and the routes in it are tried again after ``retry_interval``;
-* keeps at most ``window`` commands unanswered, so it never writes far ahead of ExaBGP.
+* keeps at most ``window`` commands unanswered, so it never writes far ahead of ExaBGP;
+* takes an ExaBGP that answers nothing for ``answer_timeout`` while commands wait (or does not
+  take its commands off the socket for that long) for broken: logs it, counts it, kills it
+  (SIGKILL: a hung or stopped process may not act on SIGTERM) and starts a new one as after
+  any exit, so the peers see what they see after a crash (graceful restart, then the whole
+  set again and End-of-RIB); a caller waiting on the speaker meanwhile gets
+  :class:`~hybridnet.bgp.errors.ExaBGPUnresponsive` instead of waiting on.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import math
 import os
 import queue
 import shutil
@@ -51,7 +58,7 @@ from hybridnet.bgp import api, commands
 from hybridnet.bgp.book import RouteBook, Sent
 from hybridnet.bgp.channel import ApiConnection, ApiListener
 from hybridnet.bgp.child import ExaBGPChild
-from hybridnet.bgp.errors import RouteError, SpeakerError
+from hybridnet.bgp.errors import ExaBGPUnresponsive, RouteError, SpeakerError
 from hybridnet.bgp.metrics import SpeakerMetrics
 from hybridnet.bgp.model import (
     Family,
@@ -76,6 +83,15 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 30.0
 """How long a started ExaBGP has to connect its API relay before it is restarted."""
+ANSWER_TIMEOUT = 30.0
+"""How long ExaBGP may answer nothing while commands wait (counted from the later of the
+oldest unanswered command's write and the last answer, so a long queue does not add up), and
+how long a write of commands may wait for it to read. One command carries at most 1,000
+prefixes, and ExaBGP answers one in well under a second even on a loaded 2-core machine (the
+whole 5,000-route set, five commands, is at the router 1.44 s after a Node turns Ready through
+the manager: README, bench/bgp_manager.py), so 30 s is far beyond a slow ExaBGP and only a
+hung one reaches it. Not lower: giving up costs a restart, which every peer sees as a
+graceful restart and the whole set sent again."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,10 +199,13 @@ class Speaker:
         window: int = 64,
         per_command: int = commands.MAX_PREFIXES_PER_COMMAND,
         stop_timeout: float = 10.0,
+        answer_timeout: float = ANSWER_TIMEOUT,
         on_change: Callable[[], None] | None = None,
         python: str = sys.executable,
         exabgp_command: Sequence[str] | None = None,
     ):
+        if not 0 < answer_timeout < math.inf:
+            raise SpeakerError(f"answer_timeout {answer_timeout!r} must be seconds above 0")
         self.peers = {peer.name: peer for peer in peers}
         self.router_id = ipaddress.ip_address(router_id)
         self._environment = environment or EnvironmentSettings()
@@ -206,6 +225,7 @@ class Speaker:
         self._retry_interval = retry_interval
         self._window = max(1, window)
         self._stop_timeout = stop_timeout
+        self._answer_timeout = answer_timeout
         self._on_change = on_change
         self.metrics = SpeakerMetrics(registry if registry is not None else new_registry())
 
@@ -217,6 +237,10 @@ class Speaker:
         """Counts the driver's rounds, for wait_until."""
         self._book = RouteBook(self.peers, per_command)
         self._states = PeerStates(self.peers, time.time())
+        self._given_up = 0
+        self._given_up_because = ""
+        """How many ExaBGPs were found unresponsive, and why the last one was (under the lock,
+        for wait_until)."""
         self._thread: threading.Thread | None = None
         self._listener: ApiListener | None = None
         self._closed = False
@@ -232,6 +256,7 @@ class Speaker:
         self._connection: ApiConnection | None = None
         self._outbox: deque[Sent] = deque()
         self._in_flight: deque[_InFlight] = deque()
+        self._last_answer_at = 0.0
         self._end_of_rib: dict[str, set[Family]] = {}
         self._retry_at = time.monotonic() + retry_interval
         for name in self.peers:
@@ -390,7 +415,8 @@ class Speaker:
         wait until each has gone down (ExaBGP has sent it and closed): the peers then drop
         this speaker's routes at once, where a plain close() leaves them for their graceful
         restart time. For a speaker whose routes another one now announces (a handover).
-        False if some session was still up after ``timeout``."""
+        False if some session was still up after ``timeout``; ExaBGPUnresponsive as for
+        wait_until."""
         started = time.time()
         with self._lock:
             up = [
@@ -415,13 +441,22 @@ class Speaker:
 
     def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
         """Block until ``condition()`` holds, evaluating it again after each round of the
-        driver; False if ``timeout`` passes first. For waiting on a state, not a time."""
+        driver; False if ``timeout`` passes first. For waiting on a state, not a time.
+
+        ExaBGPUnresponsive if, before it holds, the speaker gives up on an ExaBGP that left a
+        command unanswered for the answer timeout (a new ExaBGP is on its way and will be
+        told everything again: wait again to see it there)."""
         deadline = time.monotonic() + timeout
+        with self._lock:
+            given_up = self._given_up
         while True:
             with self._rounds:
                 seen = self._round
             if condition():
                 return True
+            with self._lock:
+                if self._given_up != given_up:
+                    raise ExaBGPUnresponsive(self._given_up_because)
             with self._rounds:
                 while self._round == seen:
                     remaining = deadline - time.monotonic()
@@ -490,7 +525,9 @@ class Speaker:
             log.exception("the speaker's on_change callback failed")
 
     def _next_event(self) -> _Event | None:
-        deadlines = [t for t in (self._restart_at, self._kill_at, self._connect_by) if t]
+        deadlines = [
+            t for t in (self._restart_at, self._kill_at, self._connect_by, self._answer_by()) if t
+        ]
         deadlines.append(self._retry_at)
         timeout = max(0.0, min(deadlines) - time.monotonic())
         try:
@@ -538,6 +575,9 @@ class Speaker:
         if self._connect_by is not None and now >= self._connect_by and self._child is not None:
             self._connect_by = None
             self._api_lost(f"ExaBGP's API relay did not connect within {CONNECT_TIMEOUT:g}s")
+        answer_by = self._answer_by()
+        if answer_by is not None and now >= answer_by:
+            self._unresponsive(f"ExaBGP answered no command for {self._answer_timeout:g}s")
         if now >= self._retry_at:
             self._retry_at = now + self._retry_interval
             retried = self._book.retry_failed()
@@ -601,6 +641,36 @@ class Speaker:
         if child is not None:
             child.signal(signal.SIGTERM)
             self._kill_at = time.monotonic() + self._stop_timeout
+
+    def _answer_by(self) -> float | None:
+        """When ExaBGP is late answering the oldest command in flight (None: none is)."""
+        if self._connection is None or not self._in_flight:
+            return None
+        return max(self._in_flight[0].at, self._last_answer_at) + self._answer_timeout
+
+    def _unresponsive(self, why: str) -> None:
+        """ExaBGP does not answer (or read) its commands: kill it and start a new one
+        (_exited, as after a crash). SIGKILL, not SIGTERM: a process that is hung or stopped
+        may never act on SIGTERM, and for the peers both end the session without a
+        NOTIFICATION (graceful restart keeps the routes)."""
+        child = self._child
+        oldest = self._in_flight[0].sent.command if self._in_flight else None
+        self._given_up += 1
+        self._given_up_because = why
+        self.metrics.answer_timeouts.inc()
+        log.error(
+            why + "; killing ExaBGP to start it again",
+            extra=fields(
+                exabgp_pid=child.pid if child else None,
+                answer_timeout=self._answer_timeout,
+                unanswered=len(self._in_flight),
+                oldest_kind=oldest.kind.value if oldest else None,
+                oldest_peer=oldest.peer if oldest else None,
+            ),
+        )
+        self._drop_connection()
+        if child is not None:
+            child.signal(signal.SIGKILL)
 
     def _drop_connection(self) -> None:
         if self._connection is not None:
@@ -688,6 +758,7 @@ class Speaker:
             log.error("ExaBGP answered a command that was not sent", extra=fields(ok=ok))
             return False
         head = self._in_flight.popleft()
+        self._last_answer_at = time.monotonic()
         command = self._book.answered(head.sent.sequence, ok)
         self.metrics.announce_latency.labels(kind=command.kind.value).observe(
             time.monotonic() - head.at
@@ -732,7 +803,11 @@ class Speaker:
         if connection is None:
             return
         try:
-            connection.send(sent.command.line for sent in batch)
+            connection.send((sent.command.line for sent in batch), self._answer_timeout)
+        except TimeoutError as exc:
+            with self._lock:
+                if connection is self._connection:
+                    self._unresponsive(str(exc))
         except OSError as exc:
             with self._lock:
                 if connection is self._connection:

@@ -20,13 +20,13 @@ from hybridnet.lab.netns import (
     create_namespace,
     delete_namespace,
     ip,
-    leftovers,
     list_namespaces,
     remove_stale_runs,
     root_links,
     testbed_run,
 )
 from hybridnet.lab.processes import Process, run
+from hybridnet.lab.sweep import leftovers, remove_leftovers
 from hybridnet.lab.traffic import (
     CapturedPacket,
     EchoReply,
@@ -57,6 +57,7 @@ __all__ = [
     "leftovers",
     "list_namespaces",
     "ping",
+    "remove_leftovers",
     "remove_stale_runs",
     "root_links",
     "run",

@@ -1,10 +1,10 @@
 """``python -m hybridnet.lab leftovers|clean|demo|cluster``: the lab's commands for people and CI.
 
-``leftovers`` lists namespaces and root-namespace links that dead runs left on the machine
-(exit 1 if any; ``make test`` ends with it), ``clean`` removes those of runs that are no longer
-alive (``make clean-testbed``), ``demo`` builds a fabric with two nodes and shows it carries
-traffic, ``cluster up|status|down`` keeps a virtual hybridnet cluster running between commands
-(:mod:`hybridnet.lab.cluster_command`).
+``leftovers`` lists namespaces, root-namespace links and real-cluster node cgroup trees that
+dead runs left on the machine (exit 1 if any; ``make test`` ends with it), ``clean`` removes
+those of runs that are no longer alive (``make clean-testbed``), ``demo`` builds a fabric
+with two nodes and shows it carries traffic, ``cluster up|status|down`` keeps a virtual
+hybridnet cluster running between commands (:mod:`hybridnet.lab.cluster_command`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 from hybridnet.lab import cluster_command
 from hybridnet.lab.cluster import ClusterConfig
 from hybridnet.lab.fabric import Fabric
-from hybridnet.lab.netns import leftovers, remove_stale_runs, testbed_run
+from hybridnet.lab.netns import testbed_run
+from hybridnet.lab.sweep import leftovers, remove_leftovers
 from hybridnet.lab.traffic import ping
 
 
@@ -27,7 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="build a fabric with two nodes, show it carries traffic")
-    commands.add_parser("leftovers", help="list namespaces/links of ours; exit 1 if any")
+    commands.add_parser(
+        "leftovers", help="list namespaces/links/cgroup trees of ours; exit 1 if any"
+    )
     commands.add_parser("clean", help="remove leftovers of runs that are no longer alive")
     _add_cluster_parser(commands)
     args = parser.parse_args(argv)
@@ -40,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         found = leftovers()
         print("\n".join(found) if found else "no leftovers")
         return 1 if found else 0
-    for name in remove_stale_runs():
+    for name in remove_leftovers():
         print(f"removed {name}")
     return 0
 

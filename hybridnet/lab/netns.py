@@ -205,8 +205,10 @@ def remove_stale_runs() -> list[str]:
 
 def leftovers() -> list[str]:
     """What runs that are no longer alive left on the machine: namespaces and root-namespace
-    links. A run still alive (another checkout's tests, a benchmark) holds its lock and owns
-    what it has, so it is not counted; a name without a run prefix is always counted."""
+    links (with the real-cluster nodes' cgroup trees: :func:`hybridnet.lab.sweep.leftovers`,
+    the package's ``leftovers``). A run still alive (another checkout's tests, a benchmark)
+    holds its lock and owns what it has, so it is not counted; a name without a run prefix
+    is always counted."""
 
     def left(name: str) -> bool:
         match = RUN_PREFIX_PATTERN.match(name)

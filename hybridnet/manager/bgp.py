@@ -48,7 +48,7 @@ from hybridnet.api.builtin import Node
 from hybridnet.api.resources import BGPPeerStatus, IPInstance, Network, Subnet
 from hybridnet.bgp.errors import BGPError
 from hybridnet.bgp.model import IPAddress, IPNetwork, Peer, PeerStatus, Route, SessionState
-from hybridnet.bgp.speaker import Speaker
+from hybridnet.bgp.speaker import ANSWER_TIMEOUT, Speaker
 from hybridnet.ipamstore import ipinstances
 from hybridnet.logs import fields
 from hybridnet.manager import bgp_plan
@@ -116,16 +116,25 @@ class BGPSettings:
     takeover_seconds: float = 6.0
     """How long it waits for anyone to take the Lease at all (a standby tries every retry
     period, jittered)."""
+    answer_timeout: float = ANSWER_TIMEOUT
+    """How long ExaBGP may leave commands unanswered before the speaker restarts it."""
 
 
-def exabgp_speaker(workdir: Path | None) -> SpeakerFactory:
+def exabgp_speaker(workdir: Path | None, answer_timeout: float = ANSWER_TIMEOUT) -> SpeakerFactory:
     def make(
         peers: Sequence[Peer],
         router_id: IPAddress,
         registry: CollectorRegistry,
         on_change: Callable[[], None],
     ) -> SpeakerHandle:
-        return Speaker(peers, router_id, workdir=workdir, registry=registry, on_change=on_change)
+        return Speaker(
+            peers,
+            router_id,
+            workdir=workdir,
+            registry=registry,
+            on_change=on_change,
+            answer_timeout=answer_timeout,
+        )
 
     return make
 
@@ -209,7 +218,7 @@ class BGPAdvertiser:
         """Told once per leadership when ExaBGP holds every route and every session is
         Established (the Lease says so, for the leader before this one; bgp_handover)."""
         self._spoke = False
-        self._factory = factory or exabgp_speaker(settings.workdir)
+        self._factory = factory or exabgp_speaker(settings.workdir, settings.answer_timeout)
         self._workers = workers
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -344,8 +353,12 @@ class BGPAdvertiser:
         # ended with a NOTIFICATION: ExaBGP acknowledges a withdrawal before the UPDATE is on
         # the wire, and a peer that only saw the connection close would keep what it had.
         speaker.set_routes([])
-        withdrawn = speaker.wait_until(speaker.converged, WITHDRAW_SECONDS)
-        ended = speaker.teardown(WITHDRAW_SECONDS)
+        try:
+            withdrawn = speaker.wait_until(speaker.converged, WITHDRAW_SECONDS)
+            ended = speaker.teardown(WITHDRAW_SECONDS)
+        except BGPError as exc:  # ExaBGP hung: closing leaves the routes to graceful restart
+            log.warning("BGP routes not handed over", extra=fields(error=str(exc)))
+            return
         log.info(
             "BGP routes handed over",
             extra=fields(
@@ -596,9 +609,13 @@ class BGPAdvertiser:
             gone = [p.name for p in self._speaker_peers if p not in staying]
             if gone:
                 old.set_routes([], gone)
-                if not old.wait_until(old.converged, WITHDRAW_SECONDS):
-                    log.warning("withdrawing from removed BGP peers did not finish in time",
-                                extra=fields(peers=gone))  # fmt: skip
+                try:
+                    if not old.wait_until(old.converged, WITHDRAW_SECONDS):
+                        log.warning("withdrawing from removed BGP peers did not finish in time",
+                                    extra=fields(peers=gone))  # fmt: skip
+                except BGPError as exc:  # ExaBGP hung: the new speaker is what matters now
+                    log.warning("withdrawing from removed BGP peers failed",
+                                extra=fields(peers=gone, error=str(exc)))  # fmt: skip
             with self._lock:
                 self._speaker = None
             old.close()

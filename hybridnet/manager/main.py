@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import ipaddress
 import logging
+import math
 import os
 import socket
 import sys
@@ -29,6 +30,7 @@ from hybridnet import logs
 from hybridnet.api import constants as c
 from hybridnet.api.annotations import FAMILIES, ClusterDefaults
 from hybridnet.bgp.model import MAX_TTL
+from hybridnet.bgp.speaker import ANSWER_TIMEOUT
 from hybridnet.ipamcore.allocator import Allocator
 from hybridnet.ipamstore.service import IPAMService
 from hybridnet.logs import fields
@@ -194,6 +196,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "for their graceful-restart time). With the controllers' 10 s it must fit in the pod's "
         "terminationGracePeriodSeconds",
     )
+    bgp.add_argument(
+        "--bgp-answer-timeout",
+        type=float,
+        default=ANSWER_TIMEOUT,
+        help="seconds ExaBGP may leave its commands unanswered (or unread) before it is "
+        "taken for hung, killed and started again (graceful restart at the peers, then every "
+        "route again)",
+    )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
@@ -207,6 +217,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--workers must be at least 1")
     if not 0 <= args.bgp_handover_timeout <= MAX_HANDOVER_SECONDS:
         parser.error(f"--bgp-handover-timeout must be 0-{MAX_HANDOVER_SECONDS:g} seconds")
+    if not 0 < args.bgp_answer_timeout < math.inf:
+        parser.error("--bgp-answer-timeout must be a number of seconds above 0")
     for flag in ("metrics_address", "webhook_address"):
         try:
             if getattr(args, flag):  # empty: that server is off
@@ -262,6 +274,7 @@ def bgp_settings(args: argparse.Namespace) -> BGPSettings:
         ),
         workdir=args.bgp_workdir,
         handover_seconds=args.bgp_handover_timeout,
+        answer_timeout=args.bgp_answer_timeout,
         # A standby tries every retry period, jittered: after that, nobody is coming.
         takeover_seconds=args.retry_period * (1 + JITTER_FACTOR) + 1.0,
     )

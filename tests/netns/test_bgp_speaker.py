@@ -25,6 +25,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from hybridnet import lab as testbed
+from hybridnet.bgp.errors import ExaBGPUnresponsive
 from hybridnet.bgp.model import NO_EXPORT, Peer, Route, SessionState, pod_route
 from hybridnet.bgp.speaker import Backoff, Speaker
 from hybridnet.lab.bird import Bird, BirdNeighbor, BirdRoute
@@ -323,6 +324,60 @@ def test_graceful_restart_keeps_routes_while_exabgp_is_down_then_they_are_refres
     missing = [s for s in snapshots if s.get(str(kept.prefix)) != kept_entry]
     assert not missing, f"BIRD lost the kept route during the restart: {missing[:3]}"
     assert len(snapshots) > 1
+
+
+def test_an_exabgp_that_stops_answering_is_replaced_and_bird_gets_the_whole_set_again(
+    bed: Bed,
+) -> None:
+    """ExaBGP stopped (SIGSTOP of the process this test's speaker started): the change made
+    then is never acknowledged. The caller waiting on it gets ExaBGPUnresponsive rather than
+    waiting out its own bound; the speaker kills that ExaBGP and starts another, and BIRD,
+    which kept the routes through its graceful-restart wait, ends with exactly the new set
+    (the routes added while ExaBGP was stopped in, the removed ones flushed by End-of-RIB)."""
+    bird = bed.bird(bed.gateway, bed.neighbor(graceful_restart=True))
+    registry = new_registry()
+    # 10 s: far beyond what ExaBGP takes to answer a 1,000-prefix command even on this
+    # loaded machine, so only the stop reaches it.
+    speaker = bed.speaker(
+        [peer(bed.gateway.ipv4)], registry, backoff=Backoff(initial=0.05), answer_timeout=10.0
+    )
+    node2 = ipaddress.ip_address(bed.next_hop_node.ipv4)
+    base = int(ipaddress.ip_address("198.19.0.0"))
+    routes = [
+        pod_route(ipaddress.ip_address(base + index), node2, no_export=True)
+        for index in range(1200)
+    ]
+    before, after = set(routes[:1000]), set(routes[200:])
+    speaker.set_routes(before)
+    wait_for_table(bird, expect(*((route, bed.next_hop_node.ipv4) for route in before)))
+    families = len(speaker.peers[bed.gateway.ipv4].families)
+    eventually(
+        lambda: (
+            speaker.converged()
+            and (registry.get_sample_value("hybridnet_bgp_announce_latency_seconds_count",
+                                           {"kind": "eor"}) or 0) >= families
+        ),
+        "every route and End-of-RIB acknowledged: nothing in flight",
+    )  # fmt: skip
+
+    stopped = speaker.exabgp_pid
+    assert stopped is not None
+    os.kill(stopped, signal.SIGSTOP)
+    speaker.set_routes(after)
+    with pytest.raises(ExaBGPUnresponsive, match="answered no command for 10s"):
+        speaker.wait_until(speaker.converged, 3 * BOUND)
+    assert registry.get_sample_value("hybridnet_bgp_exabgp_answer_timeouts_total") == 1
+    eventually(
+        lambda: speaker.exabgp_pid not in (None, stopped), "the supervisor started ExaBGP again"
+    )
+    wanted = expect(*((route, bed.next_hop_node.ipv4) for route in after))
+    eventually(
+        lambda: not bird.protocol("hn").graceful_restart_active and learned(bird) == wanted,
+        "BIRD got End-of-RIB from the new ExaBGP and holds exactly the new set",
+    )
+    assert speaker.wait_until(speaker.converged, BOUND), "the new ExaBGP acknowledged it all"
+    assert registry.get_sample_value("hybridnet_bgp_exabgp_restarts_total") == 1
+    assert registry.get_sample_value("hybridnet_bgp_exabgp_answer_timeouts_total") == 1
 
 
 @pytest.mark.parametrize(

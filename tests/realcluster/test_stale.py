@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -69,6 +70,48 @@ def test_a_dead_runs_node_tree_is_emptied_and_removed_and_a_live_runs_is_not() -
         live_sleeper.stop()
         live_run.close()
     assert [h / live for h in cgroup_hierarchies() if (h / live).exists()] == []
+
+
+def _lab(command: str) -> subprocess.CompletedProcess[str]:
+    """``python -m hybridnet.lab COMMAND``, as ``make test`` and ``make clean-testbed`` run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "hybridnet.lab", command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_lab_commands_list_and_clean_a_dead_runs_node_tree_not_a_live_runs() -> None:
+    """``leftovers`` (``make test``'s last check) names a dead run's node cgroup tree and
+    exits 1; ``clean`` kills what runs in it and removes it; a live run's tree is neither
+    listed nor touched."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (cgroups)")
+    dead = f"{PREFIX_ROOT}{secrets.token_hex(3)}-node1"  # no lock file: its run is not alive
+    live_run = TestbedRun()
+    live = f"{live_run.prefix}-node1"
+    dead_sleeper = _tree_with_a_process(dead)
+    live_sleeper = _tree_with_a_process(live)
+    try:
+        listed = _lab("leftovers")
+        assert f"cgroup /{dead}" in listed.stdout.splitlines(), listed
+        assert f"cgroup /{live}" not in listed.stdout.splitlines()
+        assert listed.returncode == 1
+        cleaned = _lab("clean")
+        assert cleaned.returncode == 0, cleaned
+        assert f"removed cgroup /{dead}" in cleaned.stdout.splitlines()
+        assert dead_sleeper.stop() == -signal.SIGKILL  # ended by the clean-up
+        assert [h / dead for h in cgroup_hierarchies() if (h / dead).exists()] == []
+        assert live_sleeper.poll() is None
+        assert f"cgroup /{dead}" not in _lab("leftovers").stdout.splitlines()
+    finally:
+        dead_sleeper.stop()
+        kill_cgroup_trees(dead)
+        kill_cgroup_trees(live)
+        live_sleeper.stop()
+        live_run.close()
 
 
 def _recorded_sleeper(work_dir: Path) -> Process:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from hybridnet.bgp.errors import PeerConfigError, RouteError, SpeakerError
+from hybridnet.bgp.errors import ExaBGPUnresponsive, PeerConfigError, RouteError, SpeakerError
 from hybridnet.bgp.model import NO_EXPORT, Family, Peer, Route, SessionState
 from hybridnet.bgp.speaker import Backoff, Speaker
 from hybridnet.metrics import new_registry
@@ -284,6 +284,96 @@ def test_losing_the_relay_restarts_exabgp(harness: Harness) -> None:
     os.kill(relay_pid, signal.SIGKILL)
     wait(speaker, lambda: speaker.exabgp_pid not in (None, first), "a new ExaBGP runs")
     wait(speaker, lambda: established(speaker), "its session is up")
+
+
+def many(count: int) -> set[Route]:
+    """``count`` /32 routes from 198.19.0.0 on, to one next hop (one command per 1,000)."""
+    first = ipaddress.ip_address("198.19.0.0")
+    return {Route.of(f"{first + index}/32", "198.18.0.11") for index in range(count)}
+
+
+def settled(harness: Harness, speaker: Speaker) -> bool:
+    """Every route acknowledged, the session up and its End-of-RIB markers (one per family)
+    answered: nothing is in flight, so a stand-in stopped now owes no answer from before."""
+    eor = harness.metric("hybridnet_bgp_announce_latency_seconds_count", kind="eor")
+    families = len(speaker.peers[A].families)
+    return speaker.converged() and established(speaker) and eor >= families
+
+
+def given_up(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    ending = "; killing ExaBGP to start it again"
+    return [r for r in caplog.records if r.getMessage().endswith(ending)]
+
+
+def test_an_exabgp_that_stops_answering_is_killed_started_again_and_the_waiter_told(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stand-in ExaBGP stopped (SIGSTOP): the relay still takes the commands, no answer
+    comes. A caller waiting gets ExaBGPUnresponsive instead of waiting out its own bound; the
+    stopped process is killed (SIGTERM would wait for a SIGCONT) and a new one gets the whole
+    set, the change made while the old one hung included."""
+    caplog.set_level(logging.INFO, logger="hybridnet.bgp.speaker")
+    speaker = harness.speaker(backoff=Backoff(initial=0.05), answer_timeout=1.0)
+    speaker.set_routes({pod(1), pod(2)})
+    wait(speaker, lambda: settled(harness, speaker), "routes and End-of-RIB acknowledged")
+    first = speaker.exabgp_pid
+    assert first is not None
+    os.kill(first, signal.SIGSTOP)
+    speaker.set_routes({pod(1), pod(2), pod(3)})
+    with pytest.raises(ExaBGPUnresponsive, match="answered no command for 1s"):
+        speaker.wait_until(speaker.converged, BOUND)
+
+    assert harness.metric("hybridnet_bgp_exabgp_answer_timeouts_total") == 1
+    (record,) = given_up(caplog)
+    assert record.levelno == logging.ERROR
+    details = record.hybridnet_fields  # type: ignore[attr-defined]
+    assert (details["exabgp_pid"], details["unanswered"], details["oldest_kind"]) == (
+        first,
+        1,
+        "announce",
+    )
+    assert (details["oldest_peer"], details["answer_timeout"]) == (A, 1.0)
+    wait(speaker, lambda: speaker.exabgp_pid not in (None, first), "a new ExaBGP runs")
+    second = speaker.exabgp_pid
+    wait(speaker, lambda: speaker.converged() and established(speaker), "it has every route")
+    exits = [r for r in caplog.records if r.getMessage() == "ExaBGP exited"]
+    assert [r.hybridnet_fields["code"] for r in exits] == [-signal.SIGKILL]  # type: ignore[attr-defined]
+    lines = [text for _, _, text in harness.commands(second)]
+    assert any("nlri 198.19.0.1/32 198.19.0.2/32 198.19.0.3/32" in text for text in lines), lines
+    assert speaker.announced(A) == {pod(1), pod(2), pod(3)}
+    assert harness.metric("hybridnet_bgp_exabgp_restarts_total") == 1
+
+
+def test_an_exabgp_that_stops_reading_does_not_hold_the_speaker(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stopped ExaBGP reads nothing: the relay's pipe and then the socket fill (about
+    220 KB here), and the commands of 30,000 routes (about 450 KB) cannot all be written. The
+    write gives up after the answer timeout (a blocking one held the speaker's driver, and
+    close(), for good), and the new ExaBGP gets every route."""
+    routes = many(30_000)
+    speaker = harness.speaker(backoff=Backoff(initial=0.05), answer_timeout=1.0)
+    wait(speaker, lambda: settled(harness, speaker), "up, End-of-RIB acknowledged")
+    first = speaker.exabgp_pid
+    assert first is not None
+    os.kill(first, signal.SIGSTOP)
+    speaker.set_routes(routes)
+    with pytest.raises(ExaBGPUnresponsive, match="did not take our commands within 1s"):
+        speaker.wait_until(speaker.converged, BOUND)
+    assert harness.metric("hybridnet_bgp_exabgp_answer_timeouts_total") == 1
+    assert len(given_up(caplog)) == 1
+    wait(speaker, lambda: speaker.exabgp_pid not in (None, first), "a new ExaBGP runs")
+    # Twice the set (at connect, and again when the session is up), through a stand-in that
+    # logs every line: a few seconds, longer on a loaded machine, hence the wider bound.
+    done = speaker.wait_until(lambda: speaker.converged() and established(speaker), 4 * BOUND)
+    assert done, "the new ExaBGP acknowledged every route"
+    assert speaker.announced(A) == routes
+
+
+def test_the_answer_timeout_must_be_a_positive_number_of_seconds() -> None:
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(SpeakerError, match="answer_timeout"):
+            Speaker([peer()], "198.18.0.10", answer_timeout=bad)
 
 
 def test_close_stops_exabgp_and_reports_every_peer_stopped(harness: Harness) -> None:

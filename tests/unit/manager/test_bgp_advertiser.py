@@ -27,6 +27,7 @@ from hybridnet.api.resources import (
     NetworkSpec,
     Subnet,
 )
+from hybridnet.bgp.errors import ExaBGPUnresponsive
 from hybridnet.bgp.model import (
     NO_EXPORT,
     IPAddress,
@@ -52,7 +53,8 @@ RACK = {"hybridnet.test/rack": "t"}
 
 class FakeSpeaker:
     """Holds what it is told; ExaBGP acknowledges at once when ``acks`` is set; sessions
-    are in whatever state the test sets."""
+    are in whatever state the test sets; ``hung``: every wait ends in ExaBGPUnresponsive,
+    as the real speaker's do when it gives up on an ExaBGP that stopped answering."""
 
     def __init__(
         self,
@@ -67,6 +69,7 @@ class FakeSpeaker:
         self.desired: dict[str, frozenset[Route]] = {p.name: frozenset() for p in peers}
         self.states = {p.name: SessionState.ESTABLISHED for p in peers}
         self.acks = True
+        self.hung = False
         self.started = self.closed = False
         self.withdrawn_before_close: dict[str, frozenset[Route]] = {}
         self.torn_down_with: dict[str, frozenset[Route]] | None = None
@@ -83,6 +86,8 @@ class FakeSpeaker:
         self.closed = True
 
     def teardown(self, timeout: float) -> bool:
+        if self.hung:
+            raise ExaBGPUnresponsive("ExaBGP answered no command for 30s")
         self.torn_down_with = dict(self.desired)
         return True
 
@@ -126,6 +131,8 @@ class FakeSpeaker:
         return self.acks
 
     def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        if self.hung:
+            raise ExaBGPUnresponsive("ExaBGP answered no command for 30s")
         return condition()
 
     def set_state(self, peer: str, state: SessionState) -> None:
@@ -356,6 +363,30 @@ def test_a_new_peer_set_replaces_the_speaker_after_withdrawing_from_removed_peer
     assert len(bed.speaker.desired[TOR]) == 2  # the whole set, before it started
 
 
+def test_a_speaker_whose_exabgp_hung_is_still_replaced_and_the_new_one_serves(
+    bed: Bed,
+) -> None:
+    """Withdrawing from removed peers ends in ExaBGPUnresponsive: the advertiser logs it,
+    closes the old speaker, and the new one gets the routes of the pods that come next."""
+    network = bed.network(BGPPeer(address=TOR, asn=65000), BGPPeer(address=SPINE, asn=65000))
+    bed.node("n1", "198.18.0.11")
+    bed.start()
+    first = bed.speaker
+    bed.address("198.19.0.5")
+    wait_until(lambda: len(first.desired[SPINE]) == 2, "routes at both peers")
+    first.hung = True
+    current = bed.store.get(Network, network.name)
+    assert current.spec.config is not None
+    current.spec.config.bgp_peers = [BGPPeer(address=TOR, asn=65000)]
+    bed.store.update(current)
+    wait_until(lambda: len(bed.speakers) == 2 and bed.speaker.started, "a new speaker")
+    assert first.closed
+    bed.address("198.19.0.6")
+    wait_until(lambda: bed.marked("198.19.0.6") == "n1", "a pod after it announced and marked")
+    assert pod("198.19.0.6", "198.18.0.11") in bed.speaker.desired[TOR]
+    assert len(bed.speakers) == 2
+
+
 def test_without_a_router_id_the_peers_say_so(tmp_path: Path) -> None:
     bed = Bed(tmp_path)
     bed.advertiser.settings = BGPSettings()  # no router id, no IPv4 local address
@@ -450,6 +481,14 @@ def test_a_leader_stopping_on_purpose_withdraws_once_the_next_leader_speaks(bed:
     assert speaker.closed
     assert speaker.torn_down_with == {TOR: frozenset()}  # withdrawn, then the sessions ended
     assert speaker.withdrawn_before_close == {TOR: frozenset()}
+
+
+def test_a_leader_whose_exabgp_hung_closes_at_handover_without_waiting(bed: Bed) -> None:
+    speaker = leading_with_a_route(bed)
+    speaker.hung = True
+    bed.advertiser.stop(successor=ScriptedSuccessor(Successor("b", True)))
+    assert speaker.closed
+    assert speaker.torn_down_with is None  # the peers keep the routes for graceful restart
 
 
 def test_without_a_successor_the_routes_stay_for_graceful_restart(bed: Bed) -> None:

@@ -15,6 +15,7 @@ def test_bgp_flags_become_the_speakers_settings() -> None:
             "--store", "x.db", "--bgp-router-id", "198.18.0.5",
             "--bgp-local-address", "198.18.0.5", "--bgp-local-address", "2001:db8::5",
             "--bgp-multihop", "3", "--bgp-workdir", "/var/lib/hybridnet/exabgp",
+            "--bgp-answer-timeout", "12.5",
         ]
     )  # fmt: skip
     settings = main.bgp_settings(args)
@@ -25,12 +26,14 @@ def test_bgp_flags_become_the_speakers_settings() -> None:
     }
     assert settings.speaker.multihop == 3
     assert str(settings.workdir) == "/var/lib/hybridnet/exabgp"
+    assert settings.answer_timeout == 12.5
 
 
 def test_without_bgp_flags_everything_is_derived() -> None:
     settings = main.bgp_settings(main.parse_args(["--store", "x.db"]))
     assert settings.router_id is None and settings.workdir is None
     assert settings.speaker.local_addresses == {} and settings.speaker.multihop is None
+    assert settings.answer_timeout == 30.0
 
 
 @pytest.mark.parametrize(
@@ -41,6 +44,8 @@ def test_without_bgp_flags_everything_is_derived() -> None:
          "at most one address per IP version"),
         (["--bgp-multihop", "0"], "--bgp-multihop must be 1-255"),
         (["--bgp-local-address", "nope"], "--bgp-local-address"),
+        (["--bgp-answer-timeout", "0"], "--bgp-answer-timeout must be a number of seconds above 0"),
+        (["--bgp-answer-timeout", "inf"], "--bgp-answer-timeout must be a number of seconds"),
     ],
 )  # fmt: skip
 def test_bad_bgp_flags_are_refused(
