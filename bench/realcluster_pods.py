@@ -22,6 +22,7 @@ on every new pod gets hybridnet's network.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -51,11 +52,27 @@ CNI_SETUPS: dict[str, Callable[[], CniSetup]] = {
 }
 DEPLOYMENT = "bench"
 SELECTOR = f"app={DEPLOYMENT}"
+KEEP = Path(os.environ["KEEP_LOGS"]) if os.environ.get("KEEP_LOGS") else None
 
 
 def _released(cluster: RealCluster, setup: CniSetup) -> bool:
     """Whether no node's IPAM still holds an address."""
     return all(not setup.held_addresses(node) for node in cluster.nodes)
+
+
+def keep_logs(cluster: RealCluster, into: Path) -> None:
+    """Copy every node's containerd and kubelet log and its pods' logs into ``into``."""
+    import shutil  # noqa: PLC0415
+
+    for node in cluster.nodes:
+        target = into / node.spec.name
+        target.mkdir(parents=True, exist_ok=True)
+        for name, path in node.log_paths.items():
+            if path.exists():
+                shutil.copy(path, target / f"{name}.log")
+        pods = node.host_path("/var/log") / "pods"
+        for kept in pods.glob("hybridnet-system_*"):
+            shutil.copytree(kept, target / "pods" / kept.name, dirs_exist_ok=True)
 
 
 def one_run(cluster: RealCluster, setup: CniSetup, pods: int, timeout: float) -> dict[str, float]:
@@ -128,6 +145,8 @@ def measure_all(
                         file=sys.stderr,
                     )
                     samples.append(sample)
+                    if KEEP is not None:
+                        keep_logs(cluster, KEEP / f"{position}-{index}")
                 results.append(summary(setup, samples))
     return results
 
