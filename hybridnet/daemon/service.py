@@ -153,12 +153,13 @@ class Phases:
     """Seconds each step of one CNI call took, for its log line: where a slow ADD waited
     (its lock, the manager's allocation, the node datapath) is read from the log."""
 
-    def __init__(self) -> None:
-        self._mark = time.monotonic()
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._mark = clock()
         self.seconds: dict[str, float] = {}
 
     def end(self, step: str) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self.seconds[step] = round(now - self._mark, 3)
         self._mark = now
 
