@@ -134,7 +134,8 @@ def read_hybridnet(
     webhook = []
     for record in records:
         message, steps = record.get("msg"), record.get("seconds")
-        if message == "webhook request" and record.get("path") == "/mutate":
+        path = str(record.get("path", "")).partition("?")[0]  # the API server adds ?timeout=
+        if message == "webhook request" and path == "/mutate":
             webhook.append(float(record.get("duration_ms", 0)) / 1000)
             continue
         if not isinstance(steps, dict):

@@ -62,14 +62,18 @@ DAEMON = [
          "seconds": {"lock": 0.0, "detach": 0.125}}),
     "not a record",
 ]  # fmt: skip
+
+
+def webhook(second: int, path: str, ms: float) -> str:
+    when = f"2026-12-01T19:02:{second:02d}.000+00:00"
+    return cri({"ts": when, "msg": "webhook request", "path": path, "duration_ms": ms})
+
+
 MANAGER = [
-    cri({"ts": "2026-12-01T19:02:51.000+00:00", "msg": "webhook request", "path": "/mutate",
-         "duration_ms": 100.0}),
-    cri({"ts": "2026-12-01T19:02:52.000+00:00", "msg": "webhook request", "path": "/mutate",
-         "duration_ms": 300.0}),
-    cri({"ts": "2026-12-01T19:02:52.000+00:00", "msg": "webhook request", "path": "/validate",
-         "duration_ms": 9000.0}),
-]  # fmt: skip
+    webhook(51, "/mutate?timeout=10s", 100.0),
+    webhook(52, "/mutate?timeout=10s", 300.0),
+    webhook(52, "/validate?timeout=10s", 9000.0),
+]
 
 
 def test_phases_of_one_pod_from_its_components_lines() -> None:
