@@ -278,7 +278,7 @@ class Webhook:
     def stop(self) -> None:
         self.keeper.stop(timeout=SHUTDOWN_SECONDS)
         self.server.stop()
-        self.pod_view.stop(timeout=SHUTDOWN_SECONDS)
+        self.pod_view.signal_stop()  # their watches end when the store is closed
 
 
 def certificate_source(store: Store, args: argparse.Namespace) -> CertificateSource:
@@ -317,7 +317,7 @@ def start_webhook(store: Store, args: argparse.Namespace, stopping: threading.Ev
         _register_webhook(store, args, stopping)
     except BaseException:
         server.stop()
-        pod_view.stop()
+        pod_view.signal_stop()
         raise
     keeper = CertificateKeeper(
         source, server.use_context, material, patcher, args.webhook_resync_seconds

@@ -12,6 +12,7 @@ informers instead (see there for what stays read from the store).
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol
 
 from hybridnet.api.builtin import Namespace, Node
@@ -92,13 +93,18 @@ class PodView(StoreView):
         self._subnets.start()
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop both informers (a watch on a quiet stream ends at its timeout or with the
-        store; the threads are daemons)."""
+    def signal_stop(self) -> None:
+        """Ask both informers to end; a watch on a quiet stream notices when the store is
+        closed (or at its timeout). The threads are daemons: nothing waits for them."""
         self._networks.signal_stop()
         self._subnets.signal_stop()
-        self._networks.stop(timeout)
-        self._subnets.stop(timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask both informers to end and wait for them, ``timeout`` seconds at most in all."""
+        deadline = time.monotonic() + timeout
+        self.signal_stop()
+        for informer in (self._networks, self._subnets):
+            informer.stop(max(deadline - time.monotonic(), 0.0))
 
     def networks(self) -> list[Network]:
         if not self._networks.synced.is_set():
