@@ -4,7 +4,9 @@ A :class:`hack.realcluster.cluster.RealCluster` of ``--nodes`` nodes is built on
 setup; each run creates a Deployment of ``--pods`` busybox pods (spread over the nodes), takes
 the time until every one is Running, then deletes it and takes the time until every pod is
 gone and every address is released again (the CNI DEL of each). The time is read by polling
-the API server every 0.1 s, so figures carry up to that much of it.
+the API server every 0.1 s, so figures carry up to that much of it. After the figures, a
+table of per-pod phases read from the nodes' logs (:mod:`bench.pod_phases`): where the time
+went, per setup.
 
 CNI setups (``--cni``, repeatable; the first is the baseline the others are divided by):
 ``bridge`` is the reference bridge + host-local chain (:class:`hack.realcluster.cni.
@@ -22,6 +24,7 @@ on every new pod gets hybridnet's network.
 from __future__ import annotations
 
 import argparse
+import datetime
 import statistics
 import sys
 import time
@@ -29,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import pod_phases
 from bench.stats import write_json
 from hack.realcluster.cluster import RealCluster
 from hack.realcluster.cni import CniSetup, ReferenceBridge
@@ -58,13 +62,15 @@ def _released(cluster: RealCluster, setup: CniSetup) -> bool:
     return all(not setup.held_addresses(node) for node in cluster.nodes)
 
 
-def one_run(cluster: RealCluster, setup: CniSetup, pods: int, timeout: float) -> dict[str, float]:
+def one_run(cluster: RealCluster, setup: CniSetup, pods: int, timeout: float) -> dict[str, Any]:
     with cluster.api() as kube:
+        wall = datetime.datetime.now(datetime.UTC)
         began = time.monotonic()
         create(kube, deployment_manifest(DEPLOYMENT, pods))
         running = wait_running(kube, "default", SELECTOR, pods, timeout)
         up = time.monotonic() - began
         nodes = {p.spec.node_name for p in running}
+        names = {p.metadata.name for p in running}
         began = time.monotonic()
         delete(kube, "Deployment", DEPLOYMENT)
         wait_gone(kube, "default", SELECTOR, timeout)
@@ -81,14 +87,22 @@ def one_run(cluster: RealCluster, setup: CniSetup, pods: int, timeout: float) ->
         "delete_to_gone_s": gone,
         "delete_to_released_s": released,
         "nodes_used": float(len(nodes)),
+        "phases": pod_phases.measure(cluster.nodes, names, wall.year, wall.timestamp()),
     }
 
 
-def summary(setup: CniSetup, samples: list[dict[str, float]]) -> dict[str, Any]:
+def summary(setup: CniSetup, samples: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ("create_to_running_s", "delete_to_gone_s", "delete_to_released_s")
+    phases = sorted({name for s in samples for name in s["phases"]})
     return {
         "cni": setup.name,
         "runs": samples,
+        "phases_median_s": {
+            name: round(
+                statistics.median(s["phases"][name] for s in samples if name in s["phases"]), 3
+            )
+            for name in phases
+        },
         **{
             key: {
                 "median": round(statistics.median(s[key] for s in samples), 3),
@@ -118,7 +132,7 @@ def measure_all(
                             setup.install(node, index)
                         setup.after_nodes(cluster)
                         cluster.wait_nodes(ready=True)
-                samples: list[dict[str, float]] = []
+                samples: list[dict[str, Any]] = []
                 for index in range(runs):
                     sample = one_run(cluster, setup, pods, timeout)
                     print(
@@ -130,6 +144,21 @@ def measure_all(
                     samples.append(sample)
                 results.append(summary(setup, samples))
     return results
+
+
+def print_phases(results: list[dict[str, Any]]) -> None:
+    """Each phase's median over the runs (of the per-pod medians), one column per setup."""
+    names = sorted({name for r in results for name in r["phases_median_s"]})
+    if not names:
+        return
+    print("\nper-pod phases, s (median of each run's median over its pods; bench/pod_phases.py)")
+    print(f"  {'phase':<34}" + "".join(f"{r['cni'][:22]:>24}" for r in results))
+    for name in names:
+        cells = "".join(
+            f"{r['phases_median_s'][name]:>24.3f}" if name in r["phases_median_s"] else f"{'-':>24}"
+            for r in results
+        )
+        print(f"  {name:<34}{cells}")
 
 
 def main() -> int:
@@ -165,6 +194,7 @@ def main() -> int:
             f"  {result['cni']:<22}{up['median']:>19.2f}{up['min']:>8.2f}{up['max']:>8.2f}"
             f"{gone['median']:>16.2f}{ratio:>8.2f}"
         )
+    print_phases(results)
     if args.json:
         write_json(
             args.json,

@@ -22,6 +22,7 @@ import hashlib
 import ipaddress
 from collections.abc import Sequence
 
+from hybridnet.daemon.datapath.config import LOCAL_POD_RULE_PRIORITY, LOCAL_POD_TABLE
 from hybridnet.netlink import addresses, links, ns, routes, rules, sysctl
 
 GATEWAY_V4 = "169.254.1.1"
@@ -37,8 +38,8 @@ AF_INET, AF_INET6 = 2, 10
 class DatapathConfig:
     """Table and priority numbers (configurable so they never collide with the site's)."""
 
-    local_pod_table: int = 39999
-    local_pod_rule_priority: int = 19999
+    local_pod_table: int = LOCAL_POD_TABLE
+    local_pod_rule_priority: int = LOCAL_POD_RULE_PRIORITY
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,34 +1,34 @@
-"""``hybridnet-daemon``: serve CNI requests for one node; ``install`` puts the plugin in place."""
+"""``hybridnet-daemon``: serve CNI requests for one node; ``install`` puts the plugin in place.
+
+Kubelet execs ``hybridnet-daemon probe`` twice every ten seconds on each node (hybridnet.daemon.
+probe), so importing this module stays light: what only serving needs (grpcio, the datapath,
+the store clients, prometheus) is imported by :func:`serve_node` when it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hybridnet import logs
 from hybridnet.api import constants
 from hybridnet.daemon import bundle, probe
 from hybridnet.daemon import install as installer
-from hybridnet.daemon.attachment import DatapathConfig
 from hybridnet.daemon.datapath.config import (
     VXLAN_DEFAULT_PORT,
     ConfigError,
     NodeConfig,
     RoutingNumbers,
 )
-from hybridnet.daemon.server import serve
-from hybridnet.daemon.service import DaemonConfig, DaemonService
 from hybridnet.daemon.worker import DEFAULT_RESYNC_PERIOD
-from hybridnet.metrics import MetricsError, new_registry, parse_address, serve_metrics
-from hybridnet.shutdown import set_on_signal, wait_for
 from hybridnet.store.errors import StoreError
-from hybridnet.store.interface import Store
-from hybridnet.store.kube import KubeStore
-from hybridnet.store.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from hybridnet.store.interface import Store
 
 DEFAULT_SOCKET = Path("/run/hybridnet/daemon.sock")
 
@@ -106,6 +106,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                 name = flag.replace("_", "-")
                 parser.error(f"--{name} {getattr(args, flag)}: must be above 0 seconds")
         if args.metrics_address:
+            from hybridnet.metrics import parse_address  # noqa: PLC0415 - serving only
+
             try:
                 parse_address(args.metrics_address)
             except ValueError as exc:
@@ -166,7 +168,13 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
 
 
 def open_store(args: argparse.Namespace) -> Store:
-    return SQLiteStore(args.store) if args.store else KubeStore.from_kubeconfig(args.kubeconfig)
+    if args.store:
+        from hybridnet.store.sqlite import SQLiteStore  # noqa: PLC0415 - serving only
+
+        return SQLiteStore(args.store)
+    from hybridnet.store.kube import KubeStore  # noqa: PLC0415 - serving only
+
+    return KubeStore.from_kubeconfig(args.kubeconfig)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -192,6 +200,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"installed {plugin} and {conf_path}")
         return 0
+    return serve_node(args)
+
+
+def serve_node(args: argparse.Namespace) -> int:
+    """Serve CNI requests until a signal (the default command)."""
+    import threading  # noqa: PLC0415 - the imports below are serving's only (module docstring)
+
+    from hybridnet.daemon.attachment import DatapathConfig  # noqa: PLC0415
+    from hybridnet.daemon.server import serve  # noqa: PLC0415
+    from hybridnet.daemon.service import DaemonConfig, DaemonService  # noqa: PLC0415
+    from hybridnet.metrics import MetricsError, new_registry, serve_metrics  # noqa: PLC0415
+    from hybridnet.shutdown import set_on_signal, wait_for  # noqa: PLC0415
+
     try:
         store = open_store(args)
     except StoreError as exc:

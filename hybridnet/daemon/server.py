@@ -9,13 +9,22 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from hybridnet.daemon.service import DaemonService
 from hybridnet.rpc import daemon_pb2_grpc as pb_grpc
 
 SERVICE_NAME = "hybridnet.rpc.v1.Daemon"
 
 
-def serve(service: DaemonService, socket_path: Path, workers: int = 16) -> grpc.Server:
+WORKERS = 256
+"""Calls served at once. Kubelet starts every pod it is given at once (up to its max-pods, 110
+by default), and each ADD holds its thread while it waits for the manager's allocation and the
+node datapath. With 16, a burst of 33 pods per node on a loaded bed had all 16 busy: the other
+ADDs, and the probes' STATUS calls behind them, queued until kubelet's liveness probe timed out
+and restarted the daemon in the middle of the burst. A waiting thread costs little."""
+
+
+def serve(
+    service: pb_grpc.DaemonServicer, socket_path: Path, workers: int = WORKERS
+) -> grpc.Server:
     """Start serving on ``socket_path`` (mode 0600, directory 0700); a stale socket file from
     a previous run is replaced."""
     socket_path.parent.mkdir(parents=True, exist_ok=True)

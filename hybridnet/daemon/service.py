@@ -149,6 +149,21 @@ def timed(command: str) -> Callable[[Handler], Handler]:
     return wrap
 
 
+class Phases:
+    """Seconds each step of one CNI call took, for its log line: where a slow ADD waited
+    (its lock, the manager's allocation, the node datapath) is read from the log."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._mark = clock()
+        self.seconds: dict[str, float] = {}
+
+    def end(self, step: str) -> None:
+        now = self._clock()
+        self.seconds[step] = round(now - self._mark, 3)
+        self._mark = now
+
+
 class DaemonService(pb_grpc.DaemonServicer):
     def __init__(
         self, store: Store, config: DaemonConfig, registry: CollectorRegistry | None = None
@@ -487,12 +502,16 @@ class DaemonService(pb_grpc.DaemonServicer):
     def Add(self, request: pb.AddRequest, context: grpc.ServicerContext) -> pb.AddReply:
         attach = request.attachment
         owner = ipinstances.owner_key(attach.pod_namespace, attach.pod_name)
+        phases = Phases()
         try:
             with self._pod_lock(owner):
+                phases.end("lock")
                 instances = self._instances(attach)
+                phases.end("allocation")
                 checks = self._check_addresses(attach, instances)
                 plan = self._plan(attach, request.mtu, instances)
                 attachment.attach(plan, self.config.datapath)
+                phases.end("attach")
                 try:
                     # Built while the manager announces: BGP pods wait for their routes here.
                     instances = self._wait_announced(owner, instances)
@@ -501,6 +520,7 @@ class DaemonService(pb_grpc.DaemonServicer):
                     attachment.detach(attach.container_id, attach.ifname)
                     raise
                 underlay_check.announce_all(checks)
+                phases.end("record")
         except (AllocationTimeout, RouteNotAnnounced) as exc:
             _abort(context, CNI_TRY_AGAIN_LATER, str(exc))
         except Unavailable as exc:
@@ -523,9 +543,11 @@ class DaemonService(pb_grpc.DaemonServicer):
         except StoreError as exc:
             _abort(context, CNI_INTERNAL, f"store: {exc}")
         self._wait_for_datapath(owner, instances)
+        phases.end("datapath")
         log.info("pod attached", extra=fields(
             pod=owner, container=attach.container_id,
-            addresses=list(plan.addresses), host_ifname=plan.host_ifname))  # fmt: skip
+            addresses=list(plan.addresses), host_ifname=plan.host_ifname,
+            seconds=phases.seconds))  # fmt: skip
         return _reply(plan, instances)
 
     @timed("DEL")
@@ -539,7 +561,9 @@ class DaemonService(pb_grpc.DaemonServicer):
             else f"container:{attach.container_id}"
         )
         freed: list[str] = []
+        phases = Phases()
         with self._pod_lock(owner):  # never while this pod's ADD is still building
+            phases.end("lock")
             removed = attachment.detach(attach.container_id, attach.ifname)
             if self.embedded and attach.pod_name:
                 try:
@@ -547,8 +571,10 @@ class DaemonService(pb_grpc.DaemonServicer):
                 except StoreError as exc:
                     _abort(context, CNI_TRY_AGAIN_LATER, f"store: {exc}")
         self._wake_datapath()
+        phases.end("detach")
         log.info("pod detached", extra=fields(
-            container=attach.container_id, removed=removed, freed=freed))  # fmt: skip
+            container=attach.container_id, removed=removed, freed=freed,
+            seconds=phases.seconds))  # fmt: skip
         return pb.DeleteReply()
 
     @timed("CHECK")

@@ -15,11 +15,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from hybridnet.daemon.datapath.errors import DatapathError
-from hybridnet.daemon.datapath.reconcile import Reconciler, ReconcileResult
 from hybridnet.daemon.datapath.view import NodeView
 from hybridnet.logs import fields
+
+if TYPE_CHECKING:  # the daemon's command line reads DEFAULT_RESYNC_PERIOD without the datapath
+    from hybridnet.daemon.datapath.reconcile import Reconciler, ReconcileResult
 
 log = logging.getLogger(__name__)
 

@@ -62,7 +62,7 @@ from hybridnet.manager.webhook.registration import (
 from hybridnet.manager.webhook.review import ReviewHandler
 from hybridnet.manager.webhook.secret import CertificateSecret
 from hybridnet.manager.webhook.server import WebhookServer, pem_context
-from hybridnet.manager.webhook.view import StoreView
+from hybridnet.manager.webhook.view import PodView, StoreView
 from hybridnet.metrics import (
     LATENCY_BUCKETS,
     MetricsError,
@@ -286,10 +286,12 @@ class Webhook:
 
     server: WebhookServer
     keeper: CertificateKeeper
+    pod_view: PodView
 
     def stop(self) -> None:
         self.keeper.stop(timeout=SHUTDOWN_SECONDS)
         self.server.stop()
+        self.pod_view.signal_stop()  # their watches end when the store is closed
 
 
 def certificate_source(store: Store, args: argparse.Namespace) -> CertificateSource:
@@ -306,9 +308,11 @@ def start_webhook(store: Store, args: argparse.Namespace, stopping: threading.Ev
     create them. Every store step waits out a store that is not ready yet (see
     startup.retry_transient)."""
     host, port = parse_address(args.webhook_address)
+    pod_view = PodView(store, args.namespace)  # every replica serves reviews: its own caches
     handler = ReviewHandler(
         StoreView(store, args.namespace),
         ClusterDefaults(args.default_network_type, args.default_ip_family),
+        pod_view=pod_view,
     )
     source = certificate_source(store, args)
     material = retry_transient("read the webhook certificate", source.read, stopping)
@@ -317,6 +321,7 @@ def start_webhook(store: Store, args: argparse.Namespace, stopping: threading.Ev
     patcher = None
     if args.webhook_service:
         patcher = CABundlePatcher(store, args.namespace, args.webhook_service)
+    pod_view.start()  # until its caches have listed, reviews read the store
     server.start()
     try:
         if patcher is not None and material.ca is not None:
@@ -325,6 +330,7 @@ def start_webhook(store: Store, args: argparse.Namespace, stopping: threading.Ev
         _register_webhook(store, args, stopping)
     except BaseException:
         server.stop()
+        pod_view.signal_stop()
         raise
     keeper = CertificateKeeper(
         source, server.use_context, material, patcher, args.webhook_resync_seconds
@@ -338,7 +344,7 @@ def start_webhook(store: Store, args: argparse.Namespace, stopping: threading.Ev
             url=args.webhook_url,
         ),
     )
-    return Webhook(server, keeper.start())
+    return Webhook(server, keeper.start(), pod_view)
 
 
 def _register_webhook(store: Store, args: argparse.Namespace, stopping: threading.Event) -> None:

@@ -2,7 +2,8 @@
 
 Every number is configurable so that it never collides with the site's own policy routing;
 the defaults keep the pod attachment's (``attachment.DatapathConfig``) local-pod table and
-rule, and sit in ranges that distributions and other CNIs leave alone.
+rule, and sit in ranges that distributions and other CNIs leave alone. Nothing here imports
+the datapath itself: the daemon's command line (its probes included) reads these defaults.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import dataclasses
 import ipaddress
 import re
 
-from hybridnet.daemon.attachment import DatapathConfig
-
 LINUX_MAX_TABLE = 0xFFFFFFFF
 RESERVED_TABLES = frozenset({0, 253, 254, 255})  # unspec, default, main, local
 MAX_RULE_PRIORITY = 32765
 """Rules at 32766 (main) and 32767 (default) are the kernel's."""
+LOCAL_POD_TABLE = 39999
+"""The table of this node's pod routes (the pod attachment writes them)."""
+LOCAL_POD_RULE_PRIORITY = 19999
+"""The priority of the rule that looks that table up."""
 
 
 class ConfigError(ValueError):
@@ -39,11 +42,11 @@ class RoutingNumbers:
     routes with it are ever changed or deleted.
     """
 
-    local_pod_table: int = DatapathConfig.local_pod_table
+    local_pod_table: int = LOCAL_POD_TABLE
     overlay_table: int = 40000
     subnet_table_first: int = 10000
     subnet_table_last: int = 39998
-    local_pod_priority: int = DatapathConfig.local_pod_rule_priority
+    local_pod_priority: int = LOCAL_POD_RULE_PRIORITY
     overlay_priority: int = 20000
     subnet_priority: int = 20001
     route_protocol: int = 104

@@ -21,7 +21,7 @@ from hybridnet.api.annotations import ClusterDefaults
 from hybridnet.api.codec import DecodeError
 from hybridnet.api.resources import Network, Subnet
 from hybridnet.logs import fields
-from hybridnet.manager.webhook.mutate import JsonPatch, mutate_pod
+from hybridnet.manager.webhook.mutate import JsonPatch, Mutation, mutate_pod
 from hybridnet.manager.webhook.view import ClusterView
 from hybridnet.store.errors import StoreError
 
@@ -152,8 +152,17 @@ def review_response(uid: str, verdict: Verdict) -> dict[str, Any]:
 class ReviewHandler:
     """Answers AdmissionReviews for the ``validate`` and ``mutate`` endpoints."""
 
-    def __init__(self, view: ClusterView, defaults: ClusterDefaults | None = None) -> None:
+    def __init__(
+        self,
+        view: ClusterView,
+        defaults: ClusterDefaults | None = None,
+        *,
+        pod_view: ClusterView | None = None,
+    ) -> None:
         self.view = view
+        self.pod_view = pod_view or view
+        """What pod mutation reads first (hybridnet.manager.webhook.view.PodView: caches); a
+        pod it refuses is decided again on ``view``."""
         self.defaults = defaults or ClusterDefaults()
         self._routes: dict[tuple[str, str, str], Callable[[AdmissionRequest], Verdict]] = {
             ("validate", c.GROUP, "Network"): self._network,
@@ -258,13 +267,23 @@ class ReviewHandler:
         namespace = request.namespace or (
             str(metadata.get("namespace") or "") if isinstance(metadata, dict) else ""
         )
-        mutation = mutate_pod(
-            request.object,
-            self.view.namespace_annotations(namespace) if namespace else {},
-            self.view.networks(),
-            self.view.subnets(),
-            self.defaults,
-        )
+        annotations = self.view.namespace_annotations(namespace) if namespace else {}
+        mutation = self._mutate(request.object, annotations, self.pod_view)
+        if not mutation.allowed and self.pod_view is not self.view:
+            cached_refusal = mutation.message
+            mutation = self._mutate(request.object, annotations, self.view)
+            if mutation.allowed:
+                log.info(
+                    "pod admitted on a fresh read after the caches refused it",
+                    extra=fields(namespace=namespace, name=request.name, cached=cached_refusal),
+                )
         if not mutation.allowed:
             return Verdict(False, BAD_REQUEST, mutation.message)
         return Verdict(True, patch=mutation.patch)
+
+    def _mutate(
+        self, pod: dict[str, Any], namespace_annotations: dict[str, str], view: ClusterView
+    ) -> Mutation:
+        return mutate_pod(
+            pod, namespace_annotations, view.networks(), view.subnets(), self.defaults
+        )
