@@ -115,28 +115,19 @@ def in_our_kernel() -> bool:
 
 @functools.cache
 def host_has_8021q() -> bool:
-    """Probe by creating a VLAN device on a veth inside a throwaway namespace."""
+    """Probe by creating a VLAN device on a veth inside a throwaway namespace.
+
+    Every link is named with ``name``: ``ip link add a ...`` reads ``a`` as ``address``.
+    """
     if os.geteuid() != 0 or shutil.which("ip") is None:
         return False
     name = f"{testbed.PREFIX_ROOT}probe{os.getpid()}"
     try:
         testbed.ip("netns", "add", name)
-        testbed.ip("-n", name, "link", "add", "a", "type", "veth", "peer", "name", "b")
-        probe = testbed.ip(
-            "-n",
-            name,
-            "link",
-            "add",
-            "link",
-            "a",
-            "name",
-            "a.2",
-            "type",
-            "vlan",
-            "id",
-            "2",
-            check=False,
-        )
+        testbed.ip("-n", name, "link", "add", "name", "trunk", "type", "veth",
+                   "peer", "name", "peer")  # fmt: skip
+        probe = testbed.ip("-n", name, "link", "add", "link", "trunk", "name", "trunk.2",
+                           "type", "vlan", "id", "2", check=False)  # fmt: skip
         return probe.returncode == 0
     except testbed.TestbedError:
         return False
