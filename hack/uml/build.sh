@@ -24,9 +24,6 @@ for input in "$source_tarball" "$base_config"; do
     exit 1
   }
 done
-for tool in gcc make flex bison bc tar xz; do
-  command -v "$tool" >/dev/null || { echo "build.sh: $tool is required (make deps)" >&2; exit 1; }
-done
 
 source_version="$(dpkg-query -W -f='${Version}' linux-source-6.1)"
 key="$( { echo "recipe $recipe source $source_version"; zcat "$base_config"; cat "$fragment"; } \
@@ -43,6 +40,9 @@ if [[ "${1:-}" == --cached ]]; then
   echo "build.sh: the user-mode-linux kernel is not built yet (make uml-kernel builds it)" >&2
   exit 3
 fi
+for tool in gcc make flex bison bc tar xz; do
+  command -v "$tool" >/dev/null || { echo "build.sh: $tool is required (make deps)" >&2; exit 1; }
+done
 
 mkdir -p "$cache_root"
 work="$(mktemp -d "$cache_root/work.XXXXXX")"
