@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import gzip
 import ipaddress
+import itertools
 import json
 import os
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -40,9 +43,11 @@ from hybridnet.lab.cluster import (
     ClusterConfig,
     SubnetPlan,
 )
+from hybridnet.policy.model import Direction
 from hybridnet.policy.render import FAMILY
 from tests.netns import policy_cluster, policy_underlay, uml
-from tests.netns.policy_cluster import daemons_of, enforced
+from tests.netns.policy_cluster import daemons_of, enforced, policies, policy
+from tests.netns.policy_matrix import Peer
 from tests.netns.policy_underlay import World
 from tests.netns.uml import in_guest
 
@@ -132,3 +137,80 @@ def test_network_policy_on_vlan_tagged_pods(
         world = World(daemons_of(cluster), pods.pods, pods.outside, pods.outside_extra)
         for case in policy_underlay.CASES:
             case(world)
+        if in_guest():  # this host's kernel has no SCTP sockets; our UML kernel has them
+            sctp_associations_by_port(pods)
+
+
+SCTP_SERVER = """
+import socket, sys, threading
+def serve(listener, port):
+    while True:
+        conn, _ = listener.accept()
+        token = conn.recv(64).decode()
+        print(f"{port} {token}", flush=True)
+        conn.sendall(b"ok " + token.encode())
+        conn.close()
+for port in sys.argv[1:]:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_SCTP)
+    listener.bind(("0.0.0.0", int(port)))
+    listener.listen(16)
+    threading.Thread(target=serve, args=(listener, port), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"""
+"""SCTP servers (one-to-one sockets) at each port of argv; prints ``PORT TOKEN`` for each
+association that sends its token, and answers ``ok TOKEN``."""
+
+SCTP_CLIENT = """
+import socket, sys
+address, port, token = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+client = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_SCTP)
+client.settimeout(float(sys.argv[4]))
+client.connect((address, port))
+client.sendall(token.encode())
+print(client.recv(64).decode(), flush=True)
+"""
+"""One SCTP association to ADDRESS PORT carrying TOKEN, within TIMEOUT seconds."""
+
+SCTP_BOUND = 60.0
+"""How long an allowed association may take, and a denied INIT to be counted: well under a
+second in user-mode-linux; reached only when broken."""
+
+
+def sctp_associations_by_port(pods: policy_cluster.PolicyPods) -> None:
+    """Real SCTP associations (the kernel has SCTP sockets) beside test_network_policy's INIT
+    stand-in: into the VLAN pod x/a, from the overlay pod y/b on its node and the VLAN pod x/b
+    on the other, port 81 is reached before the policy; with a policy allowing SCTP 80 only,
+    the association to 80 completes and one to 81 started before it never reaches the server
+    while x/a's ingress drop counter counts its INIT."""
+    server, clients = pods.pod("x/a"), (pods.pod("y/b"), pods.pod("x/b"))
+    member = pods.members[server.name]
+    host = member.node.host
+    interface = policy_cluster.host_interface(host, member.netns.name)
+    listener = server.netns.spawn([sys.executable, "-c", SCTP_SERVER, "80", "81"])
+    listener.wait_for_line("^ready$", timeout=SCTP_BOUND)
+    tokens = itertools.count(1)
+
+    def associate(client: Peer, port: int) -> str:
+        token = f"{client.name}-{port}-{next(tokens)}"
+        argv = [sys.executable, "-c", SCTP_CLIENT, server.addresses[4], str(port), token]
+        done = client.netns.exec([*argv, str(SCTP_BOUND)], timeout=SCTP_BOUND + 10)
+        assert done.stdout.strip() == f"ok {token}", f"{client.name} -> sctp/{port}: {done}"
+        return token
+
+    for client in clients:
+        listener.wait_for_line(f"^81 {associate(client, 81)}$", timeout=SCTP_BOUND)
+    spec = {"podSelector": {}, "ingress": [{"ports": [{"protocol": "SCTP", "port": 80}]}]}
+    with policies(pods.cluster, policy("x", "sctp-80", spec)):
+        for client in clients:
+            counted = policy_cluster.drop_count(host, Direction.INGRESS, interface)
+            denied = f"{client.name}-81-{next(tokens)}"
+            attempt = client.netns.spawn([sys.executable, "-c", SCTP_CLIENT, server.addresses[4],
+                                          "81", denied, str(SCTP_BOUND)])  # fmt: skip
+            listener.wait_for_line(f"^80 {associate(client, 80)}$", timeout=SCTP_BOUND)
+            deadline = time.monotonic() + SCTP_BOUND
+            while policy_cluster.drop_count(host, Direction.INGRESS, interface) <= counted:
+                assert time.monotonic() < deadline, f"x/a's drop counter missed {denied}'s INIT"
+                time.sleep(0.05)
+            assert f"81 {denied}" not in list(listener.output_lines), f"{denied} got through"
+            attempt.stop()
