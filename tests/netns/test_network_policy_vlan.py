@@ -5,7 +5,8 @@ by the real plugin) with two nodes, but its underlay network is VLAN 101 (netID 
 198.19.101.0/24): each daemon makes ``eth0.101`` on its node and its VLAN pods' frames leave
 tagged; the gateway routes the VLAN on its own ``eth0.101``. Beside three VLAN pods on the two
 nodes sits an overlay pod (VXLAN), and the cases of tests/netns/policy_underlay.py run over
-them with the probe matrix.
+them with the probe matrix; then, where the kernel has SCTP sockets (our UML kernel), real SCTP
+associations allowed and denied by port.
 
 Where it runs: natively where the kernel has both 802.1Q and nftables' ``inet`` family. This
 machine's kernel lacks 802.1Q, so the ``requires_8021q`` marker moves the test into
@@ -24,6 +25,7 @@ import ipaddress
 import itertools
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -137,8 +139,16 @@ def test_network_policy_on_vlan_tagged_pods(
         world = World(daemons_of(cluster), pods.pods, pods.outside, pods.outside_extra)
         for case in policy_underlay.CASES:
             case(world)
-        if in_guest():  # this host's kernel has no SCTP sockets; our UML kernel has them
+        if has_sctp_sockets():  # this host's kernel has none; our UML kernel has them
             sctp_associations_by_port(pods)
+
+
+def has_sctp_sockets() -> bool:
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_SCTP).close()
+    except OSError:  # EPROTONOSUPPORT: no SCTP in this kernel
+        return False
+    return True
 
 
 SCTP_SERVER = """
