@@ -9,22 +9,27 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-# What the tiers need from Debian: the kernel's tools, user-mode-linux for 802.1Q, BIRD as
-# the BGP peer, the reference CNI plugins, podman + runc + busybox-static as a second CNI
-# runtime (libcni), ping/tcpdump for traffic checks, iperf3 for the datapath benchmark, and
-# mmdebstrap for the container image's Debian root file system (make image).
+# What the tiers need from Debian: the kernel's tools, user-mode-linux for 802.1Q (its
+# configuration, and linux-source-6.1 + make/flex/bison/bc/xz-utils to build our own kernel
+# from it: make uml-kernel), BIRD as the BGP peer, the reference CNI plugins, podman + runc +
+# busybox-static as a second CNI runtime (libcni), ping/tcpdump for traffic checks, iperf3 for
+# the datapath benchmark, and mmdebstrap for the container image's Debian root file system
+# (make image).
 DEBIAN_PACKAGES := iproute2 iptables nftables kmod user-mode-linux bird2 \
 	containernetworking-plugins podman runc busybox-static iputils-ping procps tcpdump \
-	iperf3 zsh python3-venv ca-certificates gcc libc6-dev mmdebstrap
+	iperf3 zsh python3-venv ca-certificates gcc libc6-dev mmdebstrap \
+	linux-source-6.1 make flex bison bc xz-utils
 
-.PHONY: test demo deps venv controlplane helm manifests image realcluster-build bench-realcluster \
+.PHONY: test demo deps venv controlplane helm manifests image realcluster-build uml-kernel \
+	bench-realcluster \
 	lint typecheck unit netns bench clean-testbed controlplane-up proto controlplane-down
 
 ## make test: install everything, then lint, type check and run every test tier. The builds come
 ## first, each cached outside the clone and done once: the control plane, helm, the image (a
-## cold build takes 1-2.5 minutes; a code change remakes only its application layer) and the
-## real-cluster binaries (kubelet, scheduler, controller manager, containerd).
-test: deps venv controlplane helm image realcluster-build lint typecheck
+## cold build takes 1-2.5 minutes; a code change remakes only its application layer), the
+## real-cluster binaries (kubelet, scheduler, controller manager, containerd) and the
+## user-mode-linux kernel the 802.1Q tests boot.
+test: deps venv controlplane helm image realcluster-build uml-kernel lint typecheck
 	$(BIN)/pytest
 	$(BIN)/python -m hybridnet.lab leftovers
 
@@ -81,6 +86,12 @@ realcluster-build: controlplane
 	@command -v gcc >/dev/null || { echo "make: gcc is required (the pause binary; make deps)" >&2; exit 1; }
 	hack/realcluster/build.sh
 
+## make uml-kernel: build the user-mode-linux kernel (Debian's linux-source-6.1 with Debian's
+## user-mode-linux config plus hack/uml/kernel.config built in: 802.1Q, nftables' inet family,
+## SCTP, ...) into ~/.cache, once; tests/netns/uml.py boots it for the 802.1Q tests.
+uml-kernel: deps
+	hack/uml/build.sh
+
 ## make controlplane-up: a kube-apiserver + etcd left running for debugging (prints KUBECONFIG);
 ## make controlplane-down stops it. CONTROLPLANE_DIR holds its kubeconfig, logs and PIDs.
 CONTROLPLANE_DIR ?= /tmp/hybridnet-controlplane
@@ -102,7 +113,7 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest tests/unit
 
-netns: deps venv
+netns: deps venv uml-kernel
 	$(BIN)/pytest tests/netns
 
 ## make bench: the quick benchmarks (4-5 minutes on the 2-core reference machine).
