@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 # What the tiers need from Debian: the kernel's tools, user-mode-linux for 802.1Q (its
-# configuration, and linux-source-6.1 + make/flex/bison/bc/xz-utils to build our own kernel
+# configuration, and linux-source-6.1 + make/flex/bison/bc/xz-utils/libelf-dev to build our kernel
 # from it: make uml-kernel), BIRD as the BGP peer, the reference CNI plugins, podman + runc +
 # busybox-static as a second CNI runtime (libcni), ping/tcpdump for traffic checks, iperf3 for
 # the datapath benchmark, and mmdebstrap for the container image's Debian root file system
@@ -18,7 +18,7 @@ STAMP := $(VENV)/.installed-stamp
 DEBIAN_PACKAGES := iproute2 iptables nftables kmod user-mode-linux bird2 \
 	containernetworking-plugins podman runc busybox-static iputils-ping procps tcpdump \
 	iperf3 zsh python3-venv ca-certificates gcc libc6-dev mmdebstrap \
-	linux-source-6.1 make flex bison bc xz-utils
+	linux-source-6.1 make flex bison bc xz-utils libelf-dev
 
 .PHONY: test demo deps venv controlplane helm manifests image realcluster-build uml-kernel \
 	bench-realcluster \
