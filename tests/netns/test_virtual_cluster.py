@@ -356,7 +356,7 @@ def test_a_cluster_whose_processes_died_is_a_stale_run_that_clean_removes(tmp_pa
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert clean.returncode == 0, clean.stderr
-        assert f"removed {prefix}-node1" in clean.stdout
+        assert f"removed netns {prefix}-node1" in clean.stdout.splitlines()
         assert not [n for n in testbed.list_namespaces() if n.startswith(f"{prefix}-")]
         assert daemons and not [p for p in daemons if running(p)]
     finally:
