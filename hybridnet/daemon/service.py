@@ -19,7 +19,6 @@ import functools
 import ipaddress
 import logging
 import socket
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -36,18 +35,16 @@ from hybridnet.daemon.cache import (
     AllocationTimeout,
     NodeCache,
     NotAnnounced,
-    node_selector,
     one_per_family,
 )
 from hybridnet.daemon.datapath.config import NodeConfig
 from hybridnet.daemon.datapath.plan import Operation
+from hybridnet.daemon.embedded_addresses import EmbeddedAddresses, EmbeddedSettings
 from hybridnet.daemon.node_datapath import NodeDatapath, NotCompared
 from hybridnet.daemon.pod_locks import PodLocks
 from hybridnet.daemon.worker import DEFAULT_RESYNC_PERIOD
-from hybridnet.ipamcore.allocator import Allocator
-from hybridnet.ipamcore.errors import IPAMError, NoSuchNetwork
+from hybridnet.ipamcore.errors import IPAMError
 from hybridnet.ipamstore import ipinstances
-from hybridnet.ipamstore.service import IPAMService, PodRef
 from hybridnet.logs import fields
 from hybridnet.metrics import LATENCY_BUCKETS
 from hybridnet.netlink import ns
@@ -61,7 +58,7 @@ from hybridnet.rpc.codes import NETWORK_NOT_ON_NODE as CNI_NETWORK_NOT_ON_NODE
 from hybridnet.rpc.codes import POD_REQUEST_INVALID as CNI_POD_REQUEST_INVALID
 from hybridnet.rpc.codes import TRY_AGAIN_LATER as CNI_TRY_AGAIN_LATER
 from hybridnet.store.errors import Conflict, StoreError, Unavailable
-from hybridnet.store.interface import Store, WatchEvent
+from hybridnet.store.interface import Store
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +178,6 @@ class DaemonService(pb_grpc.DaemonServicer):
             if registry is not None
             else None
         )
-        self._ipam: IPAMService | None = None
-        self._ipam_lock = threading.Lock()
         self._pod_locks = PodLocks()
         self.cache = NodeCache(
             store,
@@ -191,8 +186,13 @@ class DaemonService(pb_grpc.DaemonServicer):
             watch_timeout=config.watch_timeout,
             network_policy=config.node is not None,
         )
-        if config.embedded:
-            self.cache.on_instance = self._follow_stored
+        self.addresses = (
+            EmbeddedAddresses(store, self.cache, _embedded_settings(config), self._pod_lock)
+            if config.embedded
+            else None
+        )
+        if self.addresses is not None:
+            self.cache.on_instance = self.addresses.follow
         self.node_datapath = (
             NodeDatapath(
                 store,
@@ -244,33 +244,7 @@ class DaemonService(pb_grpc.DaemonServicer):
                 extra=fields(pod=owner, waited_seconds=NODE_DATAPATH_WAIT),
             )
 
-    @property
-    def embedded(self) -> bool:
-        return self.config.embedded
-
     # ----------------------------------------------------------------- addresses
-
-    def _embedded_ipam(self) -> IPAMService:
-        """The daemon's own allocator (embedded store only), rebuilt once from the store."""
-        with self._ipam_lock:
-            if self._ipam is None:
-                service = IPAMService(self.store, Allocator(), self.config.ipam_namespace)
-                service.rebuild()
-                self._ipam = service
-            return self._ipam
-
-    def _follow_stored(self, event: WatchEvent[IPInstance]) -> None:
-        """Keep the embedded allocator agreeing with the store in watch order, as the
-        manager's does: an address someone else freed (``hybridnet-ctl ipam gc``, another
-        daemon's DEL) is free here too, not until the next restart. Events before the first
-        ADD are in the rebuild; those during it wait for the lock and follow it."""
-        with self._ipam_lock:
-            if self._ipam is None:
-                return
-            if event.type == "DELETED":
-                self._ipam.on_deleted(event.object)
-            else:
-                self._ipam.on_stored(event.object)
 
     def _pod_lock(self, owner: str) -> contextlib.AbstractContextManager[None]:
         """ADD, DEL and GC of one pod run one at a time (hybridnet.daemon.pod_locks): on the
@@ -278,56 +252,9 @@ class DaemonService(pb_grpc.DaemonServicer):
         an ADD is still building."""
         return self._pod_locks.hold(owner)
 
-    def _stored(self, selector: str) -> list[IPInstance]:
-        """IPInstances read from the embedded store itself: the daemon writes them there and
-        must see its own writes at once (its cache follows a moment later)."""
-        return self.store.list(IPInstance, self.config.ipam_namespace, selector).items
-
-    def _allocate_embedded(self, attach: pb.Attachment) -> list[IPInstance]:
-        service = self._embedded_ipam()
-        self.cache.networks.synced.wait(self.config.allocation_timeout)
-        networks = list(self.cache.networks.cache.copy().values())
-        annotations = embedded_request.read_annotations(
-            self.store, attach.pod_namespace, attach.pod_name
-        )
-        request, name = embedded_request.resolve(
-            attach.pod_name,
-            annotations,
-            default_network=self.config.embedded_network,
-            default_family=self.config.embedded_ip_family,
-            node_labels=self.cache.node_labels(),
-            networks=networks,
-        )
-        network = self.cache.network(name, self.config.allocation_timeout)
-        if network is None:
-            raise NoSuchNetwork(f"network {name} does not exist")
-        self._check_placement(network)  # before allocating: nothing to give back after
-        self._learn_network(service, network)
-        ref = PodRef(
-            attach.pod_namespace, attach.pod_name, attach.pod_uid or None, self.config.node_name
-        )
-        service.ensure_allocated(ref, request, name)
-        selector = pod_selector(attach.pod_namespace, attach.pod_name)
-        found = self._stored(selector)
-        if not found:
-            # The store lost the pod's IPInstances while the allocator still holds them: no
-            # sandbox can own what is not stored, so allocate afresh.
-            service.release(ref.owner)
-            service.ensure_allocated(ref, request, name)
-            found = self._stored(selector)
-        return found
-
-    def _learn_network(self, service: IPAMService, network: Network) -> None:
-        """Give the allocator the network and its subnets as the cache has them now: a subnet
-        created after the daemon started is allocated from at once."""
-        service.apply_network(network)
-        for subnet in self.cache.subnets.cache.copy().values():
-            if subnet.spec.network == network.name:
-                service.apply_subnet(subnet)
-
     def _instances(self, attach: pb.Attachment) -> list[IPInstance]:
-        if self.embedded:
-            found = self._allocate_embedded(attach)
+        if self.addresses is not None:
+            found = self.addresses.allocate(attach, self._check_placement)
         else:
             owner = ipinstances.owner_key(attach.pod_namespace, attach.pod_name)
             found = self.cache.wait_for_pod(owner, self.config.allocation_timeout)
@@ -354,10 +281,8 @@ class DaemonService(pb_grpc.DaemonServicer):
         try:
             underlay_check.probe_all(checks)
         except underlay_check.CheckFailed as exc:
-            if self.embedded:
-                service = self._embedded_ipam()
-                for instance in instances:
-                    service.delete_instance(instance)
+            if self.addresses is not None:
+                self.addresses.delete(instances)
             if self.node_datapath is not None:
                 reason = "AddressInUse" if exc.in_use else "AddressCheckFailed"
                 self.node_datapath.events.pod_warning(
@@ -460,42 +385,6 @@ class DaemonService(pb_grpc.DaemonServicer):
                         raise  # ADD fails ("try again later") and rolls back
                     current = newer
 
-    def _free_sandbox(self, attach: pb.Attachment) -> list[str]:
-        """Embedded store, at DEL: free the pod's addresses that belong to this sandbox (or to
-        none: an ADD that failed before recording), never those of its current sandbox.
-        The caller holds the pod's lock."""
-        service = self._embedded_ipam()
-        owner = ipinstances.owner_key(attach.pod_namespace, attach.pod_name)
-        stored = self._stored(pod_selector(attach.pod_namespace, attach.pod_name))
-        if not stored:
-            # Nothing stored can belong to any sandbox: let go of whatever the allocator
-            # still holds for the pod (the store lost it, or this DEL is a repeat).
-            service.release(owner)
-            return []
-        mine = [i for i in stored if i.status.sandbox_id in (attach.container_id, None)]
-        for instance in mine:
-            service.delete_instance(instance)
-        return [ipinstances.address_of(i) for i in mine]
-
-    def _free_stale(self, valid_sandboxes: set[str]) -> list[str]:
-        """Embedded store, at GC: free every address on this node whose sandbox is not valid,
-        whether or not its link still exists."""
-        service = self._embedded_ipam()
-        stale = {
-            ipinstances.owner_of(i)
-            for i in self._stored(node_selector(self.config.node_name))
-            if i.status.sandbox_id not in valid_sandboxes
-        }
-        freed = []
-        for owner in sorted(o for o in stale if o is not None):
-            pod_namespace, _, pod_name = owner.partition("/")
-            with self._pod_lock(owner):  # read again: an ADD may have recorded meanwhile
-                for instance in self._stored(pod_selector(pod_namespace, pod_name)):
-                    if instance.status.sandbox_id not in valid_sandboxes:
-                        service.delete_instance(instance)
-                        freed.append(ipinstances.address_of(instance))
-        return freed
-
     # ----------------------------------------------------------------- CNI commands
 
     @timed("ADD")
@@ -565,9 +454,9 @@ class DaemonService(pb_grpc.DaemonServicer):
         with self._pod_lock(owner):  # never while this pod's ADD is still building
             phases.end("lock")
             removed = attachment.detach(attach.container_id, attach.ifname)
-            if self.embedded and attach.pod_name:
+            if self.addresses is not None and attach.pod_name:
                 try:
-                    freed = self._free_sandbox(attach)
+                    freed = self.addresses.free_sandbox(attach)
                 except StoreError as exc:
                     _abort(context, CNI_TRY_AGAIN_LATER, f"store: {exc}")
         self._wake_datapath()
@@ -581,8 +470,8 @@ class DaemonService(pb_grpc.DaemonServicer):
     def Check(self, request: pb.CheckRequest, context: grpc.ServicerContext) -> pb.CheckReply:
         attach = request.attachment
         try:
-            if self.embedded:
-                found = self._stored(pod_selector(attach.pod_namespace, attach.pod_name))
+            if self.addresses is not None:
+                found = self.addresses.stored(pod_selector(attach.pod_namespace, attach.pod_name))
             elif self.cache.instances.synced.is_set():
                 owner = ipinstances.owner_key(attach.pod_namespace, attach.pod_name)
                 found = self.cache.pod_instances(owner)
@@ -638,9 +527,9 @@ class DaemonService(pb_grpc.DaemonServicer):
         valid = {(v.container_id, v.ifname) for v in request.valid}
         removed = attachment.collect_garbage(valid)
         freed: list[str] = []
-        if self.embedded:
+        if self.addresses is not None:
             try:
-                freed = self._free_stale({container_id for container_id, _ in valid})
+                freed = self.addresses.free_stale({container_id for container_id, _ in valid})
             except StoreError as exc:
                 _abort(context, CNI_TRY_AGAIN_LATER, f"store: {exc}")
         log.info("garbage collected", extra=fields(
@@ -675,6 +564,16 @@ class DaemonService(pb_grpc.DaemonServicer):
             for a in attachment.attached(self.config.datapath)
         )
         return reply
+
+
+def _embedded_settings(config: DaemonConfig) -> EmbeddedSettings:
+    return EmbeddedSettings(
+        node_name=config.node_name,
+        ipam_namespace=config.ipam_namespace,
+        allocation_timeout=config.allocation_timeout,
+        default_network=config.embedded_network,
+        default_family=config.embedded_ip_family,
+    )
 
 
 def _difference(op: Operation) -> pb.DatapathDifference:

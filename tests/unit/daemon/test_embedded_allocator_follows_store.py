@@ -41,11 +41,13 @@ def test_an_address_deleted_from_the_store_is_free_for_the_next_pod(tmp_path: Pa
             lambda: any(s.spec.range.start for s in service.cache.subnets.cache.values()),
             "the one-address range in the daemon's cache",
         )
-        (first,) = service._allocate_embedded(attachment("a"))
+        addresses = service.addresses
+        assert addresses is not None
+        (first,) = addresses.allocate(attachment("a"), lambda network: None)
         assert ipinstances.address_of(first) == "198.18.7.10"
         store.delete(IPInstance, first.name, IPAM_NAMESPACE)  # what `ipam gc` does
         wait_until(lambda: not service.cache.pod_instances("default/a"), "the delete heard")
-        (second,) = service._allocate_embedded(attachment("b"))
+        (second,) = addresses.allocate(attachment("b"), lambda network: None)
         assert ipinstances.address_of(second) == "198.18.7.10"
         assert ipinstances.owner_of(second) == "default/b"
     finally:
