@@ -45,6 +45,8 @@ def test_an_address_deleted_from_the_store_is_free_for_the_next_pod(tmp_path: Pa
         assert addresses is not None
         (first,) = addresses.allocate(attachment("a"), lambda network: None)
         assert ipinstances.address_of(first) == "198.18.7.10"
+        # Heard first, so that the wait below cannot pass before the create was even heard.
+        wait_until(lambda: service.cache.pod_instances("default/a"), "the create heard")
         store.delete(IPInstance, first.name, IPAM_NAMESPACE)  # what `ipam gc` does
         wait_until(lambda: not service.cache.pod_instances("default/a"), "the delete heard")
         (second,) = addresses.allocate(attachment("b"), lambda network: None)
