@@ -46,7 +46,7 @@ def test_an_address_deleted_from_the_store_is_free_for_the_next_pod(tmp_path: Pa
         (first,) = addresses.allocate(attachment("a"), lambda network: None)
         assert ipinstances.address_of(first) == "198.18.7.10"
         # Heard first, so that the wait below cannot pass before the create was even heard.
-        wait_until(lambda: service.cache.pod_instances("default/a"), "the create heard")
+        wait_until(lambda: bool(service.cache.pod_instances("default/a")), "the create heard")
         store.delete(IPInstance, first.name, IPAM_NAMESPACE)  # what `ipam gc` does
         wait_until(lambda: not service.cache.pod_instances("default/a"), "the delete heard")
         (second,) = addresses.allocate(attachment("b"), lambda network: None)
